@@ -1,0 +1,53 @@
+//! The contract between `hikyaku-api` and `hikyaku-engine`.
+//!
+//! Redis is the only coupling between the API and the engine, and this crate is the only place
+//! that knows what lives in Redis: the key map, the wire types and their encoding, and the Lua
+//! scripts that move jobs between places atomically. It does no I/O of its own beyond loading and
+//! invoking scripts on a connection it is handed, and holds no delivery policy.
+//!
+//! # Key map
+//!
+//! Every key starts with `hk:`. Keys that a script touches together share a hash tag (`{sN}`), so
+//! the layout works unchanged on Redis Cluster.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `hk:meta` | hash | `schema` (= [`SCHEMA_VERSION`]), `shards` (shard count all writers use) |
+//! | `hk:camp:{<id>}` | hash | field `snap`: the frozen [`CampaignSnapshot`] the engine renders from |
+//! | `hk:camp:{<id>}:n` | hash | live per-campaign counters (written by the recorder) |
+//! | `hk:{s<N>}:ready` | stream | jobs of shard N, field `j` = encoded [`Job`]; consumer group [`ENGINE_GROUP`] |
+//! | `hk:{s<N>}:retry` | sorted set | deferred jobs (member = encoded [`Job`]) scored by due time in ms |
+//! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, field `e`, for the recorder |
+//! | `hk:site:<site>:ctl` | hash | `paused` (`1`/`0`), `rate` (msg/s override, `0` = none) |
+//!
+//! A job's shard is [`shard_for_domain`] of its recipient domain, so all jobs for one domain (and
+//! in practice one destination site) share a shard. The events stream is per shard, not global,
+//! so that finishing a job (ack + delete + event) is one atomic script on one hash slot.
+//!
+//! # Places a job can be (the "nothing is lost" invariant)
+//!
+//! A job is in exactly one of: the shard's ready stream (delivered to a consumer or not), the
+//! shard's retry set, or finished with exactly one event on the shard's events stream. The three
+//! scripts in [`scripts`] are the only transitions, each atomic:
+//! [`scripts::finish`] (ready → event), [`scripts::defer`] (ready → retry) and
+//! [`scripts::move_due`] (retry → ready).
+//!
+//! # Layout
+//!
+//! - [`keys`]: the key map above as functions, and the shard function.
+//! - [`codec`]: the compact, versioned binary encoding every wire type uses.
+//! - [`job`], [`snapshot`], [`event`]: the wire types.
+//! - [`scripts`]: the Lua scripts (source in `lua/*.lua`) and typed helpers to invoke them.
+
+pub mod codec;
+pub mod event;
+pub mod job;
+pub mod keys;
+pub mod scripts;
+pub mod snapshot;
+
+pub use codec::DecodeError;
+pub use event::{Event, EventStatus};
+pub use job::{Job, JobId};
+pub use keys::{shard_for_domain, Keys, ENGINE_GROUP, SCHEMA_VERSION};
+pub use snapshot::CampaignSnapshot;
