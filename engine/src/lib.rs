@@ -1,1 +1,48 @@
+//! hikyaku's delivery engine: reads jobs from the Redis shard streams, resolves each domain to
+//! a destination site, and delivers over pipelined SMTP within each site's limits, writing every
+//! outcome back to Redis through `hikyaku-queue-schema`.
+//!
+//! The binary (`hikyaku-engine --config FILE`) is a thin wrapper around [`run`], which tests call
+//! directly with their own listeners and shutdown future.
+//!
+//! # Layout
+//!
+//! - [`config`], [`policy`], [`units`]: the TOML config, site policies with shipped defaults,
+//!   readable durations and rates.
+//! - [`shard`]: a shard consumer (XREADGROUP sized to the free [`inflight`] budget, own-pending
+//!   replay, idle refresh, XAUTOCLAIM of dead nodes' entries); [`streams`] parses the replies.
+//! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
+//! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
+//!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message.
+//! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
+//! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
+//!   writes results to Redis in atomic batches; [`mover`] returns due retries.
+//! - [`control`]: operator pause / rate override and queue gauges; [`metrics`]: `/metrics`.
+//! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
+//! - [`engine`]: [`run`], wiring it all and the graceful shutdown.
 
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod connect;
+pub mod control;
+pub mod dispatcher;
+pub mod engine;
+pub mod flusher;
+pub mod inflight;
+pub mod metrics;
+pub mod mover;
+pub mod mx;
+pub mod policy;
+pub mod render;
+pub mod report;
+pub mod retry;
+pub mod shard;
+pub mod site;
+pub mod smtp;
+pub mod streams;
+pub mod units;
+pub mod work;
+
+pub use config::EngineConfig;
+pub use engine::{run, EngineError, Listeners};

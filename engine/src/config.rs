@@ -1,0 +1,341 @@
+//! The engine's configuration file (TOML), with environment overrides for URLs and secrets.
+//!
+//! ```toml
+//! redis_url = "redis://127.0.0.1:6379"   # env HIKYAKU_REDIS_URL
+//! shards = 4
+//! node_id = "engine-a"                   # env HIKYAKU_NODE_ID
+//! ehlo_name = "mta1.example.com"
+//! smtp_port = 25
+//! # smarthost = "127.0.0.1:2525"         # route everything through one relay
+//! metrics_listen = "127.0.0.1:9101"      # env HIKYAKU_METRICS_LISTEN
+//!
+//! [dns]
+//! nameserver = "127.0.0.1:5353"          # env HIKYAKU_NAMESERVER; default: system resolver
+//!
+//! [queue]
+//! max_in_flight = 20000
+//!
+//! [sites.google]
+//! rate = "200/s"
+//! max_connections = 5
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::{SitePolicy, SitePolicyConfig};
+use crate::units::Span;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole engine configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Redis URL of the queues. Overridden by `HIKYAKU_REDIS_URL`.
+    #[serde(default = "default_redis_url")]
+    pub redis_url: String,
+    /// Number of shards (ready stream + retry set each). Must match every writer; recorded in
+    /// `hk:meta` and checked at start.
+    #[serde(default = "default_shards")]
+    pub shards: u16,
+    /// This node's consumer name in the group. Keep it stable across restarts: a restarted node
+    /// takes its own pending jobs back at once instead of waiting for the claim timeout.
+    /// Overridden by `HIKYAKU_NODE_ID`.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Name sent in EHLO; should resolve to the sending address (forward-confirmed rDNS).
+    #[serde(default = "default_ehlo")]
+    pub ehlo_name: String,
+    /// Port to connect to on MX hosts: 25 in production, a sink's port in tests.
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+    /// `host:port` of a relay that takes all mail instead of the MX hosts. Sites are then
+    /// found from recipient domains only.
+    #[serde(default)]
+    pub smarthost: Option<String>,
+    /// Address of the Prometheus `/metrics` listener. Overridden by `HIKYAKU_METRICS_LISTEN`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// DNS settings.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Queue reading and reclaim settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Per-site overrides of the shipped policies, and extra sites.
+    #[serde(default)]
+    pub sites: BTreeMap<String, SitePolicyConfig>,
+}
+
+/// DNS settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// A nameserver to ask instead of the system's (`/etc/resolv.conf`), e.g. a test server.
+    /// Overridden by `HIKYAKU_NAMESERVER`.
+    #[serde(default)]
+    pub nameserver: Option<SocketAddr>,
+    /// Per-query timeout; default 5s.
+    #[serde(default)]
+    pub timeout: Option<Span>,
+    /// Longest time a domain → site answer is cached regardless of its TTL; default 1h.
+    #[serde(default)]
+    pub max_cache_ttl: Option<Span>,
+    /// How long a temporary DNS failure is remembered before asking again; default 5s.
+    #[serde(default)]
+    pub failure_ttl: Option<Span>,
+}
+
+/// Queue reading, in-flight budget and reclaim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most jobs this node holds at once (read but not finished). Bounds memory whatever the
+    /// backlog: reads are sized to the free part of this budget.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Most entries per XREADGROUP.
+    #[serde(default = "default_read_batch")]
+    pub read_batch: usize,
+    /// XREADGROUP BLOCK time.
+    #[serde(default = "default_block")]
+    pub block: Span,
+    /// A pending entry idle this long belongs to a dead node and is reclaimed (XAUTOCLAIM).
+    /// Live nodes refresh their held entries at a third of this.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle: Span,
+    /// How often the retry mover looks for due jobs.
+    #[serde(default = "default_mover_interval")]
+    pub mover_interval: Span,
+    /// Longest wait before finished jobs are written back in a batch.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: Span,
+    /// Delay before a job refused by a full or paused site is tried again (no attempt counted).
+    #[serde(default = "default_requeue_delay")]
+    pub requeue_delay: Span,
+    /// On SIGTERM, how long in-flight messages may take to finish before the rest is handed
+    /// back.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Span,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_in_flight: default_max_in_flight(),
+            read_batch: default_read_batch(),
+            block: default_block(),
+            claim_idle: default_claim_idle(),
+            mover_interval: default_mover_interval(),
+            flush_interval: default_flush_interval(),
+            requeue_delay: default_requeue_delay(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Use STARTTLS whenever the server offers it (opportunistic, unauthenticated).
+    #[serde(default = "yes")]
+    pub starttls: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { starttls: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_shards() -> u16 {
+    4
+}
+fn default_node_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| "engine".into(), |h| format!("engine-{h}"))
+}
+fn default_ehlo() -> String {
+    "localhost".into()
+}
+fn default_smtp_port() -> u16 {
+    25
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn default_read_batch() -> usize {
+    1_000
+}
+fn default_block() -> Span {
+    Span(Duration::from_millis(500))
+}
+fn default_claim_idle() -> Span {
+    Span(Duration::from_secs(60))
+}
+fn default_mover_interval() -> Span {
+    Span(Duration::from_millis(250))
+}
+fn default_flush_interval() -> Span {
+    Span(Duration::from_millis(5))
+}
+fn default_requeue_delay() -> Span {
+    Span(Duration::from_secs(2))
+}
+fn default_shutdown_grace() -> Span {
+    Span(Duration::from_secs(30))
+}
+
+impl EngineConfig {
+    /// Parses TOML text (no environment overrides).
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let cfg: EngineConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads the file, applies environment overrides, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml(&text, &p)?;
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies `HIKYAKU_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = get("HIKYAKU_REDIS_URL") {
+            self.redis_url = url;
+        }
+        if let Some(id) = get("HIKYAKU_NODE_ID") {
+            self.node_id = id;
+        }
+        if let Some(a) = get("HIKYAKU_METRICS_LISTEN") {
+            self.metrics_listen = Some(a.parse().map_err(|_| {
+                ConfigError::Invalid(format!("HIKYAKU_METRICS_LISTEN {a:?} is not host:port"))
+            })?);
+        }
+        if let Some(a) = get("HIKYAKU_NAMESERVER") {
+            self.dns.nameserver = Some(a.parse().map_err(|_| {
+                ConfigError::Invalid(format!("HIKYAKU_NAMESERVER {a:?} is not ip:port"))
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and site policies.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.shards == 0 {
+            return bad("shards must be at least 1");
+        }
+        if self.node_id.is_empty() || self.node_id.contains(char::is_whitespace) {
+            return bad("node_id must be a non-empty word");
+        }
+        if self.ehlo_name.is_empty() || self.ehlo_name.contains(char::is_whitespace) {
+            return bad("ehlo_name must be a host name");
+        }
+        if self.queue.max_in_flight == 0 || self.queue.read_batch == 0 {
+            return bad("queue.max_in_flight and queue.read_batch must be at least 1");
+        }
+        if self.queue.claim_idle.0 < Duration::from_millis(300) {
+            return bad("queue.claim_idle must be at least 300ms");
+        }
+        if let Some(s) = &self.smarthost {
+            if s.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return bad("smarthost must be host:port");
+            }
+        }
+        SitePolicy::resolve(&self.sites).map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+
+    /// The effective site policies.
+    pub fn site_policies(&self) -> BTreeMap<String, SitePolicy> {
+        SitePolicy::resolve(&self.sites).unwrap_or_else(|_| SitePolicy::shipped_defaults())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut cfg = EngineConfig::from_toml("shards = 8\n[dns]\nnameserver = \"127.0.0.1:5353\"\n", "t")
+            .expect("valid");
+        assert_eq!(cfg.shards, 8);
+        assert_eq!(cfg.smtp_port, 25);
+        assert_eq!(cfg.redis_url, "redis://127.0.0.1:6379");
+        cfg.apply_env(|k| (k == "HIKYAKU_REDIS_URL").then(|| "redis://127.0.0.1:7000".into()))
+            .expect("env ok");
+        assert_eq!(cfg.redis_url, "redis://127.0.0.1:7000");
+        let err = cfg
+            .apply_env(|k| (k == "HIKYAKU_NAMESERVER").then(|| "nope".into()))
+            .expect_err("bad env");
+        assert!(err.to_string().contains("HIKYAKU_NAMESERVER"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = EngineConfig::from_toml("shardz = 3\n", "c.toml").expect_err("unknown");
+        assert!(e.to_string().contains("shardz"), "{e}");
+        let e = EngineConfig::from_toml("shards = 0\n", "c.toml").expect_err("zero");
+        assert!(e.to_string().contains("shards"), "{e}");
+        let e = EngineConfig::from_toml("[queue]\nblock = \"5\"\n", "c.toml").expect_err("unit");
+        assert!(e.to_string().contains("unit"), "{e}");
+        let e = EngineConfig::from_toml("smarthost = \"relay\"\n", "c.toml").expect_err("port");
+        assert!(e.to_string().contains("smarthost"), "{e}");
+        let e = EngineConfig::from_toml("[sites.google]\nmax_connections = 0\n", "c.toml")
+            .expect_err("site");
+        assert!(e.to_string().contains("google"), "{e}");
+    }
+}

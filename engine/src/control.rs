@@ -1,0 +1,78 @@
+//! Run-time control and queue gauges: every second, read each site's `hk:site:<name>:ctl`
+//! (pause flag, rate override, set by operators through the admin CLI) and each shard's depths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::Keys;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+
+use crate::inflight::InFlight;
+use crate::metrics::Metrics;
+use crate::site::Site;
+use crate::units::Rate;
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    mut con: MultiplexedConnection,
+    sites: BTreeMap<String, Arc<Site>>,
+    shards: u16,
+    inflight: Arc<InFlight>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = poll(&mut con, &sites, shards, &inflight, &metrics).await {
+            tracing::warn!(error = %e, "reading site control and queue depths failed");
+        }
+    }
+}
+
+async fn poll(
+    con: &mut MultiplexedConnection,
+    sites: &BTreeMap<String, Arc<Site>>,
+    shards: u16,
+    inflight: &InFlight,
+    metrics: &Metrics,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for name in sites.keys() {
+        pipe.hgetall(Keys::site_ctl(name));
+    }
+    for shard in 0..shards {
+        pipe.xlen(Keys::ready(shard)).zcard(Keys::retry(shard));
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(con).await?;
+    let mut it = replies.into_iter();
+    for site in sites.values() {
+        let ctl: HashMap<String, String> = it
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or_default();
+        site.set_paused(ctl.get("paused").is_some_and(|v| v == "1"));
+        let rate = ctl
+            .get("rate")
+            .and_then(|r| r.parse::<f64>().ok())
+            .filter(|r| *r > 0.0 && r.is_finite())
+            .map(Rate::per_second);
+        site.set_rate_override(rate);
+    }
+    for shard in 0..shards {
+        let ready: u64 = it.next().map(redis::from_redis_value).transpose()?.unwrap_or(0);
+        let retry: u64 = it.next().map(redis::from_redis_value).transpose()?.unwrap_or(0);
+        metrics.depths(shard, ready, retry, inflight.in_flight());
+    }
+    Ok(())
+}

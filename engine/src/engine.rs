@@ -1,0 +1,272 @@
+//! [`run`]: wiring the engine together, and its graceful shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::{Keys, ENGINE_GROUP, SCHEMA_VERSION};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::clock;
+use crate::config::EngineConfig;
+use crate::connect::Connector;
+use crate::dispatcher::{DispatchConfig, Dispatcher};
+use crate::inflight::InFlight;
+use crate::metrics::{self, Metrics};
+use crate::mx::{HickoryLookup, MxLookup};
+use crate::render::Renderer;
+use crate::report::Reporter;
+use crate::shard::ShardConsumer;
+use crate::site::{Site, SiteDeps};
+use crate::smtp::tls::opportunistic_connector;
+use crate::{control, flusher, mover};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Redis refused or failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis holds a layout this engine cannot use.
+    #[error("queue layout mismatch: {0}")]
+    Schema(String),
+    /// The DNS resolver could not be set up.
+    #[error("dns resolver: {0}")]
+    Dns(String),
+    /// The TLS client could not be set up.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Sockets the engine serves on, bound by the caller (tests bind port 0).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The Prometheus `/metrics` listener.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Runs the engine until `shutdown` resolves, then stops reading, lets in-flight messages
+/// finish (up to `queue.shutdown_grace`), hands queued jobs back, and returns.
+pub async fn run(
+    config: EngineConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), EngineError> {
+    config
+        .validate()
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let handle = metrics::install();
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let shared = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&shared)
+        .await?;
+    prepare(&mut con, &config).await?;
+
+    let q = config.queue.clone();
+    let lookup: Arc<dyn MxLookup> = Arc::new(
+        HickoryLookup::new(
+            config.dns.nameserver,
+            config.dns.timeout.map_or(Duration::from_secs(5), |s| s.0),
+        )
+        .map_err(|e| EngineError::Dns(e.to_string()))?,
+    );
+    let tls = if config.tls.starttls {
+        Some(opportunistic_connector().map_err(|e| EngineError::Tls(e.to_string()))?)
+    } else {
+        None
+    };
+    let inflight = InFlight::new(q.max_in_flight, config.shards);
+    let mut txs = Vec::new();
+    let mut flushers = Vec::new();
+    for shard in 0..config.shards {
+        let (tx, rx) = mpsc::unbounded_channel();
+        txs.push(tx);
+        flushers.push(tokio::spawn(flusher::run(
+            shard,
+            rx,
+            con.clone(),
+            inflight.clone(),
+            q.flush_interval.0,
+        )));
+    }
+    let reporter = Reporter::new(txs, Metrics);
+    let deps = SiteDeps {
+        connector: Connector {
+            lookup: lookup.clone(),
+            ehlo: config.ehlo_name.clone(),
+            tls,
+        },
+        renderer: Arc::new(Renderer::new(con.clone())),
+        reporter: reporter.clone(),
+    };
+    let sites: BTreeMap<String, Arc<Site>> = config
+        .site_policies()
+        .into_iter()
+        .map(|(name, policy)| (name, Site::new(policy, deps.clone())))
+        .collect();
+    let smarthost = config.smarthost.as_ref().and_then(|s| {
+        let (h, p) = s.rsplit_once(':')?;
+        Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?))
+    });
+    let dispatcher = Dispatcher::new(
+        sites.clone(),
+        lookup,
+        reporter.clone(),
+        Metrics,
+        DispatchConfig {
+            port: config.smtp_port,
+            smarthost,
+            max_cache_ttl: config.dns.max_cache_ttl.map_or(Duration::from_secs(3600), |s| s.0),
+            failure_ttl: config.dns.failure_ttl.map_or(Duration::from_secs(5), |s| s.0),
+            requeue_delay: q.requeue_delay.0,
+        },
+    )
+    .ok_or_else(|| EngineError::Config("no default site".into()))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut consumers = Vec::new();
+    for shard in 0..config.shards {
+        let reader = client
+            .get_multiplexed_async_connection_with_config(
+                &AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(None),
+            )
+            .await?;
+        let consumer = ShardConsumer {
+            shard,
+            node_id: config.node_id.clone(),
+            con: reader,
+            inflight: inflight.clone(),
+            dispatcher: dispatcher.clone(),
+            reporter: reporter.clone(),
+            queue: q.clone(),
+            metrics: Metrics,
+        };
+        consumers.push(tokio::spawn(consumer.run(stop_rx.clone())));
+    }
+    let background = [
+        tokio::spawn(mover::run(
+            con.clone(),
+            config.shards,
+            q.mover_interval.0,
+            Metrics,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(control::run(
+            con.clone(),
+            sites.clone(),
+            config.shards,
+            inflight.clone(),
+            Metrics,
+            stop_rx.clone(),
+        )),
+    ];
+    if let Some(l) = listeners.metrics {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(metrics::serve(l, handle, async move {
+            let _ = stop.changed().await;
+        }));
+    }
+    tracing::info!(
+        node = %config.node_id,
+        shards = config.shards,
+        sites = sites.len(),
+        "engine running"
+    );
+
+    shutdown.await;
+    tracing::info!("shutdown: no more reads; finishing in-flight messages");
+    let _ = stop_tx.send(true);
+    for c in consumers {
+        let _ = c.await;
+    }
+    let deadline = clock::now() + q.shutdown_grace.0;
+    loop {
+        // Jobs not yet started go back to the queue at once; jobs mid-send finish.
+        for site in sites.values() {
+            for r in site.drain() {
+                reporter.requeue(r.work, Duration::ZERO);
+            }
+        }
+        let left = inflight.in_flight();
+        if left == 0 {
+            break;
+        }
+        if clock::now() >= deadline {
+            tracing::warn!(left, "shutdown grace over; unfinished jobs stay pending for reclaim");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for b in background {
+        let _ = b.await;
+    }
+    for f in flushers {
+        f.abort();
+    }
+    tracing::info!("engine stopped");
+    Ok(())
+}
+
+/// Checks or records the queue layout in `hk:meta` and creates the consumer groups.
+async fn prepare(con: &mut MultiplexedConnection, config: &EngineConfig) -> Result<(), EngineError> {
+    let meta: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(Keys::meta())
+        .query_async(con)
+        .await?;
+    if let Some(v) = meta.get("schema") {
+        if v != &SCHEMA_VERSION.to_string() {
+            return Err(EngineError::Schema(format!(
+                "Redis holds schema {v}, this engine speaks {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    if let Some(s) = meta.get("shards") {
+        if s != &config.shards.to_string() {
+            return Err(EngineError::Schema(format!(
+                "Redis is laid out for {s} shards, config says {}",
+                config.shards
+            )));
+        }
+    }
+    let _: () = redis::pipe()
+        .cmd("HSETNX")
+        .arg(Keys::meta())
+        .arg("schema")
+        .arg(SCHEMA_VERSION)
+        .ignore()
+        .cmd("HSETNX")
+        .arg(Keys::meta())
+        .arg("shards")
+        .arg(config.shards)
+        .ignore()
+        .query_async(con)
+        .await?;
+    for shard in 0..config.shards {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(Keys::ready(shard))
+            .arg(ENGINE_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(con)
+            .await;
+        if let Err(e) = r {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

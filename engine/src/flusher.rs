@@ -1,0 +1,79 @@
+//! Writing jobs' next places back to Redis in batches, one flusher per shard.
+//!
+//! Finished jobs go through `finish.lua` (ack + delete + event) and deferred ones through
+//! `defer.lua` (ack + delete + retry set), each atomic and idempotent, so a batch that failed
+//! halfway is simply written again. Slots and held entries are released only after Redis
+//! confirmed, which is what makes "nothing is lost" hold across Redis hiccups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::scripts::{self, Deferred, Finished};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+
+use crate::inflight::InFlight;
+use crate::report::Done;
+
+/// Largest batch written in one script call.
+const MAX_BATCH: usize = 2048;
+
+/// Runs until every sender of `rx` is dropped and the channel is drained.
+pub async fn run(
+    shard: u16,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    mut con: MultiplexedConnection,
+    inflight: Arc<InFlight>,
+    flush_interval: Duration,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut finished: Vec<Finished> = Vec::with_capacity(MAX_BATCH);
+    let mut deferred: Vec<Deferred> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        if batch.len() < MAX_BATCH / 8 && !flush_interval.is_zero() {
+            // Let a few more arrive: fewer, larger script calls.
+            tokio::time::sleep(flush_interval).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+        }
+        for d in batch.drain(..) {
+            match d {
+                Done::Finished(f) => finished.push(f),
+                Done::Deferred(d) => deferred.push(d),
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result = async {
+                scripts::finish(&mut con, shard, &finished).await?;
+                scripts::defer(&mut con, shard, &deferred).await
+            }
+            .await;
+            match result {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "writing results to Redis failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let n = finished.len() + deferred.len();
+        {
+            let mut held = inflight.held(shard);
+            for e in finished.iter().map(|f| &f.entry).chain(deferred.iter().map(|d| &d.entry)) {
+                held.remove(e.as_str());
+            }
+        }
+        inflight.release(n);
+        finished.clear();
+        deferred.clear();
+    }
+}

@@ -1,0 +1,212 @@
+//! Prometheus metrics: names, meanings, and the `/metrics` endpoint.
+//!
+//! Every metric's description says what a spike or a drop means to an operator watching a peak.
+//! The recorder is process-global (the `metrics` facade); [`install`] sets it up once and
+//! returns the handle the endpoint renders.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Messages that reached a result, by site, result (`delivered`, `deferred`, `bounced`,
+/// `expired`) and reason class.
+pub const MESSAGES: &str = "hikyaku_messages_total";
+/// Jobs put back without an attempt (site full or paused, reconnect, shutdown).
+pub const REQUEUED: &str = "hikyaku_requeued_total";
+/// Entries read from ready streams.
+pub const READ: &str = "hikyaku_jobs_read_total";
+/// Entries taken back from dead nodes or replayed from this node's previous run.
+pub const RECLAIMED: &str = "hikyaku_reclaimed_total";
+/// Jobs read and not yet finished or deferred.
+pub const IN_FLIGHT: &str = "hikyaku_in_flight_jobs";
+/// Ready stream length per shard.
+pub const READY_DEPTH: &str = "hikyaku_queue_ready_depth";
+/// Retry set size per shard.
+pub const RETRY_DEPTH: &str = "hikyaku_queue_retry_depth";
+/// Open SMTP connections per site.
+pub const CONNECTIONS: &str = "hikyaku_connections_open";
+/// SMTP connection attempts per site and result.
+pub const CONNECTS: &str = "hikyaku_connects_total";
+/// Time from the final dot to the server's reply, per site.
+pub const REPLY_SECONDS: &str = "hikyaku_smtp_reply_seconds";
+/// Waits for a site's rate limiter.
+pub const RATE_WAITS: &str = "hikyaku_rate_limit_waits_total";
+/// DNS lookups by result.
+pub const DNS_LOOKUPS: &str = "hikyaku_dns_lookups_total";
+/// Jobs moved from retry sets back to ready streams.
+pub const RETRY_MOVED: &str = "hikyaku_retry_moved_total";
+/// Site paused (1) or not (0).
+pub const SITE_PAUSED: &str = "hikyaku_site_paused";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(REPLY_SECONDS.into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder is already installed (an embedding program's);
+            // then ours renders nothing, which is the embedder's choice.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(MESSAGES, "Messages by site, result and reason. A rise of deferred{reason=\"rate-limited\"} for one site means that provider is throttling us; bounced{reason=\"bad-mailbox\"} spikes mean a dirty list.");
+    describe_counter!(REQUEUED, "Jobs put back without counting an attempt. A steady flow for one site means it is paused or at its limit while jobs keep arriving (expected for throttled sites).");
+    describe_counter!(READ, "Jobs read from ready streams. Flat while queues are non-empty means the engine is stuck or at its in-flight budget.");
+    describe_counter!(RECLAIMED, "Jobs reclaimed from a dead engine or replayed after a restart. Non-zero outside restarts means nodes are dying or stalling.");
+    describe_gauge!(IN_FLIGHT, "Jobs held in memory. Pinned at the budget means deliveries are slower than reads (a slow site, or the network).");
+    describe_gauge!(READY_DEPTH, "Ready stream length per shard. Growing during a send is normal; growing after expansion ended means delivery is too slow.");
+    describe_gauge!(RETRY_DEPTH, "Deferred jobs waiting per shard. A jump means a site started deferring.");
+    describe_gauge!(CONNECTIONS, "Open SMTP connections per site. Pinned at the site cap is normal at peak; zero with a backlog means the site is unreachable or paused.");
+    describe_counter!(CONNECTS, "SMTP connection attempts by site and result. Failures rising means an MX is down or refusing us.");
+    describe_histogram!(REPLY_SECONDS, Unit::Seconds, "Time from the final dot to the reply, per site. A rising tail means the receiver is slowing us (tarpitting) before it throttles.");
+    describe_counter!(RATE_WAITS, "Times a message waited for its site's rate limiter. Rising means the site limit, not the engine, sets the pace.");
+    describe_counter!(DNS_LOOKUPS, "MX lookups by result. temporary failures rising means the resolver is unhealthy.");
+    describe_counter!(RETRY_MOVED, "Deferred jobs moved back to ready streams when due.");
+    describe_gauge!(SITE_PAUSED, "1 while an operator has paused the site.");
+}
+
+/// Thin, cloneable access to the metrics the engine updates.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics;
+
+impl Metrics {
+    /// A job reached a result.
+    pub fn outcome(&self, site: &str, result: &'static str, reason: &'static str) {
+        counter!(MESSAGES, "site" => site.to_owned(), "result" => result, "reason" => reason).increment(1);
+    }
+
+    /// A job was put back without an attempt.
+    pub fn requeued(&self, site: &str, reason: &'static str) {
+        counter!(REQUEUED, "site" => site.to_owned(), "reason" => reason).increment(1);
+    }
+
+    /// Entries read.
+    pub fn read(&self, n: usize) {
+        counter!(READ).increment(n as u64);
+    }
+
+    /// Entries reclaimed or replayed.
+    pub fn reclaimed(&self, n: usize) {
+        if n > 0 {
+            counter!(RECLAIMED).increment(n as u64);
+        }
+    }
+
+    /// A DNS lookup finished.
+    pub fn dns(&self, result: &'static str) {
+        counter!(DNS_LOOKUPS, "result" => result).increment(1);
+    }
+
+    /// Queue gauges.
+    pub fn depths(&self, shard: u16, ready: u64, retry: u64, in_flight: usize) {
+        let s = shard.to_string();
+        gauge!(READY_DEPTH, "shard" => s.clone()).set(ready as f64);
+        gauge!(RETRY_DEPTH, "shard" => s).set(retry as f64);
+        gauge!(IN_FLIGHT).set(in_flight as f64);
+    }
+
+    /// Jobs moved back from retry sets.
+    pub fn moved(&self, n: usize) {
+        if n > 0 {
+            counter!(RETRY_MOVED).increment(n as u64);
+        }
+    }
+}
+
+/// Per-site metric handles, registered once so the hot path does no label lookups.
+#[derive(Debug, Clone)]
+pub struct SiteMetrics {
+    /// Open connections.
+    pub connections: metrics::Gauge,
+    /// Successful connects.
+    pub connect_ok: metrics::Counter,
+    /// Failed connects.
+    pub connect_failed: metrics::Counter,
+    /// Reply latency.
+    pub reply_seconds: metrics::Histogram,
+    /// Rate-limiter waits.
+    pub rate_waits: metrics::Counter,
+    /// Paused flag.
+    pub paused: metrics::Gauge,
+}
+
+impl SiteMetrics {
+    /// Handles for `site`.
+    pub fn new(site: &str) -> Self {
+        let s = site.to_owned();
+        SiteMetrics {
+            connections: gauge!(CONNECTIONS, "site" => s.clone()),
+            connect_ok: counter!(CONNECTS, "site" => s.clone(), "result" => "ok"),
+            connect_failed: counter!(CONNECTS, "site" => s.clone(), "result" => "failed"),
+            reply_seconds: histogram!(REPLY_SECONDS, "site" => s.clone()),
+            rate_waits: counter!(RATE_WAITS, "site" => s.clone()),
+            paused: gauge!(SITE_PAUSED, "site" => s),
+        }
+    }
+}
+
+/// Serves `GET /metrics` (and nothing else) until `shutdown` resolves. A minimal HTTP/1.1
+/// responder: one request per connection, which is how Prometheus scrapes.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (mut sock, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            _ = &mut shutdown => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut used = 0;
+            let read = async {
+                while used < buf.len() {
+                    let n = sock.read(&mut buf[used..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    used += n;
+                    if buf[..used].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read).await.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..used]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                ("200 OK", handle.render())
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

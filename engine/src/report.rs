@@ -1,0 +1,201 @@
+//! Turning an attempt's outcome into the job's next place, through the one classifier.
+//!
+//! Every path that ends an attempt — a reply, a connection failure, a DNS answer, a full site —
+//! comes here. [`Reporter::outcome`] classifies, counts, and hands the job to its shard's
+//! [`crate::flusher`] as finished (event) or deferred (retry set, or expired past its expiry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::scripts::{Deferred, Finished};
+use hikyaku_queue_schema::{Event, EventStatus, JobId};
+use tokio::sync::mpsc;
+
+use crate::classify::{classify, Attempt, Disposition, Reason};
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::policy::SitePolicy;
+use crate::work::Work;
+
+/// A job leaving the engine, on its way to Redis.
+#[derive(Debug)]
+pub enum Done {
+    /// Ack + event.
+    Finished(Finished),
+    /// Ack + retry set.
+    Deferred(Deferred),
+}
+
+/// Sends finished and deferred jobs to their shard's flusher.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    shards: Arc<[mpsc::UnboundedSender<Done>]>,
+    metrics: Metrics,
+}
+
+impl Reporter {
+    /// A reporter feeding one channel per shard.
+    pub fn new(shards: Vec<mpsc::UnboundedSender<Done>>, metrics: Metrics) -> Self {
+        Reporter {
+            shards: shards.into(),
+            metrics,
+        }
+    }
+
+    /// Classifies `attempt` for `work` routed to `site` (MX host `mx`) and moves the job on.
+    pub fn outcome(&self, work: Work, site: &SitePolicy, mx: &str, attempt: &Attempt) {
+        let verdict = classify(attempt);
+        let (code, enhanced, text) = describe(attempt);
+        let now = clock::now_ms();
+        let attempts = work.job.attempt.saturating_add(1);
+        match verdict.disposition {
+            Disposition::Delivered | Disposition::Bounced => {
+                let status = if verdict.disposition == Disposition::Delivered {
+                    EventStatus::Delivered
+                } else {
+                    EventStatus::Bounced
+                };
+                self.metrics.outcome(&site.name, status.as_str(), verdict.reason.as_str());
+                self.finish(work, site, mx, status, verdict.reason, attempts, code, enhanced, text);
+            }
+            Disposition::Deferred if verdict.reason == Reason::Reconnect => {
+                // The server ended the session on purpose: no attempt is counted.
+                self.metrics.requeued(&site.name, verdict.reason.as_str());
+                self.requeue(work, Duration::ZERO);
+            }
+            Disposition::Deferred => {
+                let expires = if work.job.expires_ms > 0 {
+                    work.job.expires_ms
+                } else {
+                    work.job
+                        .queued_ms
+                        .saturating_add(site.expiry.as_millis() as u64)
+                };
+                let delay = site.retry.delay(attempts, fastrand::f64());
+                let due = now.saturating_add(delay.as_millis() as u64);
+                if due >= expires {
+                    self.metrics.outcome(&site.name, "expired", verdict.reason.as_str());
+                    let why = format!("expired after {attempts} attempts; last: {text}");
+                    self.finish(work, site, mx, EventStatus::Expired, Reason::Expired, attempts, code, enhanced, why);
+                } else {
+                    self.metrics.outcome(&site.name, "deferred", verdict.reason.as_str());
+                    let mut job = work.job;
+                    job.attempt = attempts;
+                    self.send(
+                        work.shard,
+                        Done::Deferred(Deferred {
+                            entry: work.entry.to_string(),
+                            due_ms: due,
+                            job: job.encode(),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Puts a job back without counting an attempt (site full or paused, shutdown hand-back,
+    /// reconnect): it returns to the ready stream after `delay`.
+    pub fn requeue(&self, work: Work, delay: Duration) {
+        let due = clock::now_ms().saturating_add(delay.as_millis() as u64);
+        self.send(
+            work.shard,
+            Done::Deferred(Deferred {
+                entry: work.entry.to_string(),
+                due_ms: due,
+                job: work.job.encode(),
+            }),
+        );
+    }
+
+    /// Ends an entry whose job could not even be decoded, with an event that says so, so that
+    /// nothing leaves the queue silently.
+    pub fn undecodable(&self, shard: u16, entry: Arc<str>, error: String) {
+        let event = Event {
+            id: JobId { campaign: 0, seq: 0 },
+            attempt: 0,
+            status: EventStatus::Bounced,
+            reason: "undecodable-job".into(),
+            code: 0,
+            enhanced: String::new(),
+            text: format!("entry {entry}: {error}"),
+            site: String::new(),
+            mx: String::new(),
+            rcpt: String::new(),
+            queued_ms: 0,
+            at_ms: clock::now_ms(),
+        };
+        self.metrics.outcome("none", "bounced", "undecodable-job");
+        self.send(
+            shard,
+            Done::Finished(Finished {
+                entry: entry.to_string(),
+                event: event.encode(),
+            }),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        work: Work,
+        site: &SitePolicy,
+        mx: &str,
+        status: EventStatus,
+        reason: Reason,
+        attempts: u32,
+        code: u16,
+        enhanced: String,
+        text: String,
+    ) {
+        let event = Event {
+            id: work.job.id,
+            attempt: attempts,
+            status,
+            reason: reason.as_str().into(),
+            code,
+            enhanced,
+            text,
+            site: site.name.clone(),
+            mx: mx.to_owned(),
+            rcpt: work.job.rcpt,
+            queued_ms: work.job.queued_ms,
+            at_ms: clock::now_ms(),
+        };
+        self.send(
+            work.shard,
+            Done::Finished(Finished {
+                entry: work.entry.to_string(),
+                event: event.encode(),
+            }),
+        );
+    }
+
+    fn send(&self, shard: u16, done: Done) {
+        if let Some(tx) = self.shards.get(usize::from(shard)) {
+            // The flusher outlives every sender (it stops only when all are dropped), so a
+            // failed send means the engine is being torn down after a fatal error; the entry
+            // stays pending in Redis and is reclaimed.
+            if tx.send(done).is_err() {
+                tracing::warn!(shard, "flusher gone; entry left pending for reclaim");
+            }
+        }
+    }
+}
+
+fn describe(attempt: &Attempt) -> (u16, String, String) {
+    match attempt {
+        Attempt::Reply(r) => (
+            r.code,
+            r.enhanced.map(|e| e.to_string()).unwrap_or_default(),
+            r.text.replace('\n', " "),
+        ),
+        Attempt::ConnectionLost(s)
+        | Attempt::Garbage(s)
+        | Attempt::Tls(s)
+        | Attempt::DnsNoDomain(s)
+        | Attempt::DnsTemporary(s)
+        | Attempt::Unrenderable(s) => (0, String::new(), s.clone()),
+        Attempt::Timeout(phase) => (0, String::new(), format!("timeout during {phase}")),
+    }
+}

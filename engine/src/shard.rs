@@ -1,0 +1,220 @@
+//! A shard consumer: reads its shard's ready stream as a member of the engine consumer group,
+//! only as much as the in-flight budget allows, and hands jobs to the dispatcher.
+//!
+//! It also keeps the shard safe across crashes: at start it replays this node's own pending
+//! entries (a restarted node resumes at once), it refreshes the idle time of entries it holds
+//! (so a live node's work is never reclaimed), and it reclaims entries idle longer than
+//! `claim_idle` from dead nodes with XAUTOCLAIM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::{Job, Keys, ENGINE_GROUP};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+
+use crate::clock;
+use crate::config::QueueConfig;
+use crate::dispatcher::Dispatcher;
+use crate::inflight::InFlight;
+use crate::metrics::Metrics;
+use crate::report::Reporter;
+use crate::streams::{self, Entry};
+use crate::work::Work;
+
+/// One shard's reader.
+#[derive(Debug)]
+pub struct ShardConsumer {
+    /// Shard number.
+    pub shard: u16,
+    /// This node's consumer name.
+    pub node_id: String,
+    /// A connection of its own: XREADGROUP BLOCK would stall every other command queued
+    /// behind it on a shared connection.
+    pub con: MultiplexedConnection,
+    /// Budget and held entries.
+    pub inflight: Arc<InFlight>,
+    /// Where jobs go.
+    pub dispatcher: Arc<Dispatcher>,
+    /// For undecodable entries.
+    pub reporter: Reporter,
+    /// Reading settings.
+    pub queue: QueueConfig,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl ShardConsumer {
+    /// Runs until `stop` turns true; then returns without reading further.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let key = Keys::ready(self.shard);
+        if let Err(e) = self.replay_own_pending(&key).await {
+            tracing::warn!(shard = self.shard, error = %e, "replaying own pending entries failed");
+        }
+        let refresh_every = self.queue.claim_idle.0 / 3;
+        let mut last_refresh = clock::now();
+        let mut last_claim = clock::now();
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            let want = self.queue.read_batch;
+            let got = tokio::select! {
+                n = self.inflight.reserve(want) => n,
+                _ = stop.changed() => break,
+            };
+            let block_ms = self.queue.block.0.as_millis() as u64;
+            let read: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(ENGINE_GROUP)
+                .arg(&self.node_id)
+                .arg("COUNT")
+                .arg(got)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(">")
+                .query_async(&mut self.con)
+                .await;
+            match read {
+                Ok(v) => {
+                    backoff = Duration::from_millis(100);
+                    let entries = streams::parse_read(v);
+                    self.inflight.release(got.saturating_sub(entries.len()));
+                    self.accept(entries, false);
+                }
+                Err(e) => {
+                    self.inflight.release(got);
+                    tracing::warn!(shard = self.shard, error = %e, "XREADGROUP failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            if last_refresh.elapsed() >= refresh_every {
+                last_refresh = clock::now();
+                if let Err(e) = self.refresh_held(&key).await {
+                    tracing::warn!(shard = self.shard, error = %e, "refreshing held entries failed");
+                }
+            }
+            if last_claim.elapsed() >= refresh_every {
+                last_claim = clock::now();
+                if let Err(e) = self.reclaim(&key).await {
+                    tracing::warn!(shard = self.shard, error = %e, "XAUTOCLAIM failed");
+                }
+            }
+        }
+    }
+
+    /// Decodes entries and hands them on. `redelivered` marks entries that may have been
+    /// attempted before (own-pending replay, reclaim).
+    fn accept(&self, entries: Vec<Entry>, redelivered: bool) {
+        if entries.is_empty() {
+            return;
+        }
+        {
+            let mut held = self.inflight.held(self.shard);
+            for (id, _) in &entries {
+                held.insert(id.clone());
+            }
+        }
+        self.metrics.read(entries.len());
+        for (entry, body) in entries {
+            let Some(bytes) = body else {
+                // Deleted while pending: nothing to deliver. Finishing it acks it with an
+                // event explaining why.
+                self.reporter
+                    .undecodable(self.shard, entry, "entry body missing".into());
+                continue;
+            };
+            match Job::decode(&bytes) {
+                Ok(job) => self.dispatcher.dispatch(Work {
+                    shard: self.shard,
+                    entry,
+                    job,
+                    redelivered,
+                }),
+                Err(e) => self.reporter.undecodable(self.shard, entry, e.to_string()),
+            }
+        }
+    }
+
+    /// Re-reads this node's own pending entries (from a previous run under the same name).
+    async fn replay_own_pending(&mut self, key: &str) -> redis::RedisResult<()> {
+        let mut cursor: String = "0-0".into();
+        loop {
+            let got = self.inflight.reserve(self.queue.read_batch).await;
+            let v: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(ENGINE_GROUP)
+                .arg(&self.node_id)
+                .arg("COUNT")
+                .arg(got)
+                .arg("STREAMS")
+                .arg(key)
+                .arg(&cursor)
+                .query_async(&mut self.con)
+                .await?;
+            let entries = streams::parse_read(v);
+            self.inflight.release(got.saturating_sub(entries.len()));
+            let Some(last) = entries.last().map(|(id, _)| id.to_string()) else {
+                return Ok(());
+            };
+            cursor = last;
+            let fresh: Vec<Entry> = {
+                let held = self.inflight.held(self.shard);
+                entries.into_iter().filter(|(id, _)| !held.contains(id)).collect()
+            };
+            self.metrics.reclaimed(fresh.len());
+            self.accept(fresh, true);
+        }
+    }
+
+    /// Resets the idle time of every entry this node holds (XCLAIM … JUSTID to itself).
+    async fn refresh_held(&mut self, key: &str) -> redis::RedisResult<()> {
+        let ids: Vec<Arc<str>> = self.inflight.held(self.shard).iter().cloned().collect();
+        for chunk in ids.chunks(1000) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(key).arg(ENGINE_GROUP).arg(&self.node_id).arg(0);
+            for id in chunk {
+                cmd.arg(&**id);
+            }
+            cmd.arg("JUSTID");
+            let _: redis::Value = cmd.query_async(&mut self.con).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes over entries idle longer than `claim_idle` (their node died).
+    async fn reclaim(&mut self, key: &str) -> redis::RedisResult<()> {
+        let idle_ms = self.queue.claim_idle.0.as_millis() as u64;
+        let mut cursor: String = "0-0".into();
+        loop {
+            let got = self.inflight.reserve(self.queue.read_batch).await;
+            let v: redis::Value = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(ENGINE_GROUP)
+                .arg(&self.node_id)
+                .arg(idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(got)
+                .query_async(&mut self.con)
+                .await?;
+            let (next, entries, _deleted) = streams::parse_autoclaim(v);
+            let fresh: Vec<Entry> = {
+                let held = self.inflight.held(self.shard);
+                entries.into_iter().filter(|(id, _)| !held.contains(id)).collect()
+            };
+            self.inflight.release(got.saturating_sub(fresh.len()));
+            if !fresh.is_empty() {
+                tracing::info!(shard = self.shard, count = fresh.len(), "reclaimed idle entries");
+            }
+            self.metrics.reclaimed(fresh.len());
+            self.accept(fresh, true);
+            if next == "0-0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}

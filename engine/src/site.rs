@@ -1,0 +1,293 @@
+//! A site scheduler: one destination's queue, rate limiter and connection pool.
+//!
+//! Jobs wait in a bounded in-memory queue; up to `max_connections` connection tasks take them,
+//! each waiting for the site's rate limiter (governor) before a message and closing after
+//! `max_messages_per_connection`. A full or paused site refuses new jobs (the dispatcher puts
+//! them in the retry set), so one slow site never holds memory or readers that other sites
+//! need: no head-of-line blocking.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::classify::Attempt;
+use crate::clock;
+use crate::connect::{Connector, Session, Target};
+use crate::metrics::SiteMetrics;
+use crate::policy::SitePolicy;
+use crate::render::{DateLine, Renderer};
+use crate::report::Reporter;
+use crate::smtp::Envelope;
+use crate::units::Rate;
+use crate::work::Work;
+
+/// A job routed to a site, with the target its domain resolved to.
+#[derive(Debug)]
+pub struct Routed {
+    /// The job.
+    pub work: Work,
+    /// MX hosts for its domain.
+    pub target: Arc<Target>,
+}
+
+/// What the site's connections need from the rest of the engine.
+#[derive(Debug, Clone)]
+pub struct SiteDeps {
+    /// Opens sessions.
+    pub connector: Connector,
+    /// Campaign cache.
+    pub renderer: Arc<Renderer>,
+    /// Results.
+    pub reporter: Reporter,
+}
+
+/// One site's scheduler.
+#[derive(Debug)]
+pub struct Site {
+    /// The policy in force.
+    pub policy: SitePolicy,
+    /// Jobs waiting for a connection. A std mutex: pushed and popped without awaiting.
+    queue: Mutex<VecDeque<Routed>>,
+    /// Wakes idle connections when a job arrives.
+    notify: Notify,
+    /// The limiter in force (policy rate or operator override); `None` = unlimited.
+    limiter: Mutex<Option<Arc<DefaultDirectRateLimiter>>>,
+    /// Rate of the limiter in force, to rebuild it only on change.
+    current_rate: Mutex<Rate>,
+    /// Connection tasks alive.
+    open: AtomicU32,
+    /// Operator pause.
+    paused: AtomicBool,
+    /// Shutting down: take no new jobs, start no new messages.
+    draining: AtomicBool,
+    deps: SiteDeps,
+    metrics: SiteMetrics,
+}
+
+/// Limiter for `rate` with a burst of 5% of a second's worth (at least one), so that no
+/// one-second window carries more than ~105% of the rate.
+fn limiter(rate: Rate) -> Option<Arc<DefaultDirectRateLimiter>> {
+    let per_sec = rate.0?;
+    let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6));
+    let burst = NonZeroU32::new(((per_sec / 20.0).floor() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)?.allow_burst(burst);
+    Some(Arc::new(RateLimiter::direct(quota)))
+}
+
+impl Site {
+    /// A site with no connections yet.
+    pub fn new(policy: SitePolicy, deps: SiteDeps) -> Arc<Self> {
+        let metrics = SiteMetrics::new(&policy.name);
+        Arc::new(Site {
+            limiter: Mutex::new(limiter(policy.rate)),
+            current_rate: Mutex::new(policy.rate),
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            open: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            policy,
+            deps,
+            metrics,
+        })
+    }
+
+    fn q(&self) -> MutexGuard<'_, VecDeque<Routed>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a job, or gives it back if the site is paused, draining or full.
+    pub fn offer(self: &Arc<Self>, r: Routed) -> Result<(), Routed> {
+        if self.paused.load(Ordering::Relaxed) || self.draining.load(Ordering::Relaxed) {
+            return Err(r);
+        }
+        let queued = {
+            let mut q = self.q();
+            if q.len() >= self.policy.queue_capacity {
+                return Err(r);
+            }
+            q.push_back(r);
+            q.len()
+        };
+        self.notify.notify_one();
+        self.maybe_open(queued);
+        Ok(())
+    }
+
+    /// Opens another connection task if there is a backlog and room under the cap.
+    fn maybe_open(self: &Arc<Self>, queued: usize) {
+        loop {
+            let open = self.open.load(Ordering::Acquire);
+            if open >= self.policy.max_connections || (open > 0 && queued <= 1) {
+                return;
+            }
+            if self
+                .open
+                .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let site = self.clone();
+                tokio::spawn(async move { site.connection().await });
+                return;
+            }
+        }
+    }
+
+    /// Pauses or resumes the site (operator control).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.metrics.paused.set(if paused { 1.0 } else { 0.0 });
+    }
+
+    /// Whether the site is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Sets the rate in force (`None` = back to the policy's).
+    pub fn set_rate_override(&self, rate: Option<Rate>) {
+        let want = rate.unwrap_or(self.policy.rate);
+        let mut cur = self.current_rate.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != want {
+            *cur = want;
+            *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = limiter(want);
+        }
+    }
+
+    /// Starts draining and returns every job not yet started, for hand-back.
+    pub fn drain(&self) -> Vec<Routed> {
+        self.draining.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        self.q().drain(..).collect()
+    }
+
+    /// Jobs waiting.
+    pub fn queued(&self) -> usize {
+        self.q().len()
+    }
+
+    /// Connection tasks alive.
+    pub fn connections(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    async fn next(&self) -> Option<Routed> {
+        loop {
+            if self.draining.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(r) = self.q().pop_front() {
+                return Some(r);
+            }
+            let notified = self.notify.notified();
+            if tokio::time::timeout(self.policy.timeouts.idle, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    async fn wait_for_rate(&self) {
+        let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(l) = l {
+            if l.check().is_err() {
+                self.metrics.rate_waits.increment(1);
+                l.until_ready().await;
+            }
+        }
+    }
+
+    /// One connection: takes jobs until idle, at its message cap, or draining.
+    async fn connection(self: Arc<Self>) {
+        self.metrics.connections.increment(1.0);
+        let mut session: Option<Session> = None;
+        let mut body = Vec::with_capacity(8192);
+        let mut date = DateLine::default();
+        while let Some(item) = self.next().await {
+            self.wait_for_rate().await;
+            if session.is_none() {
+                match self.deps.connector.connect(&item.target, &self.policy.timeouts).await {
+                    Ok(s) => {
+                        self.metrics.connect_ok.increment(1);
+                        session = Some(s);
+                    }
+                    Err((mx, attempt)) => {
+                        self.metrics.connect_failed.increment(1);
+                        tracing::debug!(site = %self.policy.name, %mx, ?attempt, "connect failed");
+                        self.connect_failed(item, &mx, &attempt);
+                        // Back off before this connection tries again; jobs queued meanwhile
+                        // see the same failure (fast) or a recovered site.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = session.as_mut() else { continue };
+            let campaign = match self.deps.renderer.campaign(item.work.job.id.campaign).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let attempt = Attempt::Unrenderable(e.to_string());
+                    self.deps.reporter.outcome(item.work, &self.policy, &s.mx, &attempt);
+                    continue;
+                }
+            };
+            body.clear();
+            campaign.render(&item.work.job, date.get(), &mut body);
+            let env = Envelope {
+                from: &campaign.return_path,
+                to: &item.work.job.rcpt,
+                eight_bit: campaign.eight_bit,
+            };
+            let started = clock::now();
+            let result = s.client.send(&env, &body).await;
+            self.metrics.reply_seconds.record(started.elapsed().as_secs_f64());
+            s.sent += 1;
+            let mx = s.mx.clone();
+            match result {
+                Ok(reply) => {
+                    let done = s.sent >= self.policy.max_messages_per_connection;
+                    self.deps.reporter.outcome(item.work, &self.policy, &mx, &Attempt::Reply(reply));
+                    if done {
+                        if let Some(s) = session.take() {
+                            s.client.quit().await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    session = None;
+                    self.deps.reporter.outcome(item.work, &self.policy, &mx, &e.to_attempt());
+                }
+            }
+        }
+        if let Some(s) = session.take() {
+            s.client.quit().await;
+        }
+        self.metrics.connections.decrement(1.0);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        // A job may have arrived between our last look and the decrement.
+        let queued = self.queued();
+        if queued > 0 && !self.draining.load(Ordering::SeqCst) {
+            self.maybe_open(queued.max(2));
+        }
+    }
+
+    /// A connection could not be opened: this job and every queued job for the same target
+    /// share the failure (the site is unreachable now); they are deferred together.
+    fn connect_failed(&self, item: Routed, mx: &str, attempt: &Attempt) {
+        let same: Vec<Routed> = {
+            let mut q = self.q();
+            let (same, rest): (VecDeque<Routed>, VecDeque<Routed>) =
+                q.drain(..).partition(|r| r.target == item.target);
+            *q = rest;
+            same.into()
+        };
+        self.deps.reporter.outcome(item.work, &self.policy, mx, attempt);
+        for r in same {
+            self.deps.reporter.outcome(r.work, &self.policy, mx, attempt);
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The SMTP client protocol engine, generic over the byte stream.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::reply::{parse_reply, Reply, ReplyError};
+use super::Timeouts;
+use crate::classify::Attempt;
+
+/// A failure that leaves the connection unusable (a negative reply to a message is not an
+/// error: [`SmtpClient::send`] returns it as the deciding reply).
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    /// An I/O error.
+    #[error("connection lost during {phase}: {source}")]
+    Io {
+        /// SMTP phase.
+        phase: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The peer closed the connection.
+    #[error("connection closed by peer during {phase}")]
+    Closed {
+        /// SMTP phase.
+        phase: &'static str,
+    },
+    /// The phase's timeout passed.
+    #[error("timeout during {phase}")]
+    Timeout {
+        /// SMTP phase.
+        phase: &'static str,
+    },
+    /// The peer sent something that is not an SMTP reply.
+    #[error("garbage from peer during {phase}: {error}")]
+    Garbage {
+        /// SMTP phase.
+        phase: &'static str,
+        /// What was wrong.
+        error: ReplyError,
+    },
+    /// The greeting, EHLO or STARTTLS was refused, or a reply closed the session (421).
+    #[error("{phase} refused: {}", reply.one_line())]
+    Refused {
+        /// SMTP phase.
+        phase: &'static str,
+        /// The reply.
+        reply: Reply,
+    },
+    /// TLS setup failed.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+impl SmtpError {
+    /// The attempt to classify.
+    pub fn to_attempt(&self) -> Attempt {
+        match self {
+            SmtpError::Io { .. } | SmtpError::Closed { .. } => {
+                Attempt::ConnectionLost(self.to_string())
+            }
+            SmtpError::Timeout { phase } => Attempt::Timeout(phase),
+            SmtpError::Garbage { .. } => Attempt::Garbage(self.to_string()),
+            SmtpError::Refused { reply, .. } => Attempt::Reply(reply.clone()),
+            SmtpError::Tls(e) => Attempt::Tls(e.clone()),
+        }
+    }
+}
+
+/// ESMTP extensions the server announced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// RFC 2920.
+    pub pipelining: bool,
+    /// RFC 6152.
+    pub eight_bit_mime: bool,
+    /// RFC 6531.
+    pub smtputf8: bool,
+    /// RFC 3207.
+    pub starttls: bool,
+    /// RFC 1870 size limit, if announced.
+    pub size: Option<u64>,
+}
+
+impl Capabilities {
+    fn from_ehlo(reply: &Reply) -> Self {
+        let mut caps = Capabilities::default();
+        for line in reply.text.lines().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "STARTTLS" => caps.starttls = true,
+                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// One message's envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// MAIL FROM address (may be empty for a null sender).
+    pub from: &'a str,
+    /// RCPT TO address.
+    pub to: &'a str,
+    /// The body has 8-bit bytes (sent with `BODY=8BITMIME` when offered).
+    pub eight_bit: bool,
+}
+
+/// An SMTP session over `S`.
+#[derive(Debug)]
+pub struct SmtpClient<S> {
+    stream: S,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    wbuf: Vec<u8>,
+    caps: Capabilities,
+    timeouts: Timeouts,
+    /// A transaction was left open (RCPT refused after MAIL accepted): the next send starts
+    /// with RSET, pipelined with its MAIL.
+    needs_rset: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
+    /// A client over a connected stream; call [`SmtpClient::greeting`] next.
+    pub fn new(stream: S, timeouts: Timeouts) -> Self {
+        SmtpClient {
+            stream,
+            rbuf: Vec::with_capacity(4096),
+            rstart: 0,
+            wbuf: Vec::with_capacity(8192),
+            caps: Capabilities::default(),
+            timeouts,
+            needs_rset: false,
+        }
+    }
+
+    /// What the server announced in its last EHLO reply.
+    pub fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    /// Reads the 220 greeting.
+    pub async fn greeting(&mut self) -> Result<Reply, SmtpError> {
+        let reply = self.read_reply("banner", self.timeouts.banner).await?;
+        if reply.code != 220 {
+            return Err(SmtpError::Refused {
+                phase: "banner",
+                reply,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// EHLO (HELO if EHLO is refused with 5xx); records the capabilities.
+    pub async fn ehlo(&mut self, name: &str) -> Result<Capabilities, SmtpError> {
+        self.command(format!("EHLO {name}\r\n"), "ehlo", self.timeouts.ehlo)
+            .await?;
+        let reply = self.read_reply("ehlo", self.timeouts.ehlo).await?;
+        if reply.is_positive() {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(self.caps);
+        }
+        if reply.code >= 500 && reply.code != 554 {
+            self.command(format!("HELO {name}\r\n"), "helo", self.timeouts.ehlo)
+                .await?;
+            let reply = self.read_reply("helo", self.timeouts.ehlo).await?;
+            if reply.is_positive() {
+                self.caps = Capabilities::default();
+                return Ok(self.caps);
+            }
+            return Err(SmtpError::Refused {
+                phase: "helo",
+                reply,
+            });
+        }
+        Err(SmtpError::Refused {
+            phase: "ehlo",
+            reply,
+        })
+    }
+
+    /// Sends STARTTLS and waits for 220; the caller then takes the stream with
+    /// [`SmtpClient::into_stream`] and wraps it in TLS.
+    pub async fn starttls(&mut self) -> Result<(), SmtpError> {
+        self.command(format!("STARTTLS\r\n"), "starttls", self.timeouts.starttls)
+            .await?;
+        let reply = self.read_reply("starttls", self.timeouts.starttls).await?;
+        if reply.code != 220 {
+            return Err(SmtpError::Refused {
+                phase: "starttls",
+                reply,
+            });
+        }
+        Ok(())
+    }
+
+    /// The underlying stream. Fails if the peer sent bytes we have not read: after STARTTLS
+    /// that would be a command-injection attempt (CVE-2011-0411 class), never to be trusted.
+    pub fn into_stream(self) -> Result<S, SmtpError> {
+        if self.rstart < self.rbuf.len() {
+            return Err(SmtpError::Garbage {
+                phase: "starttls",
+                error: ReplyError::Malformed("data pipelined after STARTTLS".into()),
+            });
+        }
+        Ok(self.stream)
+    }
+
+    /// Sends one message. `body` is the dot-stuffed message ending in CRLF (see
+    /// [`super::dotstuff`]); the terminating dot is added here.
+    ///
+    /// With PIPELINING, [RSET,] MAIL, RCPT and DATA go in one write and their replies are read
+    /// together. Returns the deciding reply: the first negative one among MAIL, RCPT and DATA,
+    /// or the reply to the final dot. `Err` means the connection is unusable.
+    pub async fn send(&mut self, env: &Envelope<'_>, body: &[u8]) -> Result<Reply, SmtpError> {
+        let t = self.timeouts;
+        self.wbuf.clear();
+        let rset = std::mem::take(&mut self.needs_rset);
+        if rset {
+            self.wbuf.extend_from_slice(b"RSET\r\n");
+        }
+        let body_opt = if env.eight_bit && self.caps.eight_bit_mime {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
+            " SMTPUTF8"
+        } else {
+            ""
+        };
+        let _ = write!(self.wbuf, "MAIL FROM:<{}>{body_opt}{utf8}\r\n", env.from);
+        if !self.caps.pipelining {
+            return self.send_unpipelined(env, body, rset).await;
+        }
+        let _ = write!(self.wbuf, "RCPT TO:<{}>\r\nDATA\r\n", env.to);
+        self.flush_wbuf("mail", t.command).await?;
+        if rset {
+            let r = self.read_reply("rset", t.command).await?;
+            self.check_alive(&r, "rset")?;
+        }
+        let mail = self.read_reply("mail", t.command).await?;
+        let rcpt = self.read_reply("rcpt", t.command).await?;
+        let data = self.read_reply("data", t.command).await?;
+        for (r, phase) in [(&mail, "mail"), (&rcpt, "rcpt"), (&data, "data")] {
+            if r.closes_connection() {
+                return Err(SmtpError::Refused {
+                    phase,
+                    reply: r.clone(),
+                });
+            }
+        }
+        let deciding = [&mail, &rcpt].into_iter().find(|r| !r.is_positive()).cloned();
+        if let Some(refused) = deciding {
+            if data.is_intermediate() {
+                // A non-conforming server accepted DATA without recipients: end it empty.
+                self.wbuf.clear();
+                self.wbuf.extend_from_slice(b".\r\n");
+                self.flush_wbuf("data", t.data).await?;
+                self.read_reply("data-end", t.data).await?;
+            }
+            self.needs_rset = mail.is_positive();
+            return Ok(refused);
+        }
+        if data.code != 354 {
+            self.needs_rset = true;
+            return Ok(data);
+        }
+        self.finish_data(body).await
+    }
+
+    async fn send_unpipelined(
+        &mut self,
+        env: &Envelope<'_>,
+        body: &[u8],
+        rset: bool,
+    ) -> Result<Reply, SmtpError> {
+        let t = self.timeouts;
+        if rset {
+            // RSET then MAIL were both queued in wbuf; send RSET alone first.
+            let mail = self.wbuf.split_off(6);
+            self.flush_wbuf("rset", t.command).await?;
+            let r = self.read_reply("rset", t.command).await?;
+            self.check_alive(&r, "rset")?;
+            self.wbuf = mail;
+        }
+        self.flush_wbuf("mail", t.command).await?;
+        let mail = self.read_reply("mail", t.command).await?;
+        self.check_alive(&mail, "mail")?;
+        if !mail.is_positive() {
+            return Ok(mail);
+        }
+        self.command(format!("RCPT TO:<{}>\r\n", env.to), "rcpt", t.command)
+            .await?;
+        let rcpt = self.read_reply("rcpt", t.command).await?;
+        self.check_alive(&rcpt, "rcpt")?;
+        if !rcpt.is_positive() {
+            self.needs_rset = true;
+            return Ok(rcpt);
+        }
+        self.command(format!("DATA\r\n"), "data", t.command)
+            .await?;
+        let data = self.read_reply("data", t.command).await?;
+        self.check_alive(&data, "data")?;
+        if data.code != 354 {
+            self.needs_rset = true;
+            return Ok(data);
+        }
+        self.finish_data(body).await
+    }
+
+    async fn finish_data(&mut self, body: &[u8]) -> Result<Reply, SmtpError> {
+        let t = self.timeouts;
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(body);
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            self.wbuf.extend_from_slice(b"\r\n");
+        }
+        self.wbuf.extend_from_slice(b".\r\n");
+        self.flush_wbuf("data", t.data).await?;
+        let end = self.read_reply("data-end", t.data).await?;
+        self.check_alive(&end, "data-end")?;
+        Ok(end)
+    }
+
+    /// Sends QUIT and waits briefly for the reply; errors are ignored (the session is over).
+    pub async fn quit(mut self) {
+        let t = Duration::from_secs(2).min(self.timeouts.command);
+        if self.command(format!("QUIT\r\n"), "quit", t).await.is_ok() {
+            let _ = self.read_reply("quit", t).await;
+        }
+        let _ = tokio::time::timeout(t, self.stream.shutdown()).await;
+    }
+
+    fn check_alive(&self, reply: &Reply, phase: &'static str) -> Result<(), SmtpError> {
+        if reply.closes_connection() {
+            return Err(SmtpError::Refused {
+                phase,
+                reply: reply.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn command(
+        &mut self,
+        line: String,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<(), SmtpError> {
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(line.as_bytes());
+        self.flush_wbuf(phase, timeout).await
+    }
+
+    async fn flush_wbuf(&mut self, phase: &'static str, timeout: Duration) -> Result<(), SmtpError> {
+        let write = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(SmtpError::Io { phase, source }),
+            Err(_) => Err(SmtpError::Timeout { phase }),
+        }
+    }
+
+    async fn read_reply(&mut self, phase: &'static str, timeout: Duration) -> Result<Reply, SmtpError> {
+        // Fast path: the reply is already buffered (pipelined replies arrive together).
+        if let Some(reply) = self.take_buffered(phase)? {
+            return Ok(reply);
+        }
+        let read = async {
+            loop {
+                if self.rstart > 0 && self.rstart == self.rbuf.len() {
+                    self.rbuf.clear();
+                    self.rstart = 0;
+                } else if self.rstart > 4096 {
+                    self.rbuf.drain(..self.rstart);
+                    self.rstart = 0;
+                }
+                let len = self.rbuf.len();
+                self.rbuf.resize(len + 4096, 0);
+                let n = match self.stream.read(&mut self.rbuf[len..]).await {
+                    Ok(n) => n,
+                    Err(source) => {
+                        self.rbuf.truncate(len);
+                        return Err(SmtpError::Io { phase, source });
+                    }
+                };
+                self.rbuf.truncate(len + n);
+                if n == 0 {
+                    return Err(SmtpError::Closed { phase });
+                }
+                if let Some(reply) = self.take_buffered(phase)? {
+                    return Ok(reply);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(SmtpError::Timeout { phase }),
+        }
+    }
+
+    fn take_buffered(&mut self, phase: &'static str) -> Result<Option<Reply>, SmtpError> {
+        match parse_reply(&self.rbuf[self.rstart..]) {
+            Ok(Some((reply, used))) => {
+                self.rstart += used;
+                Ok(Some(reply))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(SmtpError::Garbage { phase, error }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncBufReadExt, BufReader};
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            command: Duration::from_millis(500),
+            data: Duration::from_millis(500),
+            ..Timeouts::default()
+        }
+    }
+
+    /// A scripted server: for each received line, `respond` returns what to write back.
+    fn server(
+        script: impl Fn(&str, &mut bool) -> Option<String> + Send + 'static,
+    ) -> tokio::io::DuplexStream {
+        let (client, server) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut lines = BufReader::new(r).lines();
+            let _ = w.write_all(b"220 test ESMTP\r\n").await;
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(out) = script(&line, &mut in_data) {
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        client
+    }
+
+    fn good(line: &str, in_data: &mut bool) -> Option<String> {
+        if *in_data {
+            if line == "." {
+                *in_data = false;
+                return Some("250 2.0.0 Ok: queued\r\n".into());
+            }
+            return None;
+        }
+        Some(match line.split(' ').next().unwrap_or("") {
+            "EHLO" => "250-test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n".into(),
+            "MAIL" | "RSET" => "250 2.1.0 Ok\r\n".into(),
+            "RCPT" if line.contains("unknown") => "550 5.1.1 no such user\r\n".into(),
+            "RCPT" => "250 2.1.5 Ok\r\n".into(),
+            "DATA" => {
+                *in_data = true;
+                "354 go\r\n".into()
+            }
+            _ => "500 what\r\n".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn pipelined_session_reuses_the_connection() {
+        let mut c = SmtpClient::new(server(good), timeouts());
+        c.greeting().await.expect("greeting");
+        let caps = c.ehlo("me.test").await.expect("ehlo");
+        assert!(caps.pipelining && caps.eight_bit_mime);
+        assert_eq!(caps.size, Some(1000));
+        for to in ["a@x.test", "unknown@x.test", "b@x.test"] {
+            let env = Envelope {
+                from: "bounce@me.test",
+                to,
+                eight_bit: true,
+            };
+            let r = c.send(&env, b"Subject: hi\r\n\r\nbody\r\n").await.expect("send");
+            if to.starts_with("unknown") {
+                assert_eq!(r.code, 550);
+                // DATA was refused as well; the next send must start with RSET.
+            } else {
+                assert_eq!(r.code, 250, "{to}");
+            }
+        }
+        c.quit().await;
+    }
+
+    #[tokio::test]
+    async fn garbage_and_silence_are_errors() {
+        let mut c = SmtpClient::new(
+            server(|line, _| line.starts_with("EHLO").then(|| "HELLO? not smtp\r\n".into())),
+            timeouts(),
+        );
+        c.greeting().await.expect("greeting");
+        assert!(matches!(c.ehlo("me").await, Err(SmtpError::Garbage { .. })));
+
+        let mut c = SmtpClient::new(server(|_, _| None), timeouts());
+        c.greeting().await.expect("greeting");
+        let mut t = timeouts();
+        t.ehlo = Duration::from_millis(50);
+        c.timeouts = t;
+        assert!(matches!(c.ehlo("me").await, Err(SmtpError::Timeout { phase: "ehlo" })));
+    }
+
+    #[tokio::test]
+    async fn a_421_ends_the_session() {
+        let script = |line: &str, d: &mut bool| {
+            if line.starts_with("RCPT") {
+                return Some("421 4.7.0 closing\r\n".into());
+            }
+            good(line, d)
+        };
+        let mut c = SmtpClient::new(server(script), timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        let env = Envelope {
+            from: "f@me",
+            to: "t@x",
+            eight_bit: false,
+        };
+        let err = c.send(&env, b"x\r\n").await.expect_err("421");
+        assert!(matches!(err.to_attempt(), Attempt::Reply(r) if r.code == 421));
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_commands_go_one_by_one() {
+        let script = |line: &str, d: &mut bool| {
+            if line.starts_with("EHLO") {
+                return Some("250 test\r\n".into());
+            }
+            good(line, d)
+        };
+        let mut c = SmtpClient::new(server(script), timeouts());
+        c.greeting().await.expect("greeting");
+        assert!(!c.ehlo("me").await.expect("ehlo").pipelining);
+        let env = Envelope {
+            from: "f@me",
+            to: "unknown@x",
+            eight_bit: false,
+        };
+        assert_eq!(c.send(&env, b"x\r\n").await.expect("send").code, 550);
+        let env = Envelope { to: "ok@x", ..env };
+        assert_eq!(c.send(&env, b"x\r\n").await.expect("send").code, 250);
+    }
+}

@@ -1,0 +1,51 @@
+//! The outbound SMTP client.
+//!
+//! Hand-written rather than lettre's transport: a bulk sender needs PIPELINING with one write for
+//! MAIL/RCPT/DATA, connection reuse across many messages with RSET folded into the next batch,
+//! per-phase timeouts and every failure turned into a classifiable [`SmtpError`] — lettre's
+//! transport does a round trip per command and was measured about 4× slower here. The client is
+//! generic over `AsyncRead + AsyncWrite`, so it is tested without sockets.
+
+pub mod client;
+pub mod dotstuff;
+pub mod reply;
+pub mod stream;
+pub mod tls;
+
+use std::time::Duration;
+
+pub use client::{Capabilities, Envelope, SmtpClient, SmtpError};
+pub use reply::{EnhancedCode, Reply};
+
+/// One timeout per SMTP phase (RFC 5321 §4.5.3.2 gives minutes; bulk senders use less).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// The 220 greeting.
+    pub banner: Duration,
+    /// EHLO/HELO reply.
+    pub ehlo: Duration,
+    /// STARTTLS reply and the TLS handshake.
+    pub starttls: Duration,
+    /// Replies to MAIL, RCPT, DATA and RSET.
+    pub command: Duration,
+    /// Sending the body and the reply to the final dot.
+    pub data: Duration,
+    /// Idle time after which an unused connection is closed.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            banner: Duration::from_secs(60),
+            ehlo: Duration::from_secs(60),
+            starttls: Duration::from_secs(60),
+            command: Duration::from_secs(60),
+            data: Duration::from_secs(120),
+            idle: Duration::from_secs(10),
+        }
+    }
+}
