@@ -19,9 +19,10 @@
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
 //! - [`control`]: operator pause / rate override and queue gauges; [`metrics`]: `/metrics`.
 //! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
-//! - [`engine`]: [`run`], wiring it all and the graceful shutdown.
+//! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
 pub mod classify;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connect;

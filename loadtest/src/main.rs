@@ -1,1 +1,301 @@
-fn main() {}
+//! `hikyaku-loadtest`: sink, dns, enqueue, bench and demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hikyaku_loadtest::bench::{self, BenchOptions};
+use hikyaku_loadtest::dns::{DnsServer, Zone};
+use hikyaku_loadtest::enqueue;
+use hikyaku_loadtest::sink::{ListenerSpec, Profile, ProviderKind, Sink, SinkConfig};
+
+/// hikyaku's load-test kit.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// A fast SMTP sink that counts accepted messages per recipient.
+    Sink {
+        /// `ADDR[=KIND[,rate=N][,conns=N][,per-conn=N][,latency-ms=N][,silent]]`, repeatable.
+        /// KIND: plain, google, yahoo, yahoo-jp, docomo, au, softbank.
+        #[arg(long, required = true)]
+        listen: Vec<String>,
+        /// Serve `GET /stats` (JSON) here.
+        #[arg(long)]
+        stats: Option<SocketAddr>,
+        /// Offer STARTTLS (self-signed certificate).
+        #[arg(long)]
+        starttls: bool,
+        /// Name in the greeting.
+        #[arg(long, default_value = "sink.hikyaku.test")]
+        hostname: String,
+    },
+    /// A small authoritative DNS server for test zones.
+    Dns {
+        /// UDP address to answer on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Zone file.
+        #[arg(long)]
+        zone: PathBuf,
+    },
+    /// Writes a campaign snapshot and N jobs into Redis.
+    Enqueue {
+        /// Redis URL.
+        #[arg(long, env = "HIKYAKU_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Number of jobs.
+        #[arg(long)]
+        count: u64,
+        /// Recipient domains with weights: `gmail.test:40,yahoo.test:20`.
+        #[arg(long)]
+        domains: String,
+        /// Campaign id.
+        #[arg(long, default_value_t = 1)]
+        campaign: u64,
+        /// Approximate message size.
+        #[arg(long, default_value_t = 2048)]
+        body_bytes: usize,
+        /// Shard count if Redis has none recorded yet.
+        #[arg(long, default_value_t = 4)]
+        shards: u16,
+    },
+    /// Sink + engine against a fresh Redis: delivered msg/min, CPU µs per message, memory.
+    Bench(BenchArgs),
+    /// The local demo: like bench with a progress bar and a readable summary.
+    Demo(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Approximate message size (2048 or 20480 for the 20 KB variant).
+    #[arg(long, default_value_t = 2048)]
+    body_bytes: usize,
+    /// Shards.
+    #[arg(long, default_value_t = 4)]
+    shards: u16,
+    /// Recipient domains with weights.
+    #[arg(long, default_value = "gmail.test:50,yahoo.test:20,docomo.test:15,other.test:15")]
+    domains: String,
+    /// Connection cap per site.
+    #[arg(long, default_value_t = 8)]
+    connections: u32,
+    /// Print one JSON object only.
+    #[arg(long)]
+    json: bool,
+    /// The engine binary (default: beside this one).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        match args.cmd {
+            Cmd::Sink {
+                listen,
+                stats,
+                starttls,
+                hostname,
+            } => sink(listen, stats, starttls, hostname).await,
+            Cmd::Dns { listen, zone } => {
+                let text = std::fs::read_to_string(&zone)
+                    .with_context(|| format!("reading {}", zone.display()))?;
+                let zone = Zone::parse(&text).with_context(|| format!("zone {}", zone.display()))?;
+                let server = DnsServer::start(listen, zone).await?;
+                eprintln!("dns listening on {}", server.local_addr());
+                wait_for_signal().await;
+                server.stop().await;
+                Ok(())
+            }
+            Cmd::Enqueue {
+                redis,
+                count,
+                domains,
+                campaign,
+                body_bytes,
+                shards,
+            } => {
+                let domains = enqueue::parse_domains(&domains)?;
+                let client = redis::Client::open(redis.as_str()).context("redis URL")?;
+                let mut con = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .with_context(|| format!("connecting to {redis}"))?;
+                let shards = enqueue::shards(&mut con, shards).await?;
+                enqueue::write_snapshot(&mut con, &enqueue::bench_snapshot(campaign, body_bytes))
+                    .await?;
+                let jobs = enqueue::bench_jobs(campaign, count, &domains, now_ms());
+                let n = enqueue::write_jobs(&mut con, shards, jobs, |_| {}).await?;
+                println!("{{\"enqueued\":{n},\"campaign\":{campaign},\"shards\":{shards}}}");
+                Ok(())
+            }
+            Cmd::Bench(b) => bench_cmd(b, false).await,
+            Cmd::Demo(b) => bench_cmd(b, true).await,
+        }
+    })
+}
+
+async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("locating this binary")?;
+    let engine = b.engine.clone().unwrap_or_else(|| me.with_file_name("hikyaku-engine"));
+    if !engine.exists() {
+        bail!(
+            "engine binary {} not found; build it (cargo build --release -p hikyaku-engine) or pass --engine",
+            engine.display()
+        );
+    }
+    let opts = BenchOptions {
+        count: b.count.unwrap_or(if demo { 100_000 } else { 1_000_000 }),
+        body_bytes: b.body_bytes,
+        shards: b.shards,
+        domains: enqueue::parse_domains(&b.domains)?,
+        connections: b.connections,
+        engine_bin: engine,
+        loadtest_bin: me,
+        redis_bin: b.redis_server,
+        progress: demo && !b.json,
+        timeout: Duration::from_secs(b.timeout_s),
+    };
+    let report = bench::run(&opts).await?;
+    if b.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if demo {
+        println!("\nhikyaku demo — {} messages delivered to the local sink\n", report.delivered);
+        print!("{}", report.table());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        print!("{}", report.table());
+    }
+    if report.lost > 0 || report.duplicates > 0 {
+        bail!("{} lost, {} duplicated", report.lost, report.duplicates);
+    }
+    Ok(())
+}
+
+/// Parses `ADDR[=KIND[,opt…]]`.
+fn parse_listen(spec: &str) -> anyhow::Result<ListenerSpec> {
+    let (addr, rest) = spec.split_once('=').unwrap_or((spec, ""));
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--listen {spec:?}: {addr:?} is not ip:port"))?;
+    if !addr.ip().is_loopback() {
+        bail!("--listen {spec:?}: the sink listens on loopback addresses only");
+    }
+    let mut parts = rest.split(',').filter(|p| !p.is_empty());
+    let mut profile = match parts.next() {
+        None => Profile::plain("plain"),
+        Some(kind) => Profile::provider(
+            kind.parse::<ProviderKind>()
+                .map_err(|e| anyhow::anyhow!("--listen {spec:?}: {e}"))?,
+        ),
+    };
+    for opt in parts {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let n = || -> anyhow::Result<u32> {
+            v.parse()
+                .with_context(|| format!("--listen {spec:?}: {k} needs a number"))
+        };
+        match k {
+            "rate" => profile.max_rate = n()?,
+            "conns" => profile.max_conns = n()?,
+            "per-conn" => profile.max_msgs_per_conn = n()?,
+            "latency-ms" => profile.latency = Duration::from_millis(u64::from(n()?)),
+            "silent" => profile.silent = true,
+            "name" => profile.name = v.to_owned(),
+            _ => bail!("--listen {spec:?}: unknown option {k:?}"),
+        }
+    }
+    Ok(ListenerSpec { addr, profile })
+}
+
+async fn sink(
+    listen: Vec<String>,
+    stats: Option<SocketAddr>,
+    starttls: bool,
+    hostname: String,
+) -> anyhow::Result<()> {
+    let listeners = listen
+        .iter()
+        .map(|s| parse_listen(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sink = Sink::start(SinkConfig {
+        listeners,
+        starttls,
+        hostname,
+    })
+    .await
+    .context("starting the sink")?;
+    for a in sink.local_addrs() {
+        eprintln!("sink listening on {a}");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stats_task = match stats {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding stats {addr}"))?;
+            let s = sink.stats();
+            Some(tokio::spawn(hikyaku_loadtest::sink::serve_stats(l, s, async move {
+                let _ = stop_rx.await;
+            })))
+        }
+        None => None,
+    };
+    wait_for_signal().await;
+    let _ = stop_tx.send(());
+    if let Some(t) = stats_task {
+        let _ = t.await;
+    }
+    sink.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,1 +1,33 @@
+//! The shared harness of hikyaku's black-box tests: a private `redis-server` per test on a free
+//! port, the project's DNS server and sink on loopback addresses, the engine in-process or as a
+//! child process, and helpers to enqueue jobs and read back events and queue state.
+//!
+//! Each scenario is its own file under `tests/`; this crate only holds what they share.
+//!
+//! # Layout
+//! - [`redis`]: a throwaway Redis server.
+//! - [`world`]: DNS + sink + engine config for one scenario.
+//! - [`queue`]: enqueuing jobs and reading events and queue depths.
 
+pub mod queue;
+pub mod redis;
+pub mod world;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

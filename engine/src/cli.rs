@@ -1,0 +1,65 @@
+//! The `hikyaku-engine` command line: the body of the binary, in the library so the
+//! integration tests run the very same program as a child process (their wrapper binary calls
+//! [`main`]).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use crate::{EngineConfig, Listeners};
+
+/// hikyaku's delivery engine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Engine configuration file (TOML).
+    #[arg(long, env = "HIKYAKU_CONFIG")]
+    config: PathBuf,
+}
+
+/// Parses flags, loads the config, runs the engine until SIGTERM or SIGINT.
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = EngineConfig::load(&args.config)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
+        crate::run(config, Listeners { metrics }, shutdown_signal())
+            .await
+            .context("engine failed")
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

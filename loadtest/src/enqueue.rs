@@ -1,0 +1,212 @@
+//! Writing a campaign snapshot and jobs straight into Redis through `hikyaku-queue-schema`.
+//!
+//! This is the benchmark's and the tests' path into the queue (the API's expansion replaces it
+//! for customers). Jobs are pipelined per shard in batches, so a million jobs take seconds.
+
+use std::collections::HashMap;
+
+use hikyaku_queue_schema::keys::{JOB_FIELD, SNAPSHOT_FIELD};
+use hikyaku_queue_schema::{shard_for_domain, CampaignSnapshot, Job, JobId, Keys, SCHEMA_VERSION};
+use redis::aio::MultiplexedConnection;
+
+/// Jobs per pipelined round trip.
+const BATCH: usize = 2000;
+
+/// Why enqueuing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The `--domains` list is malformed.
+    #[error("bad domain list {0:?}: expected name:weight,name:weight (weights ≥ 1)")]
+    BadDomains(String),
+}
+
+/// Parses `gmail.test:40,yahoo.test:20,…` (a missing weight means 1).
+pub fn parse_domains(s: &str) -> Result<Vec<(String, u32)>, EnqueueError> {
+    let bad = || EnqueueError::BadDomains(s.to_owned());
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = match part.split_once(':') {
+            Some((n, w)) => (n.trim(), w.trim().parse::<u32>().map_err(|_| bad())?),
+            None => (part, 1),
+        };
+        if name.is_empty() || weight == 0 || name.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        out.push((name.to_ascii_lowercase(), weight));
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// The shard count recorded in Redis, or `default` (recorded then) if none is.
+pub async fn shards(con: &mut MultiplexedConnection, default: u16) -> Result<u16, EnqueueError> {
+    let v: Option<String> = redis::cmd("HGET")
+        .arg(Keys::meta())
+        .arg("shards")
+        .query_async(con)
+        .await?;
+    if let Some(n) = v.and_then(|v| v.parse().ok()) {
+        return Ok(n);
+    }
+    let _: () = redis::pipe()
+        .cmd("HSETNX")
+        .arg(Keys::meta())
+        .arg("schema")
+        .arg(SCHEMA_VERSION)
+        .ignore()
+        .cmd("HSETNX")
+        .arg(Keys::meta())
+        .arg("shards")
+        .arg(default)
+        .ignore()
+        .query_async(con)
+        .await?;
+    Ok(default)
+}
+
+/// Writes the snapshot of a campaign.
+pub async fn write_snapshot(
+    con: &mut MultiplexedConnection,
+    snapshot: &CampaignSnapshot,
+) -> Result<(), EnqueueError> {
+    let _: () = redis::cmd("HSET")
+        .arg(Keys::campaign(snapshot.id))
+        .arg(SNAPSHOT_FIELD)
+        .arg(snapshot.encode())
+        .query_async(con)
+        .await?;
+    Ok(())
+}
+
+/// Appends jobs to their shards' ready streams; `progress` is called with the running count.
+pub async fn write_jobs(
+    con: &mut MultiplexedConnection,
+    shards: u16,
+    jobs: impl IntoIterator<Item = Job>,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, EnqueueError> {
+    let mut keys: HashMap<u16, String> = HashMap::new();
+    let mut pipe = redis::pipe();
+    let mut in_pipe = 0;
+    let mut total = 0u64;
+    for job in jobs {
+        let shard = shard_for_domain(job.domain(), shards);
+        let key = keys.entry(shard).or_insert_with(|| Keys::ready(shard));
+        pipe.cmd("XADD")
+            .arg(&*key)
+            .arg("*")
+            .arg(JOB_FIELD)
+            .arg(job.encode())
+            .ignore();
+        in_pipe += 1;
+        if in_pipe == BATCH {
+            let _: () = pipe.query_async(con).await?;
+            pipe = redis::pipe();
+            total += in_pipe as u64;
+            in_pipe = 0;
+            progress(total);
+        }
+    }
+    if in_pipe > 0 {
+        let _: () = pipe.query_async(con).await?;
+        total += in_pipe as u64;
+        progress(total);
+    }
+    Ok(total)
+}
+
+/// The benchmark campaign: about `body_bytes` of text with three merge fields and a
+/// per-recipient unsubscribe link.
+pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
+    let paragraph = "hikyaku weekly: the express couriers of old Japan ran relay stages between \
+                     Edo and Osaka; this newsletter runs the same relay for your readers.\n";
+    let mut text = String::from("Dear {{first_name}},\n\nYour plan: {{plan}}.\n\n");
+    while text.len() + paragraph.len() < body_bytes.saturating_sub(120) {
+        text.push_str(paragraph);
+    }
+    text.push_str("\nUnsubscribe: https://hikyaku.test/u/{{token}}\n");
+    CampaignSnapshot {
+        id,
+        tenant: "bench".into(),
+        from_name: "hikyaku bench".into(),
+        from_addr: "news@hikyaku.test".into(),
+        reply_to: String::new(),
+        subject: "Weekly news for {{first_name}}".into(),
+        text_body: text,
+        html_body: String::new(),
+        field_names: vec!["first_name".into(), "plan".into(), "token".into()],
+        return_path: "bounce@hikyaku.test".into(),
+        message_id_domain: "hikyaku.test".into(),
+    }
+}
+
+/// `count` bench jobs for campaign `campaign`, recipients `u<seq>@<domain>` spread over
+/// `domains` by weight (deterministically, so runs are comparable).
+pub fn bench_jobs(
+    campaign: u64,
+    count: u64,
+    domains: &[(String, u32)],
+    queued_ms: u64,
+) -> impl Iterator<Item = Job> + '_ {
+    let total: u64 = domains.iter().map(|(_, w)| u64::from(*w)).sum::<u64>().max(1);
+    (0..count).map(move |seq| {
+        let mut slot = seq % total;
+        let mut domain = domains[0].0.as_str();
+        for (d, w) in domains {
+            if slot < u64::from(*w) {
+                domain = d;
+                break;
+            }
+            slot -= u64::from(*w);
+        }
+        Job {
+            id: JobId { campaign, seq },
+            attempt: 0,
+            queued_ms,
+            expires_ms: 0,
+            priority: 0,
+            rcpt: format!("u{seq}@{domain}"),
+            fields: vec![
+                format!("Reader{seq}"),
+                ["bronze", "silver", "gold"][(seq % 3) as usize].to_owned(),
+                format!("{campaign:x}{seq:08x}"),
+            ],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_lists_parse_or_fail_clearly() {
+        assert_eq!(
+            parse_domains("gmail.test:40, Yahoo.test:20,x.test").expect("ok"),
+            vec![
+                ("gmail.test".to_owned(), 40),
+                ("yahoo.test".to_owned(), 20),
+                ("x.test".to_owned(), 1)
+            ]
+        );
+        for bad in ["", "a:0", "a:x", ":3", "a b:1"] {
+            assert!(parse_domains(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bench_jobs_follow_the_weights() {
+        let domains = parse_domains("a.test:3,b.test:1").expect("ok");
+        let jobs: Vec<Job> = bench_jobs(1, 400, &domains, 0).collect();
+        let a = jobs.iter().filter(|j| j.domain() == "a.test").count();
+        assert_eq!(a, 300);
+        assert_eq!(jobs[5].fields.len(), 3);
+        let snap = bench_snapshot(1, 2048);
+        assert!(snap.text_body.len() > 1800 && snap.text_body.len() < 2100);
+    }
+}

@@ -1,0 +1,128 @@
+//! Putting jobs into the queue and reading the results back, through `hikyaku-queue-schema`.
+
+use hikyaku_queue_schema::keys::EVENT_FIELD;
+use hikyaku_queue_schema::{CampaignSnapshot, Event, Job, JobId, Keys, ENGINE_GROUP};
+use redis::aio::MultiplexedConnection;
+
+/// The test campaign's id.
+pub const CAMPAIGN: u64 = 1;
+
+/// A small campaign with one merge field.
+pub fn snapshot() -> CampaignSnapshot {
+    CampaignSnapshot {
+        id: CAMPAIGN,
+        tenant: "test".into(),
+        from_name: "Test".into(),
+        from_addr: "news@sender.test".into(),
+        reply_to: String::new(),
+        subject: "Hello {{name}}".into(),
+        text_body: "Hi {{name}},\nthis is a test.\n".into(),
+        html_body: String::new(),
+        field_names: vec!["name".into()],
+        return_path: "bounce@sender.test".into(),
+        message_id_domain: "sender.test".into(),
+    }
+}
+
+/// A fresh job for `rcpt`.
+pub fn job(seq: u64, rcpt: &str) -> Job {
+    Job {
+        id: JobId {
+            campaign: CAMPAIGN,
+            seq,
+        },
+        attempt: 0,
+        queued_ms: now_ms(),
+        expires_ms: 0,
+        priority: 0,
+        rcpt: rcpt.to_owned(),
+        fields: vec![format!("reader {seq}")],
+    }
+}
+
+/// Wall-clock ms (the engine's unit for due times).
+#[allow(clippy::disallowed_methods)]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes the snapshot and the jobs; returns how many jobs.
+pub async fn enqueue(con: &mut MultiplexedConnection, shards: u16, jobs: Vec<Job>) -> u64 {
+    let shards = hikyaku_loadtest::enqueue::shards(con, shards)
+        .await
+        .expect("meta");
+    hikyaku_loadtest::enqueue::write_snapshot(con, &snapshot())
+        .await
+        .expect("snapshot");
+    hikyaku_loadtest::enqueue::write_jobs(con, shards, jobs, |_| {})
+        .await
+        .expect("jobs")
+}
+
+/// Every event on every shard's events stream.
+pub async fn events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(Keys::events(shard))
+            .arg("-")
+            .arg("+")
+            .query_async(con)
+            .await
+            .expect("xrange");
+        for e in entries.ids {
+            let bytes: Vec<u8> = e.get(EVENT_FIELD).expect("event field");
+            out.push(Event::decode(&bytes).expect("event decodes"));
+        }
+    }
+    out
+}
+
+/// Where jobs are: (entries in ready streams, pending in the group, in retry sets).
+pub async fn depths(con: &mut MultiplexedConnection, shards: u16) -> (u64, u64, u64) {
+    let (mut ready, mut pending, mut retry) = (0, 0, 0);
+    for shard in 0..shards {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(Keys::ready(shard))
+            .query_async(con)
+            .await
+            .expect("xlen");
+        ready += len;
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(Keys::ready(shard))
+            .arg(ENGINE_GROUP)
+            .query_async(con)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        if let redis::Value::Array(v) = summary {
+            if let Some(redis::Value::Int(n)) = v.first() {
+                pending += *n as u64;
+            }
+        }
+        let z: u64 = redis::cmd("ZCARD")
+            .arg(Keys::retry(shard))
+            .query_async(con)
+            .await
+            .expect("zcard");
+        retry += z;
+    }
+    (ready, pending, retry)
+}
+
+/// Jobs in the retry sets, decoded.
+pub async fn retry_jobs(con: &mut MultiplexedConnection, shards: u16) -> Vec<Job> {
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(Keys::retry(shard))
+            .arg(0)
+            .arg(-1)
+            .query_async(con)
+            .await
+            .expect("zrange");
+        out.extend(members.iter().map(|m| Job::decode(m).expect("job decodes")));
+    }
+    out
+}

@@ -1,0 +1,75 @@
+//! A private `redis-server` for one test: free port, temporary directory, nothing persisted,
+//! killed on drop.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running Redis owned by the test.
+#[derive(Debug)]
+pub struct TestRedis {
+    child: Child,
+    dir: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl TestRedis {
+    /// Starts one; panics with a clear message if `redis-server` is missing.
+    pub fn start() -> Self {
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir = std::env::temp_dir().join(format!("hikyaku-test-redis-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            let mut r = TestRedis {
+                child,
+                dir,
+                port,
+                url: format!("redis://127.0.0.1:{port}"),
+            };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return r;
+                }
+                if let Ok(Some(_)) = r.child.try_wait() {
+                    break; // lost the port race; try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = r.child.kill();
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// A new connection.
+    pub async fn con(&self) -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(self.url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

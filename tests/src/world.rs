@@ -1,0 +1,253 @@
+//! One scenario's world: a private Redis, the DNS server with the standard test zone, sinks on
+//! several 127.0.0.x addresses (one per emulated provider, all on one port), and the engine.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hikyaku_engine::{EngineConfig, EngineError, Listeners};
+use hikyaku_loadtest::dns::{DnsServer, Zone};
+use hikyaku_loadtest::sink::{ListenerSpec, Profile, Sink, SinkConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::redis::TestRedis;
+
+/// MX hosts of the test providers and the addresses their sinks listen on.
+pub const STANDARD_ZONE: &str = "
+gmail.test          MX 10 mx1.google.test
+gmail.test          MX 20 mx2.google.test
+corp.test           MX 10 aspmx.google.test
+mx1.google.test     A 127.0.0.2
+mx2.google.test     A 127.0.0.2
+aspmx.google.test   A 127.0.0.2
+yahoo.test          MX 10 mta5.yahoo.test
+aol.test            MX 10 mta6.yahoo.test
+mta5.yahoo.test     A 127.0.0.3
+mta6.yahoo.test     A 127.0.0.3
+docomo.test         MX 10 mfsmax.docomo.test
+mfsmax.docomo.test  A 127.0.0.4
+other.test          MX 10 mx.other.test
+mx.other.test       A 127.0.0.5
+implicit.test       A 127.0.0.5
+nullmx.test         MX 0 .
+servfail.test       SERVFAIL
+silent.test         MX 10 mx.silent.test
+mx.silent.test      A 127.0.0.6
+";
+
+/// Site tables matching [`STANDARD_ZONE`]: rollup by MX suffix, quick retries.
+pub const STANDARD_SITES: &str = r#"
+[sites.google]
+mx_suffixes = ["google.test"]
+max_connections = 4
+retry_initial = "1s"
+retry_factor = 1.0
+retry_jitter = 0.0
+[sites.yahoo]
+mx_suffixes = ["yahoo.test"]
+max_connections = 4
+max_messages_per_connection = 20
+retry_initial = "1s"
+retry_factor = 1.0
+retry_jitter = 0.0
+[sites.docomo]
+mx_suffixes = ["docomo.test"]
+rate = "unlimited"
+max_connections = 4
+retry_initial = "1s"
+retry_factor = 1.0
+retry_jitter = 0.0
+[sites.default]
+max_connections = 4
+retry_initial = "1s"
+retry_factor = 1.0
+retry_jitter = 0.0
+"#;
+
+/// The standard sinks: google at .2, yahoo at .3, docomo at .4, a plain MTA at .5.
+pub fn standard_sinks() -> Vec<(Ipv4Addr, Profile)> {
+    use hikyaku_loadtest::sink::ProviderKind;
+    vec![
+        (Ipv4Addr::new(127, 0, 0, 2), Profile::provider(ProviderKind::Google)),
+        (Ipv4Addr::new(127, 0, 0, 3), Profile::provider(ProviderKind::Yahoo)),
+        (Ipv4Addr::new(127, 0, 0, 4), Profile::provider(ProviderKind::Docomo)),
+        (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
+    ]
+}
+
+/// Shards used by the scenarios.
+pub const SHARDS: u16 = 2;
+
+/// Redis, DNS and sinks.
+#[derive(Debug)]
+pub struct World {
+    /// The private Redis.
+    pub redis: TestRedis,
+    /// The DNS server.
+    pub dns: DnsServer,
+    /// All sinks (one listener per address).
+    pub sink: Sink,
+    /// The SMTP port every sink listens on.
+    pub smtp_port: u16,
+}
+
+impl World {
+    /// Starts Redis, DNS with `zone`, and sinks on `hosts`.
+    pub async fn start(zone: &str, hosts: Vec<(Ipv4Addr, Profile)>) -> World {
+        let redis = TestRedis::start();
+        let zone = Zone::parse(zone).expect("test zone parses");
+        let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), zone)
+            .await
+            .expect("dns starts");
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let listeners = hosts
+                .iter()
+                .map(|(ip, profile)| ListenerSpec {
+                    addr: SocketAddr::from((*ip, port)),
+                    profile: profile.clone(),
+                })
+                .collect();
+            let config = SinkConfig {
+                listeners,
+                starttls: false,
+                hostname: "sink.test".into(),
+            };
+            if let Ok(sink) = Sink::start(config).await {
+                return World {
+                    redis,
+                    dns,
+                    sink,
+                    smtp_port: port,
+                };
+            }
+        }
+        panic!("could not bind the sinks");
+    }
+
+    /// The standard world.
+    pub async fn standard() -> World {
+        Self::start(STANDARD_ZONE, standard_sinks()).await
+    }
+
+    /// Engine config text: base settings, `queue` lines under `[queue]`, then `tables`.
+    pub fn config_toml(&self, queue: &str, tables: &str) -> String {
+        format!(
+            "redis_url = \"{redis}\"\nshards = {SHARDS}\nnode_id = \"test-node\"\nehlo_name = \"engine.test\"\n\
+             smtp_port = {port}\n\n[dns]\nnameserver = \"{dns}\"\nfailure_ttl = \"500ms\"\n\n\
+             [queue]\nblock = \"100ms\"\nmover_interval = \"50ms\"\nrequeue_delay = \"200ms\"\n\
+             claim_idle = \"2s\"\nshutdown_grace = \"10s\"\n{queue}\n\n{tables}\n",
+            redis = self.redis.url,
+            port = self.smtp_port,
+            dns = self.dns.local_addr(),
+        )
+    }
+
+    /// Parsed engine config.
+    pub fn config(&self, queue: &str, tables: &str) -> EngineConfig {
+        EngineConfig::from_toml(&self.config_toml(queue, tables), "test").expect("test config valid")
+    }
+
+    /// Runs the engine in this process.
+    pub fn engine(&self, config: EngineConfig) -> RunningEngine {
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(hikyaku_engine::run(config, Listeners::default(), async move {
+            let _ = rx.await;
+        }));
+        RunningEngine { stop: Some(tx), task }
+    }
+
+    /// Runs the engine binary `bin` (a test's `env!("CARGO_BIN_EXE_engine-under-test")`) as a
+    /// child process with `config_toml`.
+    pub fn engine_process(&self, bin: &str, config_toml: &str) -> EngineProcess {
+        let path = std::env::temp_dir().join(format!(
+            "hikyaku-test-engine-{}-{}.toml",
+            std::process::id(),
+            self.redis.port
+        ));
+        std::fs::write(&path, config_toml).expect("write config");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("engine binary starts");
+        EngineProcess { child, config: path }
+    }
+}
+
+/// An in-process engine.
+#[derive(Debug)]
+pub struct RunningEngine {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), EngineError>>,
+}
+
+impl RunningEngine {
+    /// Graceful stop (as on SIGTERM); returns the engine's result.
+    pub async fn stop(mut self) -> Result<(), EngineError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("engine stops within 60 s")
+            .expect("engine task did not panic")
+    }
+
+    /// Whether the engine task is still running (it has not crashed).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+/// The engine as a child process.
+#[derive(Debug)]
+pub struct EngineProcess {
+    child: Child,
+    config: PathBuf,
+}
+
+impl EngineProcess {
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        for _ in 0..1200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("engine did not exit within 60 s of SIGTERM");
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
