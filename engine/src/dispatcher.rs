@@ -215,7 +215,9 @@ impl Dispatcher {
                     let reason = if site.is_paused() { "paused" } else { "site-busy" };
                     self.metrics.requeued(&site.policy.name, reason);
                     // Spread returns so a busy site is offered a trickle, not a wave.
-                    let delay = self.config.requeue_delay.mul_f64(0.5 + fastrand::f64());
+                    let delay = site
+                        .refusal_delay(self.config.requeue_delay)
+                        .mul_f64(0.5 + fastrand::f64());
                     self.reporter.requeue(r.work, delay);
                 }
             }

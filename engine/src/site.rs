@@ -166,6 +166,22 @@ impl Site {
         self.q().drain(..).collect()
     }
 
+    /// How long a job refused by this site should wait before it is offered again: about the
+    /// time the site needs to work through a full queue at its rate (spread by the caller), so
+    /// a throttled site's backlog circulates through Redis slowly instead of crowding the shard
+    /// streams that other sites' jobs share.
+    pub fn refusal_delay(&self, base: Duration) -> Duration {
+        if self.is_paused() {
+            return base.max(Duration::from_secs(10));
+        }
+        let rate = self.current_rate.lock().unwrap_or_else(|p| p.into_inner()).0;
+        match rate {
+            Some(r) if r > 0.0 => Duration::from_secs_f64(self.policy.queue_capacity as f64 / r)
+                .clamp(base, Duration::from_secs(300)),
+            _ => base,
+        }
+    }
+
     /// Jobs waiting.
     pub fn queued(&self) -> usize {
         self.q().len()

@@ -4,7 +4,24 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+
+/// A port no other test of this process was given, free when checked.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, 20_000 + (std::process::id() % 20_000) as u16, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port > 60_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// A running Redis owned by the test.
 #[derive(Debug)]
@@ -21,10 +38,7 @@ impl TestRedis {
     /// Starts one; panics with a clear message if `redis-server` is missing.
     pub fn start() -> Self {
         for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
+            let port = free_port();
             let dir = std::env::temp_dir().join(format!("hikyaku-test-redis-{port}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             let child = Command::new("redis-server")
@@ -44,7 +58,12 @@ impl TestRedis {
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return r;
+                    // Someone else's server may hold the port while ours failed to bind.
+                    std::thread::sleep(Duration::from_millis(50));
+                    if let Ok(None) = r.child.try_wait() {
+                        return r;
+                    }
+                    break;
                 }
                 if let Ok(Some(_)) = r.child.try_wait() {
                     break; // lost the port race; try another

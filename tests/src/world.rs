@@ -102,10 +102,7 @@ impl World {
             .await
             .expect("dns starts");
         for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = crate::redis::free_port();
             let listeners = hosts
                 .iter()
                 .map(|(ip, profile)| ListenerSpec {
