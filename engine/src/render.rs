@@ -96,8 +96,14 @@ impl Campaign {
             } else {
                 ContentTransferEncoding::EightBit
             };
-            let body = Body::new_with_encoding(text.to_owned(), enc)
-                .map_err(|_| invalid("body has a line over 998 bytes".into()))?;
+            // lettre's chooser wants 76-byte lines for 7bit/8bit; RFC 5322 allows 998, which
+            // newsletters (long HTML lines) use. Check that limit here, then hand lettre the
+            // canonical CRLF text as already encoded.
+            let crlf = text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n");
+            if crlf.split("\r\n").any(|l| l.len() > 998) || crlf.contains('\0') {
+                return Err(invalid("body has a line over 998 bytes or a NUL".into()));
+            }
+            let body = Body::dangerous_pre_encoded(crlf.into_bytes(), enc);
             Ok(SinglePart::builder().header(ct).body(body))
         };
         let message = if s.html_body.is_empty() {

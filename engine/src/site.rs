@@ -246,6 +246,7 @@ impl Site {
             let campaign = match self.deps.renderer.campaign(item.work.job.id.campaign).await {
                 Ok(c) => c,
                 Err(e) => {
+                    tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
                     let attempt = Attempt::Unrenderable(e.to_string());
                     self.deps.reporter.outcome(item.work, &self.policy, &s.mx, &attempt);
                     continue;

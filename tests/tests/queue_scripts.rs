@@ -95,3 +95,18 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
     let moved: Vec<u8> = entries.ids.last().expect("moved entry").get(JOB_FIELD).expect("field");
     assert_eq!(hikyaku_queue_schema::Job::decode(&moved).expect("decodes"), j);
 }
+
+#[test]
+fn the_bench_campaign_renders() {
+    let snap = hikyaku_loadtest::enqueue::bench_snapshot(1, 2048);
+    let c = hikyaku_engine::render::Campaign::build(&snap).expect("bench campaign builds");
+    let domains = hikyaku_loadtest::enqueue::parse_domains("gmail.test").expect("domains");
+    let job = hikyaku_loadtest::enqueue::bench_jobs(1, 1, &domains, 0)
+        .next()
+        .expect("a job");
+    let mut out = Vec::new();
+    c.render(&job, "Date: x\r\n", &mut out);
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(text.contains("Dear Reader0,") && text.contains("/u/100000000"), "{text}");
+    assert!((1800..2600).contains(&text.len()), "about 2 KB: {}", text.len());
+}

@@ -15,7 +15,7 @@ use crate::sink::{Profile, SinkStats};
 /// Concurrent client connections.
 const CONNECTIONS: usize = 32;
 /// Messages per connection.
-const MESSAGES: usize = 4000;
+const MESSAGES: usize = 50;
 /// The floor the sink must sustain on one core.
 const TARGET_PER_SECOND: f64 = 25_000.0;
 

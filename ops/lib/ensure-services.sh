@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sourced by the ops scripts: makes sure the tools and services hikyaku needs are here.
+# Installs from Debian packages when missing; starts Redis on 127.0.0.1:6379 when not running.
+set -euo pipefail
+
+hk_log() { printf '\033[1m[hikyaku]\033[0m %s\n' "$*" >&2; }
+
+hk_apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    if [ -z "${HK_APT_UPDATED:-}" ]; then
+        $sudo apt-get update -qq
+        HK_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+hk_ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            hk_log "cargo not found: installing Debian's Rust toolchain (cargo, rustc)"
+            hk_apt_install cargo rustc
+        fi
+    fi
+}
+
+hk_ensure_redis() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        hk_log "redis-server not found: installing Debian's redis-server"
+        hk_apt_install redis-server
+    fi
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        hk_log "starting Redis on 127.0.0.1:6379 (nothing persisted)"
+        local dir="${TMPDIR:-/tmp}/hikyaku-redis"
+        mkdir -p "$dir"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir "$dir" --logfile "$dir/redis.log"
+        for _ in $(seq 1 50); do
+            redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0
+            sleep 0.1
+        done
+        hk_log "Redis did not start; see $dir/redis.log"
+        return 1
+    fi
+}
+
+# One target directory for every build of this checkout and of fresh clones on this machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hikyaku/target}"
