@@ -129,16 +129,31 @@ pub enum Attempt {
 /// Provider-specific reply texts, matched case-insensitively as substrings, before code rules.
 /// From PROVIDERS.md; each is what the provider means, not what its code says.
 pub const TEXT_RULES: &[(&str, Verdict)] = &[
-    ("max message per connection", v(Disposition::Deferred, Reason::Reconnect)),
+    (
+        "max message per connection",
+        v(Disposition::Deferred, Reason::Reconnect),
+    ),
     ("[ts03]", v(Disposition::Deferred, Reason::Blocked)),
     ("[tss04]", v(Disposition::Deferred, Reason::RateLimited)),
     ("[ipts04]", v(Disposition::Deferred, Reason::RateLimited)),
     ("vs98-ip0", v(Disposition::Deferred, Reason::RateLimited)),
     ("[ph01]", v(Disposition::Bounced, Reason::Policy)),
-    ("unusual rate of", v(Disposition::Deferred, Reason::RateLimited)),
-    ("no dmarc alignment", v(Disposition::Deferred, Reason::Authentication)),
-    ("does not have authentication information", v(Disposition::Deferred, Reason::Authentication)),
-    ("receiving mail at a rate", v(Disposition::Deferred, Reason::RecipientRateLimited)),
+    (
+        "unusual rate of",
+        v(Disposition::Deferred, Reason::RateLimited),
+    ),
+    (
+        "no dmarc alignment",
+        v(Disposition::Deferred, Reason::Authentication),
+    ),
+    (
+        "does not have authentication information",
+        v(Disposition::Deferred, Reason::Authentication),
+    ),
+    (
+        "receiving mail at a rate",
+        v(Disposition::Deferred, Reason::RecipientRateLimited),
+    ),
 ];
 
 /// Classifies one attempt.
@@ -312,12 +327,28 @@ mod tests {
     #[test]
     fn failures_without_a_reply() {
         let table = [
-            (Attempt::ConnectionLost("reset".into()), Deferred, Reason::Network),
+            (
+                Attempt::ConnectionLost("reset".into()),
+                Deferred,
+                Reason::Network,
+            ),
             (Attempt::Timeout("data"), Deferred, Reason::Timeout),
-            (Attempt::Garbage("HELLO?".into()), Deferred, Reason::Protocol),
+            (
+                Attempt::Garbage("HELLO?".into()),
+                Deferred,
+                Reason::Protocol,
+            ),
             (Attempt::Tls("handshake".into()), Deferred, Reason::Tls),
-            (Attempt::DnsNoDomain("NXDOMAIN".into()), Bounced, Reason::BadDomain),
-            (Attempt::DnsTemporary("SERVFAIL".into()), Deferred, Reason::DnsTemporary),
+            (
+                Attempt::DnsNoDomain("NXDOMAIN".into()),
+                Bounced,
+                Reason::BadDomain,
+            ),
+            (
+                Attempt::DnsTemporary("SERVFAIL".into()),
+                Deferred,
+                Reason::DnsTemporary,
+            ),
         ];
         for (attempt, disposition, reason) in table {
             assert_eq!(

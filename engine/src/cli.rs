@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use crate::{EngineConfig, Listeners};
 use anyhow::Context;
 use clap::Parser;
-use crate::{EngineConfig, Listeners};
 
 /// hikyaku's delivery engine.
 #[derive(Debug, Parser)]

@@ -290,7 +290,10 @@ impl EngineConfig {
             return bad("queue.claim_idle must be at least 300ms");
         }
         if let Some(s) = &self.smarthost {
-            if s.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return bad("smarthost must be host:port");
             }
         }
@@ -310,8 +313,9 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let mut cfg = EngineConfig::from_toml("shards = 8\n[dns]\nnameserver = \"127.0.0.1:5353\"\n", "t")
-            .expect("valid");
+        let mut cfg =
+            EngineConfig::from_toml("shards = 8\n[dns]\nnameserver = \"127.0.0.1:5353\"\n", "t")
+                .expect("valid");
         assert_eq!(cfg.shards, 8);
         assert_eq!(cfg.smtp_port, 25);
         assert_eq!(cfg.redis_url, "redis://127.0.0.1:6379");

@@ -55,7 +55,11 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     /// Tries each MX host (and each of its addresses) until one gives a usable session.
     /// On failure returns the last host tried and why.
-    pub async fn connect(&self, target: &Target, t: &Timeouts) -> Result<Session, (String, Attempt)> {
+    pub async fn connect(
+        &self,
+        target: &Target,
+        t: &Timeouts,
+    ) -> Result<Session, (String, Attempt)> {
         let mut last = (
             String::new(),
             Attempt::ConnectionLost("no MX host to try".into()),
@@ -63,7 +67,10 @@ impl Connector {
         for host in &target.hosts {
             let addrs = match self.lookup.addresses(host).await {
                 Ok(a) if a.is_empty() => {
-                    last = (host.clone(), Attempt::DnsTemporary(format!("{host} has no address")));
+                    last = (
+                        host.clone(),
+                        Attempt::DnsTemporary(format!("{host} has no address")),
+                    );
                     continue;
                 }
                 Ok(a) => a,
@@ -88,10 +95,19 @@ impl Connector {
         Err(last)
     }
 
-    async fn open(&self, addr: SocketAddr, t: &Timeouts) -> Result<SmtpClient<MaybeTls>, SmtpError> {
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        t: &Timeouts,
+    ) -> Result<SmtpClient<MaybeTls>, SmtpError> {
         let tcp = match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(SmtpError::Io { phase: "connect", source }),
+            Ok(Err(source)) => {
+                return Err(SmtpError::Io {
+                    phase: "connect",
+                    source,
+                })
+            }
             Err(_) => return Err(SmtpError::Timeout { phase: "connect" }),
         };
         let _ = tcp.set_nodelay(true);

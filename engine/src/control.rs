@@ -70,8 +70,16 @@ async fn poll(
         site.set_rate_override(rate);
     }
     for shard in 0..shards {
-        let ready: u64 = it.next().map(redis::from_redis_value).transpose()?.unwrap_or(0);
-        let retry: u64 = it.next().map(redis::from_redis_value).transpose()?.unwrap_or(0);
+        let ready: u64 = it
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or(0);
+        let retry: u64 = it
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or(0);
         metrics.depths(shard, ready, retry, inflight.in_flight());
     }
     Ok(())

@@ -178,11 +178,17 @@ impl Dispatcher {
                     hosts: hosts.into_iter().map(|h| h.host).collect(),
                     port: self.config.port,
                 });
-                (Route::Site(site, target), ttl.min(self.config.max_cache_ttl))
+                (
+                    Route::Site(site, target),
+                    ttl.min(self.config.max_cache_ttl),
+                )
             }
             Ok((MxAnswer::NoDomain(why), ttl)) => {
                 self.metrics.dns("no-domain");
-                (Route::NoDomain(why.into()), ttl.min(self.config.max_cache_ttl))
+                (
+                    Route::NoDomain(why.into()),
+                    ttl.min(self.config.max_cache_ttl),
+                )
             }
             Err(e) => {
                 self.metrics.dns("temporary");
@@ -212,7 +218,11 @@ impl Dispatcher {
         match route {
             Route::Site(site, target) => {
                 if let Err(r) = site.offer(Routed { work, target }) {
-                    let reason = if site.is_paused() { "paused" } else { "site-busy" };
+                    let reason = if site.is_paused() {
+                        "paused"
+                    } else {
+                        "site-busy"
+                    };
                     self.metrics.requeued(&site.policy.name, reason);
                     // Spread returns so a busy site is offered a trickle, not a wave.
                     let delay = site

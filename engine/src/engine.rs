@@ -126,8 +126,14 @@ pub async fn run(
         DispatchConfig {
             port: config.smtp_port,
             smarthost,
-            max_cache_ttl: config.dns.max_cache_ttl.map_or(Duration::from_secs(3600), |s| s.0),
-            failure_ttl: config.dns.failure_ttl.map_or(Duration::from_secs(5), |s| s.0),
+            max_cache_ttl: config
+                .dns
+                .max_cache_ttl
+                .map_or(Duration::from_secs(3600), |s| s.0),
+            failure_ttl: config
+                .dns
+                .failure_ttl
+                .map_or(Duration::from_secs(5), |s| s.0),
             requeue_delay: q.requeue_delay.0,
         },
     )
@@ -204,7 +210,10 @@ pub async fn run(
             break;
         }
         if clock::now() >= deadline {
-            tracing::warn!(left, "shutdown grace over; unfinished jobs stay pending for reclaim");
+            tracing::warn!(
+                left,
+                "shutdown grace over; unfinished jobs stay pending for reclaim"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -220,7 +229,10 @@ pub async fn run(
 }
 
 /// Checks or records the queue layout in `hk:meta` and creates the consumer groups.
-async fn prepare(con: &mut MultiplexedConnection, config: &EngineConfig) -> Result<(), EngineError> {
+async fn prepare(
+    con: &mut MultiplexedConnection,
+    config: &EngineConfig,
+) -> Result<(), EngineError> {
     let meta: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(Keys::meta())
         .query_async(con)

@@ -68,7 +68,11 @@ pub async fn run(
         let n = finished.len() + deferred.len();
         {
             let mut held = inflight.held(shard);
-            for e in finished.iter().map(|f| &f.entry).chain(deferred.iter().map(|d| &d.entry)) {
+            for e in finished
+                .iter()
+                .map(|f| &f.entry)
+                .chain(deferred.iter().map(|d| &d.entry))
+            {
                 held.remove(e.as_str());
             }
         }

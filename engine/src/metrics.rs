@@ -6,7 +6,9 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -50,7 +52,10 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(REPLY_SECONDS.into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
                 )
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
@@ -71,13 +76,22 @@ fn describe() {
     describe_counter!(RECLAIMED, "Jobs reclaimed from a dead engine or replayed after a restart. Non-zero outside restarts means nodes are dying or stalling.");
     describe_gauge!(IN_FLIGHT, "Jobs held in memory. Pinned at the budget means deliveries are slower than reads (a slow site, or the network).");
     describe_gauge!(READY_DEPTH, "Ready stream length per shard. Growing during a send is normal; growing after expansion ended means delivery is too slow.");
-    describe_gauge!(RETRY_DEPTH, "Deferred jobs waiting per shard. A jump means a site started deferring.");
+    describe_gauge!(
+        RETRY_DEPTH,
+        "Deferred jobs waiting per shard. A jump means a site started deferring."
+    );
     describe_gauge!(CONNECTIONS, "Open SMTP connections per site. Pinned at the site cap is normal at peak; zero with a backlog means the site is unreachable or paused.");
     describe_counter!(CONNECTS, "SMTP connection attempts by site and result. Failures rising means an MX is down or refusing us.");
     describe_histogram!(REPLY_SECONDS, Unit::Seconds, "Time from the final dot to the reply, per site. A rising tail means the receiver is slowing us (tarpitting) before it throttles.");
     describe_counter!(RATE_WAITS, "Times a message waited for its site's rate limiter. Rising means the site limit, not the engine, sets the pace.");
-    describe_counter!(DNS_LOOKUPS, "MX lookups by result. temporary failures rising means the resolver is unhealthy.");
-    describe_counter!(RETRY_MOVED, "Deferred jobs moved back to ready streams when due.");
+    describe_counter!(
+        DNS_LOOKUPS,
+        "MX lookups by result. temporary failures rising means the resolver is unhealthy."
+    );
+    describe_counter!(
+        RETRY_MOVED,
+        "Deferred jobs moved back to ready streams when due."
+    );
     describe_gauge!(SITE_PAUSED, "1 while an operator has paused the site.");
 }
 
@@ -88,7 +102,8 @@ pub struct Metrics;
 impl Metrics {
     /// A job reached a result.
     pub fn outcome(&self, site: &str, result: &'static str, reason: &'static str) {
-        counter!(MESSAGES, "site" => site.to_owned(), "result" => result, "reason" => reason).increment(1);
+        counter!(MESSAGES, "site" => site.to_owned(), "result" => result, "reason" => reason)
+            .increment(1);
     }
 
     /// A job was put back without an attempt.
@@ -191,12 +206,17 @@ pub async fn serve(
                 }
                 Ok::<_, std::io::Error>(())
             };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), read).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..used]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+            let (status, body) = if head.starts_with("GET ")
+                && (path == "/metrics" || path.starts_with("/metrics?"))
+            {
                 ("200 OK", handle.render())
             } else {
                 ("404 Not Found", "not found\n".to_owned())

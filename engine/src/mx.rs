@@ -46,7 +46,10 @@ pub struct DnsTemporary(pub String);
 /// MX and address lookups.
 pub trait MxLookup: Send + Sync + std::fmt::Debug + 'static {
     /// The domain's exchangers and how long the answer may be cached.
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(MxAnswer, Duration), DnsTemporary>>;
+    fn mx<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<(MxAnswer, Duration), DnsTemporary>>;
     /// A host's addresses (IPv4 first).
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsTemporary>>;
 }
@@ -125,7 +128,11 @@ impl HickoryLookup {
     }
 
     /// RFC 5321 §5.1: no MX records → the domain itself, if it has an address.
-    async fn implicit_mx(&self, domain: &str, ttl: Duration) -> Result<(MxAnswer, Duration), DnsTemporary> {
+    async fn implicit_mx(
+        &self,
+        domain: &str,
+        ttl: Duration,
+    ) -> Result<(MxAnswer, Duration), DnsTemporary> {
         match self.lookup_addresses(domain).await {
             Ok(addrs) if !addrs.is_empty() => Ok((
                 MxAnswer::Hosts(vec![MxHost {
@@ -181,7 +188,10 @@ fn negative(e: &ResolveError) -> Option<Negative> {
 }
 
 impl MxLookup for HickoryLookup {
-    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(MxAnswer, Duration), DnsTemporary>> {
+    fn mx<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<(MxAnswer, Duration), DnsTemporary>> {
         Box::pin(self.lookup_mx(domain))
     }
 

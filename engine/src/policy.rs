@@ -152,7 +152,14 @@ impl SitePolicy {
                 20,
             ),
             // docomo: at most 100 recipients per session, few sessions, no bursts.
-            Self::shipped("docomo", &["docomo.ne.jp"], &["docomo.ne.jp"], r(20.0), 2, 100),
+            Self::shipped(
+                "docomo",
+                &["docomo.ne.jp"],
+                &["docomo.ne.jp"],
+                r(20.0),
+                2,
+                100,
+            ),
             Self::shipped(
                 "au",
                 &["ezweb.ne.jp", "au.com"],
@@ -206,7 +213,10 @@ impl SitePolicy {
         set(&mut self.domains, &o.domains);
         set(&mut self.rate, &o.rate);
         set(&mut self.max_connections, &o.max_connections);
-        set(&mut self.max_messages_per_connection, &o.max_messages_per_connection);
+        set(
+            &mut self.max_messages_per_connection,
+            &o.max_messages_per_connection,
+        );
         set(&mut self.queue_capacity, &o.queue_capacity);
         span(&mut self.timeouts.connect, &o.connect_timeout);
         span(&mut self.timeouts.banner, &o.banner_timeout);
@@ -229,7 +239,9 @@ impl SitePolicy {
             return Err(format!("site {n}: max_connections must be at least 1"));
         }
         if self.max_messages_per_connection == 0 {
-            return Err(format!("site {n}: max_messages_per_connection must be at least 1"));
+            return Err(format!(
+                "site {n}: max_messages_per_connection must be at least 1"
+            ));
         }
         if self.queue_capacity == 0 {
             return Err(format!("site {n}: queue_capacity must be at least 1"));
@@ -268,7 +280,8 @@ mod tests {
     fn shipped_defaults_cover_the_named_providers() {
         let all = SitePolicy::shipped_defaults();
         for name in [
-            "google", "yahoo", "yahoo-jp", "docomo", "au", "softbank", "icloud", "outlook", "default",
+            "google", "yahoo", "yahoo-jp", "docomo", "au", "softbank", "icloud", "outlook",
+            "default",
         ] {
             assert!(all.contains_key(name), "{name}");
             all[name].validate().expect("valid");
@@ -295,10 +308,16 @@ mod tests {
         let g = &all["google"];
         assert_eq!(g.rate, Rate::per_second(200.0));
         assert_eq!(g.max_connections, 3);
-        assert_eq!(g.max_messages_per_connection, 50, "untouched fields keep defaults");
+        assert_eq!(
+            g.max_messages_per_connection, 50,
+            "untouched fields keep defaults"
+        );
         assert_eq!(g.retry.initial, Duration::from_secs(1));
         assert_eq!(all["newsite"].mx_suffixes, vec!["mx.new.test".to_owned()]);
-        assert_eq!(all["newsite"].max_connections, all["default"].max_connections);
+        assert_eq!(
+            all["newsite"].max_connections,
+            all["default"].max_connections
+        );
     }
 
     #[test]
@@ -309,7 +328,8 @@ mod tests {
         assert!(err.contains("max_connections"), "{err}");
         let unknown = toml::from_str::<BTreeMap<String, SitePolicyConfig>>("[google]\nspeed = 1\n");
         assert!(unknown.is_err());
-        let bad_rate = toml::from_str::<BTreeMap<String, SitePolicyConfig>>("[google]\nrate = \"fast\"\n");
+        let bad_rate =
+            toml::from_str::<BTreeMap<String, SitePolicyConfig>>("[google]\nrate = \"fast\"\n");
         assert!(bad_rate.expect_err("bad rate").to_string().contains("rate"));
     }
 }

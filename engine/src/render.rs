@@ -74,11 +74,14 @@ impl Campaign {
             .from_addr
             .parse()
             .map_err(|e| invalid(format!("from_addr {:?}: {e}", s.from_addr)))?;
-        let from = Mailbox::new((!s.from_name.is_empty()).then(|| s.from_name.clone()), from_addr);
+        let from = Mailbox::new(
+            (!s.from_name.is_empty()).then(|| s.from_name.clone()),
+            from_addr,
+        );
         let templated_subject = s.subject.contains("{{");
-        let mut b = Message::builder()
-            .from(from)
-            .to(PLACEHOLDER_RCPT.parse().map_err(|e| invalid(format!("{e}")))?);
+        let mut b = Message::builder().from(from).to(PLACEHOLDER_RCPT
+            .parse()
+            .map_err(|e| invalid(format!("{e}")))?);
         if !s.reply_to.is_empty() {
             let rt = s
                 .reply_to
@@ -99,7 +102,10 @@ impl Campaign {
             // lettre's chooser wants 76-byte lines for 7bit/8bit; RFC 5322 allows 998, which
             // newsletters (long HTML lines) use. Check that limit here, then hand lettre the
             // canonical CRLF text as already encoded.
-            let crlf = text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n");
+            let crlf = text
+                .replace("\r\n", "\n")
+                .replace('\r', "\n")
+                .replace('\n', "\r\n");
             if crlf.split("\r\n").any(|l| l.len() > 998) || crlf.contains('\0') {
                 return Err(invalid("body has a line over 998 bytes or a NUL".into()));
             }
@@ -177,7 +183,9 @@ fn push_display(out: &mut Vec<u8>, n: u64) {
 
 /// Removes CR, LF and NUL: nothing from input may start a new header line.
 fn clean_header(s: &str) -> String {
-    s.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect()
+    s.chars()
+        .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+        .collect()
 }
 
 /// Replaces `{{name}}` in `template` with the job's values.
@@ -334,7 +342,10 @@ mod tests {
 
     fn job(fields: &[&str]) -> Job {
         Job {
-            id: JobId { campaign: 42, seq: 7 },
+            id: JobId {
+                campaign: 42,
+                seq: 7,
+            },
             attempt: 0,
             queued_ms: 0,
             expires_ms: 0,
@@ -350,13 +361,24 @@ mod tests {
         let mut out = Vec::new();
         c.render(&job(&["太郎", "gold"]), "Date: x\r\n", &mut out);
         let text = String::from_utf8(out).expect("utf8");
-        assert!(text.starts_with("Date: x\r\nMessage-ID: <hk.42.7@acme.test>\r\nTo: <taro@example.test>\r\n"));
-        assert!(text.contains("Subject: Hello =?utf-8?b?"), "non-ASCII subject is RFC 2047 encoded: {text}");
+        assert!(text.starts_with(
+            "Date: x\r\nMessage-ID: <hk.42.7@acme.test>\r\nTo: <taro@example.test>\r\n"
+        ));
+        assert!(
+            text.contains("Subject: Hello =?utf-8?b?"),
+            "non-ASCII subject is RFC 2047 encoded: {text}"
+        );
         assert!(text.contains("Hi 太郎,\r\n"));
-        assert!(text.contains("\r\n..gold is yours."), "a dot at line start is stuffed");
+        assert!(
+            text.contains("\r\n..gold is yours."),
+            "a dot at line start is stuffed"
+        );
         assert!(text.contains("{{unknown}}"), "unknown names stay literal");
         assert!(text.contains("multipart/alternative"));
-        assert!(text.contains("From: \"Acme News\" <news@acme.test>") || text.contains("From: Acme News <news@acme.test>"));
+        assert!(
+            text.contains("From: \"Acme News\" <news@acme.test>")
+                || text.contains("From: Acme News <news@acme.test>")
+        );
         assert!(!text.contains("placeholder.invalid"));
         assert_eq!(text.matches("Date:").count(), 1);
         assert!(text.ends_with("\r\n"));
@@ -367,7 +389,11 @@ mod tests {
     fn merge_values_cannot_inject_headers_or_end_data() {
         let c = Campaign::build(&snapshot()).expect("builds");
         let mut out = Vec::new();
-        c.render(&job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]), "Date: x\r\n", &mut out);
+        c.render(
+            &job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]),
+            "Date: x\r\n",
+            &mut out,
+        );
         let text = String::from_utf8(out).expect("utf8");
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\n.\r\n"));
@@ -384,13 +410,19 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         assert_eq!(text.matches("Subject: Weekly news").count(), 1);
         s.from_addr = "not an address".into();
-        assert!(matches!(Campaign::build(&s), Err(RenderError::Invalid { .. })));
+        assert!(matches!(
+            Campaign::build(&s),
+            Err(RenderError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn date_line_is_a_header() {
         let mut d = DateLine::default();
         let line = d.get().to_owned();
-        assert!(line.starts_with("Date: ") && line.ends_with("\r\n"), "{line}");
+        assert!(
+            line.starts_with("Date: ") && line.ends_with("\r\n"),
+            "{line}"
+        );
     }
 }

@@ -55,8 +55,19 @@ impl Reporter {
                 } else {
                     EventStatus::Bounced
                 };
-                self.metrics.outcome(&site.name, status.as_str(), verdict.reason.as_str());
-                self.finish(work, site, mx, status, verdict.reason, attempts, code, enhanced, text);
+                self.metrics
+                    .outcome(&site.name, status.as_str(), verdict.reason.as_str());
+                self.finish(
+                    work,
+                    site,
+                    mx,
+                    status,
+                    verdict.reason,
+                    attempts,
+                    code,
+                    enhanced,
+                    text,
+                );
             }
             Disposition::Deferred if verdict.reason == Reason::Reconnect => {
                 // The server ended the session on purpose: no attempt is counted.
@@ -74,11 +85,23 @@ impl Reporter {
                 let delay = site.retry.delay(attempts, fastrand::f64());
                 let due = now.saturating_add(delay.as_millis() as u64);
                 if due >= expires {
-                    self.metrics.outcome(&site.name, "expired", verdict.reason.as_str());
+                    self.metrics
+                        .outcome(&site.name, "expired", verdict.reason.as_str());
                     let why = format!("expired after {attempts} attempts; last: {text}");
-                    self.finish(work, site, mx, EventStatus::Expired, Reason::Expired, attempts, code, enhanced, why);
+                    self.finish(
+                        work,
+                        site,
+                        mx,
+                        EventStatus::Expired,
+                        Reason::Expired,
+                        attempts,
+                        code,
+                        enhanced,
+                        why,
+                    );
                 } else {
-                    self.metrics.outcome(&site.name, "deferred", verdict.reason.as_str());
+                    self.metrics
+                        .outcome(&site.name, "deferred", verdict.reason.as_str());
                     let mut job = work.job;
                     job.attempt = attempts;
                     self.send(
@@ -112,7 +135,10 @@ impl Reporter {
     /// nothing leaves the queue silently.
     pub fn undecodable(&self, shard: u16, entry: Arc<str>, error: String) {
         let event = Event {
-            id: JobId { campaign: 0, seq: 0 },
+            id: JobId {
+                campaign: 0,
+                seq: 0,
+            },
             attempt: 0,
             status: EventStatus::Bounced,
             reason: "undecodable-job".into(),

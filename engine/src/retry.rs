@@ -43,7 +43,15 @@ mod tests {
 
     #[test]
     fn grows_exponentially_up_to_the_cap() {
-        let table = [(1, 60), (2, 120), (3, 240), (4, 480), (6, 1920), (7, 3600), (50, 3600)];
+        let table = [
+            (1, 60),
+            (2, 120),
+            (3, 240),
+            (4, 480),
+            (6, 1920),
+            (7, 3600),
+            (50, 3600),
+        ];
         for (attempt, secs) in table {
             assert_eq!(
                 schedule().delay(attempt, 0.5),

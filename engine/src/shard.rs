@@ -162,7 +162,10 @@ impl ShardConsumer {
             cursor = last;
             let fresh: Vec<Entry> = {
                 let held = self.inflight.held(self.shard);
-                entries.into_iter().filter(|(id, _)| !held.contains(id)).collect()
+                entries
+                    .into_iter()
+                    .filter(|(id, _)| !held.contains(id))
+                    .collect()
             };
             self.metrics.reclaimed(fresh.len());
             self.accept(fresh, true);
@@ -203,11 +206,18 @@ impl ShardConsumer {
             let (next, entries, _deleted) = streams::parse_autoclaim(v);
             let fresh: Vec<Entry> = {
                 let held = self.inflight.held(self.shard);
-                entries.into_iter().filter(|(id, _)| !held.contains(id)).collect()
+                entries
+                    .into_iter()
+                    .filter(|(id, _)| !held.contains(id))
+                    .collect()
             };
             self.inflight.release(got.saturating_sub(fresh.len()));
             if !fresh.is_empty() {
-                tracing::info!(shard = self.shard, count = fresh.len(), "reclaimed idle entries");
+                tracing::info!(
+                    shard = self.shard,
+                    count = fresh.len(),
+                    "reclaimed idle entries"
+                );
             }
             self.metrics.reclaimed(fresh.len());
             self.accept(fresh, true);

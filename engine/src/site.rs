@@ -74,7 +74,8 @@ pub struct Site {
 fn limiter(rate: Rate) -> Option<Arc<DefaultDirectRateLimiter>> {
     let per_sec = rate.0?;
     let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6));
-    let burst = NonZeroU32::new(((per_sec / 20.0).floor() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst =
+        NonZeroU32::new(((per_sec / 20.0).floor() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(period)?.allow_burst(burst);
     Some(Arc::new(RateLimiter::direct(quota)))
 }
@@ -174,7 +175,11 @@ impl Site {
         if self.is_paused() {
             return base.max(Duration::from_secs(10));
         }
-        let rate = self.current_rate.lock().unwrap_or_else(|p| p.into_inner()).0;
+        let rate = self
+            .current_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         match rate {
             Some(r) if r > 0.0 => Duration::from_secs_f64(self.policy.queue_capacity as f64 / r)
                 .clamp(base, Duration::from_secs(300)),
@@ -201,14 +206,21 @@ impl Site {
                 return Some(r);
             }
             let notified = self.notify.notified();
-            if tokio::time::timeout(self.policy.timeouts.idle, notified).await.is_err() {
+            if tokio::time::timeout(self.policy.timeouts.idle, notified)
+                .await
+                .is_err()
+            {
                 return None;
             }
         }
     }
 
     async fn wait_for_rate(&self) {
-        let l = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let l = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(l) = l {
             if l.check().is_err() {
                 self.metrics.rate_waits.increment(1);
@@ -226,7 +238,12 @@ impl Site {
         while let Some(item) = self.next().await {
             self.wait_for_rate().await;
             if session.is_none() {
-                match self.deps.connector.connect(&item.target, &self.policy.timeouts).await {
+                match self
+                    .deps
+                    .connector
+                    .connect(&item.target, &self.policy.timeouts)
+                    .await
+                {
                     Ok(s) => {
                         self.metrics.connect_ok.increment(1);
                         session = Some(s);
@@ -248,7 +265,9 @@ impl Site {
                 Err(e) => {
                     tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
                     let attempt = Attempt::Unrenderable(e.to_string());
-                    self.deps.reporter.outcome(item.work, &self.policy, &s.mx, &attempt);
+                    self.deps
+                        .reporter
+                        .outcome(item.work, &self.policy, &s.mx, &attempt);
                     continue;
                 }
             };
@@ -261,13 +280,20 @@ impl Site {
             };
             let started = clock::now();
             let result = s.client.send(&env, &body).await;
-            self.metrics.reply_seconds.record(started.elapsed().as_secs_f64());
+            self.metrics
+                .reply_seconds
+                .record(started.elapsed().as_secs_f64());
             s.sent += 1;
             let mx = s.mx.clone();
             match result {
                 Ok(reply) => {
                     let done = s.sent >= self.policy.max_messages_per_connection;
-                    self.deps.reporter.outcome(item.work, &self.policy, &mx, &Attempt::Reply(reply));
+                    self.deps.reporter.outcome(
+                        item.work,
+                        &self.policy,
+                        &mx,
+                        &Attempt::Reply(reply),
+                    );
                     if done {
                         if let Some(s) = session.take() {
                             s.client.quit().await;
@@ -276,7 +302,9 @@ impl Site {
                 }
                 Err(e) => {
                     session = None;
-                    self.deps.reporter.outcome(item.work, &self.policy, &mx, &e.to_attempt());
+                    self.deps
+                        .reporter
+                        .outcome(item.work, &self.policy, &mx, &e.to_attempt());
                 }
             }
         }
@@ -302,9 +330,13 @@ impl Site {
             *q = rest;
             same.into()
         };
-        self.deps.reporter.outcome(item.work, &self.policy, mx, attempt);
+        self.deps
+            .reporter
+            .outcome(item.work, &self.policy, mx, attempt);
         for r in same {
-            self.deps.reporter.outcome(r.work, &self.policy, mx, attempt);
+            self.deps
+                .reporter
+                .outcome(r.work, &self.policy, mx, attempt);
         }
     }
 }

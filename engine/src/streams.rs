@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn reads_resp2_and_resp3_shapes() {
-        let e1 = Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("j"), bulk("job1")])]);
+        let e1 = Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![bulk("j"), bulk("job1")]),
+        ]);
         let e2 = Value::Array(vec![bulk("2-0"), Value::Nil]);
         let resp2 = Value::Array(vec![Value::Array(vec![
             bulk("hk:{s0}:ready"),

@@ -112,7 +112,11 @@ mod tests {
             ("4d", 345_600_000),
         ];
         for (s, ms) in ok {
-            assert_eq!(Span::try_from(s), Ok(Span(Duration::from_millis(ms))), "{s}");
+            assert_eq!(
+                Span::try_from(s),
+                Ok(Span(Duration::from_millis(ms))),
+                "{s}"
+            );
         }
         for bad in ["", "30", "s", "3x", "-1s", "1.5s", "99999999999999999999d"] {
             assert!(Span::try_from(bad).is_err(), "{bad}");

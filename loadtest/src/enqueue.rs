@@ -153,7 +153,11 @@ pub fn bench_jobs(
     domains: &[(String, u32)],
     queued_ms: u64,
 ) -> impl Iterator<Item = Job> + '_ {
-    let total: u64 = domains.iter().map(|(_, w)| u64::from(*w)).sum::<u64>().max(1);
+    let total: u64 = domains
+        .iter()
+        .map(|(_, w)| u64::from(*w))
+        .sum::<u64>()
+        .max(1);
     (0..count).map(move |seq| {
         let mut slot = seq % total;
         let mut domain = domains[0].0.as_str();

@@ -8,8 +8,8 @@
 //! - [`enqueue`]: a campaign snapshot and N jobs straight into Redis.
 //! - [`bench`]: the benchmark and demo driver; [`procstat`] reads CPU and memory from `/proc`.
 
-pub mod dns;
-pub mod sink;
 pub mod bench;
+pub mod dns;
 pub mod enqueue;
 pub mod procstat;
+pub mod sink;

@@ -49,7 +49,11 @@ enum Cmd {
     /// Writes a campaign snapshot and N jobs into Redis.
     Enqueue {
         /// Redis URL.
-        #[arg(long, env = "HIKYAKU_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        #[arg(
+            long,
+            env = "HIKYAKU_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379"
+        )]
         redis: String,
         /// Number of jobs.
         #[arg(long)]
@@ -85,7 +89,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     shards: u16,
     /// Recipient domains with weights.
-    #[arg(long, default_value = "gmail.test:50,yahoo.test:20,docomo.test:15,other.test:15")]
+    #[arg(
+        long,
+        default_value = "gmail.test:50,yahoo.test:20,docomo.test:15,other.test:15"
+    )]
     domains: String,
     /// Connection cap per site.
     #[arg(long, default_value_t = 8)]
@@ -128,7 +135,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Dns { listen, zone } => {
                 let text = std::fs::read_to_string(&zone)
                     .with_context(|| format!("reading {}", zone.display()))?;
-                let zone = Zone::parse(&text).with_context(|| format!("zone {}", zone.display()))?;
+                let zone =
+                    Zone::parse(&text).with_context(|| format!("zone {}", zone.display()))?;
                 let server = DnsServer::start(listen, zone).await?;
                 eprintln!("dns listening on {}", server.local_addr());
                 wait_for_signal().await;
@@ -165,7 +173,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     let me = std::env::current_exe().context("locating this binary")?;
-    let engine = b.engine.clone().unwrap_or_else(|| me.with_file_name("hikyaku-engine"));
+    let engine = b
+        .engine
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("hikyaku-engine"));
     if !engine.exists() {
         bail!(
             "engine binary {} not found; build it (cargo build --release -p hikyaku-engine) or pass --engine",
@@ -188,7 +199,10 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     if b.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if demo {
-        println!("\nhikyaku demo — {} messages delivered to the local sink\n", report.delivered);
+        println!(
+            "\nhikyaku demo — {} messages delivered to the local sink\n",
+            report.delivered
+        );
         print!("{}", report.table());
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -263,9 +277,13 @@ async fn sink(
                 .await
                 .with_context(|| format!("binding stats {addr}"))?;
             let s = sink.stats();
-            Some(tokio::spawn(hikyaku_loadtest::sink::serve_stats(l, s, async move {
-                let _ = stop_rx.await;
-            })))
+            Some(tokio::spawn(hikyaku_loadtest::sink::serve_stats(
+                l,
+                s,
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )))
         }
         None => None,
     };

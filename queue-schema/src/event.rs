@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn round_trips_and_truncates_text_on_a_char_boundary() {
         let mut e = Event {
-            id: JobId { campaign: 1, seq: 2 },
+            id: JobId {
+                campaign: 1,
+                seq: 2,
+            },
             attempt: 3,
             status: EventStatus::Bounced,
             reason: "bad-mailbox".into(),

@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn shard_is_case_insensitive_and_in_range() {
-        assert_eq!(shard_for_domain("Gmail.COM", 16), shard_for_domain("gmail.com", 16));
+        assert_eq!(
+            shard_for_domain("Gmail.COM", 16),
+            shard_for_domain("gmail.com", 16)
+        );
         for d in ["a.test", "b.test", "docomo.ne.jp", "yahoo.co.jp"] {
             assert!(shard_for_domain(d, 4) < 4);
         }

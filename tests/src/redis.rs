@@ -5,12 +5,17 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A port no other test of this process was given, free when checked.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(0, 20_000 + (std::process::id() % 20_000) as u16, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 20_000) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
         let port = NEXT.fetch_add(1, Ordering::SeqCst);
         if port > 60_000 {
@@ -39,10 +44,20 @@ impl TestRedis {
     pub fn start() -> Self {
         for _ in 0..10 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!("hikyaku-test-redis-{port}-{}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("hikyaku-test-redis-{port}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
@@ -55,7 +70,7 @@ impl TestRedis {
                 port,
                 url: format!("redis://127.0.0.1:{port}"),
             };
-            let start = Instant::now();
+            let start = hikyaku_engine::clock::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     // Someone else's server may hold the port while ours failed to bind.

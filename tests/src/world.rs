@@ -70,9 +70,18 @@ retry_jitter = 0.0
 pub fn standard_sinks() -> Vec<(Ipv4Addr, Profile)> {
     use hikyaku_loadtest::sink::ProviderKind;
     vec![
-        (Ipv4Addr::new(127, 0, 0, 2), Profile::provider(ProviderKind::Google)),
-        (Ipv4Addr::new(127, 0, 0, 3), Profile::provider(ProviderKind::Yahoo)),
-        (Ipv4Addr::new(127, 0, 0, 4), Profile::provider(ProviderKind::Docomo)),
+        (
+            Ipv4Addr::new(127, 0, 0, 2),
+            Profile::provider(ProviderKind::Google),
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 3),
+            Profile::provider(ProviderKind::Yahoo),
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 4),
+            Profile::provider(ProviderKind::Docomo),
+        ),
         (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
     ]
 }
@@ -147,16 +156,24 @@ impl World {
 
     /// Parsed engine config.
     pub fn config(&self, queue: &str, tables: &str) -> EngineConfig {
-        EngineConfig::from_toml(&self.config_toml(queue, tables), "test").expect("test config valid")
+        EngineConfig::from_toml(&self.config_toml(queue, tables), "test")
+            .expect("test config valid")
     }
 
     /// Runs the engine in this process.
     pub fn engine(&self, config: EngineConfig) -> RunningEngine {
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(hikyaku_engine::run(config, Listeners::default(), async move {
-            let _ = rx.await;
-        }));
-        RunningEngine { stop: Some(tx), task }
+        let task = tokio::spawn(hikyaku_engine::run(
+            config,
+            Listeners::default(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        RunningEngine {
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// Runs the engine binary `bin` (a test's `env!("CARGO_BIN_EXE_engine-under-test")`) as a
@@ -175,7 +192,10 @@ impl World {
             .stdout(Stdio::null())
             .spawn()
             .expect("engine binary starts");
-        EngineProcess { child, config: path }
+        EngineProcess {
+            child,
+            config: path,
+        }
     }
 }
 

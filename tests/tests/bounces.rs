@@ -46,18 +46,34 @@ async fn permanent_failures_bounce_once_and_dns_failures_are_classified() {
     assert_eq!(unknown.status, EventStatus::Bounced);
     assert_eq!(unknown.reason, "bad-mailbox");
     assert_eq!((unknown.code, unknown.enhanced.as_str()), (550, "5.1.1"));
-    assert_eq!(world.sink.stats().attempts_of("550-nobody@gmail.test"), 1, "never retried");
+    assert_eq!(
+        world.sink.stats().attempts_of("550-nobody@gmail.test"),
+        1,
+        "never retried"
+    );
     for rcpt in ["someone@nullmx.test", "someone@does-not-exist.test"] {
         let e = by(rcpt);
-        assert_eq!((e.status, e.reason.as_str()), (EventStatus::Bounced, "bad-domain"), "{rcpt}");
+        assert_eq!(
+            (e.status, e.reason.as_str()),
+            (EventStatus::Bounced, "bad-domain"),
+            "{rcpt}"
+        );
     }
     assert_eq!(by("fine@gmail.test").status, EventStatus::Delivered);
-    assert_eq!(events.len(), events_later.len(), "no second event for any job");
+    assert_eq!(
+        events.len(),
+        events_later.len(),
+        "no second event for any job"
+    );
     assert!(
-        events_later.iter().all(|e| e.rcpt != "someone@servfail.test"),
+        events_later
+            .iter()
+            .all(|e| e.rcpt != "someone@servfail.test"),
         "SERVFAIL is not an end state"
     );
-    let servfail_deferred = retrying.iter().any(|j| j.rcpt == "someone@servfail.test" && j.attempt >= 1);
+    let servfail_deferred = retrying
+        .iter()
+        .any(|j| j.rcpt == "someone@servfail.test" && j.attempt >= 1);
     assert!(
         servfail_deferred || in_flight_or_retrying.1 > 0 || in_flight_or_retrying.0 > 0,
         "SERVFAIL is deferred and retried: retry={retrying:?} depths={in_flight_or_retrying:?}"

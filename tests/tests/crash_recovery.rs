@@ -30,7 +30,9 @@ fn config(world: &World) -> String {
 
 async fn enqueue(world: &World) {
     let mut con = world.redis.con().await;
-    let jobs = (0..N).map(|i| job(i, &format!("c{i}@other.test"))).collect();
+    let jobs = (0..N)
+        .map(|i| job(i, &format!("c{i}@other.test")))
+        .collect();
     queue::enqueue(&mut con, SHARDS, jobs).await;
 }
 
@@ -53,11 +55,22 @@ async fn assert_all_finished(world: &World) {
         }
     })
     .await;
-    assert_eq!(events.len() as u64, N, "exactly one event per job, even across a crash");
-    assert_eq!(queue::depths(&mut con, SHARDS).await, (0, 0, 0), "queues empty");
+    assert_eq!(
+        events.len() as u64,
+        N,
+        "exactly one event per job, even across a crash"
+    );
+    assert_eq!(
+        queue::depths(&mut con, SHARDS).await,
+        (0, 0, 0),
+        "queues empty"
+    );
     let stats = world.sink.stats();
     for i in 0..N {
-        assert!(stats.count_of(&format!("c{i}@other.test")) >= 1, "c{i} delivered");
+        assert!(
+            stats.count_of(&format!("c{i}@other.test")) >= 1,
+            "c{i} delivered"
+        );
     }
 }
 
@@ -104,5 +117,9 @@ async fn sigterm_hands_back_without_duplicates_or_loss() {
     wait_delivered(&world, N, Duration::from_secs(120)).await;
     assert_all_finished(&world).await;
     let _ = restarted.terminate().await;
-    assert_eq!(world.sink.stats().duplicates(), 0, "zero duplicates after SIGTERM");
+    assert_eq!(
+        world.sink.stats().duplicates(),
+        0,
+        "zero duplicates after SIGTERM"
+    );
 }

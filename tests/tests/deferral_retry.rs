@@ -14,7 +14,12 @@ async fn deferred_twice_then_delivered_on_schedule() {
     let mut con = world.redis.con().await;
     let rcpt = "defer2-hanako@other.test";
     let start = now_ms();
-    queue::enqueue(&mut con, SHARDS, vec![job(0, rcpt), job(1, "plain@other.test")]).await;
+    queue::enqueue(
+        &mut con,
+        SHARDS,
+        vec![job(0, rcpt), job(1, "plain@other.test")],
+    )
+    .await;
     let sites = r#"
 [sites.default]
 retry_initial = "1500ms"
@@ -32,7 +37,10 @@ retry_jitter = 0.0
     .await;
     engine.stop().await.expect("clean stop");
 
-    let e = events.iter().find(|e| e.rcpt == rcpt).expect("event for the deferred recipient");
+    let e = events
+        .iter()
+        .find(|e| e.rcpt == rcpt)
+        .expect("event for the deferred recipient");
     assert_eq!(e.status, EventStatus::Delivered);
     assert_eq!(e.attempt, 3, "delivered on the third attempt");
     let stats = world.sink.stats();
@@ -40,8 +48,14 @@ retry_jitter = 0.0
     assert_eq!(stats.count_of(rcpt), 1, "and accepted it once");
     // Schedule: 1.5 s after the first failure, 3 s after the second → at least 4.5 s in all.
     let took = e.at_ms - start;
-    assert!(took >= 4_400, "retries are spaced by the schedule, took {took} ms");
+    assert!(
+        took >= 4_400,
+        "retries are spaced by the schedule, took {took} ms"
+    );
     assert!(took < 15_000, "and not much later, took {took} ms");
-    let other = events.iter().find(|e| e.rcpt == "plain@other.test").expect("plain event");
+    let other = events
+        .iter()
+        .find(|e| e.rcpt == "plain@other.test")
+        .expect("plain event");
     assert_eq!(other.attempt, 1, "the other recipient was not held up");
 }

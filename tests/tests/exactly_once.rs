@@ -24,7 +24,12 @@ async fn ten_thousand_messages_arrive_exactly_once() {
     let mut con = world.redis.con().await;
     let n = 10_000u64;
     let jobs = (0..n)
-        .map(|i| job(i, &format!("user{i}@{}", DOMAINS[(i % DOMAINS.len() as u64) as usize])))
+        .map(|i| {
+            job(
+                i,
+                &format!("user{i}@{}", DOMAINS[(i % DOMAINS.len() as u64) as usize]),
+            )
+        })
         .collect();
     assert_eq!(queue::enqueue(&mut con, SHARDS, jobs).await, n);
 
@@ -53,7 +58,9 @@ async fn ten_thousand_messages_arrive_exactly_once() {
     assert_eq!(events.len() as u64, n, "exactly one event per job");
     let ids: HashSet<u64> = events.iter().map(|e| e.id.seq).collect();
     assert_eq!(ids.len() as u64, n, "events are for distinct jobs");
-    assert!(events.iter().all(|e| e.status == EventStatus::Delivered && e.attempt == 1));
+    assert!(events
+        .iter()
+        .all(|e| e.status == EventStatus::Delivered && e.attempt == 1));
     let sites: HashSet<&str> = events.iter().map(|e| e.site.as_str()).collect();
     for site in ["google", "yahoo", "docomo", "default"] {
         assert!(sites.contains(site), "{site} used: {sites:?}");

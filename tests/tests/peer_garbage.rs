@@ -24,7 +24,11 @@ async fn garbage_is_classified_and_deferred() {
         "hang-1@other.test",
         "someone@silent.test",
     ];
-    let mut jobs: Vec<_> = bad.iter().enumerate().map(|(i, r)| job(i as u64, r)).collect();
+    let mut jobs: Vec<_> = bad
+        .iter()
+        .enumerate()
+        .map(|(i, r)| job(i as u64, r))
+        .collect();
     jobs.extend((0..200).map(|i| job(100 + i, &format!("ok{i}@other.test"))));
     queue::enqueue(&mut con, SHARDS, jobs).await;
     let sites = r#"
@@ -65,5 +69,9 @@ retry_initial = "1h"
         assert_eq!(stats.count_of(rcpt), 0, "{rcpt} was never accepted");
     }
     let (ready, pending, retry) = queue::depths(&mut con, SHARDS).await;
-    assert_eq!((ready, pending, retry), (0, 0, bad.len() as u64), "nothing lost");
+    assert_eq!(
+        (ready, pending, retry),
+        (0, 0, bad.len() as u64),
+        "nothing lost"
+    );
 }

@@ -53,9 +53,20 @@ async fn finish_is_idempotent_and_removes_the_entry() {
         entry: ids[0].clone(),
         event: b"e1".to_vec(),
     }];
-    assert_eq!(scripts::finish(&mut con, 0, &batch).await.expect("finish"), 1);
-    assert_eq!(scripts::finish(&mut con, 0, &batch).await.expect("again"), 0, "no second event");
-    let events: u64 = redis::cmd("XLEN").arg(Keys::events(0)).query_async(&mut con).await.expect("xlen");
+    assert_eq!(
+        scripts::finish(&mut con, 0, &batch).await.expect("finish"),
+        1
+    );
+    assert_eq!(
+        scripts::finish(&mut con, 0, &batch).await.expect("again"),
+        0,
+        "no second event"
+    );
+    let events: u64 = redis::cmd("XLEN")
+        .arg(Keys::events(0))
+        .query_async(&mut con)
+        .await
+        .expect("xlen");
     assert_eq!(events, 1);
     let (ready, pending, retry) = queue::depths(&mut con, 1).await;
     assert_eq!((ready, pending, retry), (2, 2, 0));
@@ -80,10 +91,25 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
         },
     ];
     assert_eq!(scripts::defer(&mut con, 0, &batch).await.expect("defer"), 2);
-    assert_eq!(scripts::defer(&mut con, 0, &batch).await.expect("again"), 0, "not deferred twice");
+    assert_eq!(
+        scripts::defer(&mut con, 0, &batch).await.expect("again"),
+        0,
+        "not deferred twice"
+    );
     assert_eq!(queue::depths(&mut con, 1).await, (1, 1, 2));
-    assert_eq!(scripts::move_due(&mut con, 0, now, 100).await.expect("move"), 1, "only the due one");
-    assert_eq!(scripts::move_due(&mut con, 0, now, 100).await.expect("move again"), 0);
+    assert_eq!(
+        scripts::move_due(&mut con, 0, now, 100)
+            .await
+            .expect("move"),
+        1,
+        "only the due one"
+    );
+    assert_eq!(
+        scripts::move_due(&mut con, 0, now, 100)
+            .await
+            .expect("move again"),
+        0
+    );
     assert_eq!(queue::depths(&mut con, 1).await, (2, 1, 1));
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(Keys::ready(0))
@@ -92,8 +118,16 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
         .query_async(&mut con)
         .await
         .expect("xrange");
-    let moved: Vec<u8> = entries.ids.last().expect("moved entry").get(JOB_FIELD).expect("field");
-    assert_eq!(hikyaku_queue_schema::Job::decode(&moved).expect("decodes"), j);
+    let moved: Vec<u8> = entries
+        .ids
+        .last()
+        .expect("moved entry")
+        .get(JOB_FIELD)
+        .expect("field");
+    assert_eq!(
+        hikyaku_queue_schema::Job::decode(&moved).expect("decodes"),
+        j
+    );
 }
 
 #[test]
@@ -107,6 +141,13 @@ fn the_bench_campaign_renders() {
     let mut out = Vec::new();
     c.render(&job, "Date: x\r\n", &mut out);
     let text = String::from_utf8(out).expect("utf8");
-    assert!(text.contains("Dear Reader0,") && text.contains("/u/100000000"), "{text}");
-    assert!((1800..2600).contains(&text.len()), "about 2 KB: {}", text.len());
+    assert!(
+        text.contains("Dear Reader0,") && text.contains("/u/100000000"),
+        "{text}"
+    );
+    assert!(
+        (1800..2600).contains(&text.len()),
+        "about 2 KB: {}",
+        text.len()
+    );
 }

@@ -13,7 +13,19 @@ async fn rate_and_connection_caps_hold_at_the_sink() {
     let mut con = world.redis.con().await;
     let n = 1_600u64;
     let jobs = (0..n)
-        .map(|i| job(i, &format!("r{i}@{}", if i % 2 == 0 { "gmail.test" } else { "corp.test" })))
+        .map(|i| {
+            job(
+                i,
+                &format!(
+                    "r{i}@{}",
+                    if i % 2 == 0 {
+                        "gmail.test"
+                    } else {
+                        "corp.test"
+                    }
+                ),
+            )
+        })
         .collect();
     queue::enqueue(&mut con, SHARDS, jobs).await;
     let sites = r#"

@@ -190,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Sends STARTTLS and waits for 220; the caller then takes the stream with
     /// [`SmtpClient::into_stream`] and wraps it in TLS.
     pub async fn starttls(&mut self) -> Result<(), SmtpError> {
-        self.command(format!("STARTTLS\r\n"), "starttls", self.timeouts.starttls)
+        self.command("STARTTLS\r\n".into(), "starttls", self.timeouts.starttls)
             .await?;
         let reply = self.read_reply("starttls", self.timeouts.starttls).await?;
         if reply.code != 220 {
@@ -258,7 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 });
             }
         }
-        let deciding = [&mail, &rcpt].into_iter().find(|r| !r.is_positive()).cloned();
+        let deciding = [&mail, &rcpt]
+            .into_iter()
+            .find(|r| !r.is_positive())
+            .cloned();
         if let Some(refused) = deciding {
             if data.is_intermediate() {
                 // A non-conforming server accepted DATA without recipients: end it empty.
@@ -306,8 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             self.needs_rset = true;
             return Ok(rcpt);
         }
-        self.command(format!("DATA\r\n"), "data", t.command)
-            .await?;
+        self.command("DATA\r\n".into(), "data", t.command).await?;
         let data = self.read_reply("data", t.command).await?;
         self.check_alive(&data, "data")?;
         if data.code != 354 {
@@ -334,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Sends QUIT and waits briefly for the reply; errors are ignored (the session is over).
     pub async fn quit(mut self) {
         let t = Duration::from_secs(2).min(self.timeouts.command);
-        if self.command(format!("QUIT\r\n"), "quit", t).await.is_ok() {
+        if self.command("QUIT\r\n".into(), "quit", t).await.is_ok() {
             let _ = self.read_reply("quit", t).await;
         }
         let _ = tokio::time::timeout(t, self.stream.shutdown()).await;
@@ -361,7 +363,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.flush_wbuf(phase, timeout).await
     }
 
-    async fn flush_wbuf(&mut self, phase: &'static str, timeout: Duration) -> Result<(), SmtpError> {
+    async fn flush_wbuf(
+        &mut self,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<(), SmtpError> {
         let write = async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
@@ -373,7 +379,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         }
     }
 
-    async fn read_reply(&mut self, phase: &'static str, timeout: Duration) -> Result<Reply, SmtpError> {
+    async fn read_reply(
+        &mut self,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<Reply, SmtpError> {
         // Fast path: the reply is already buffered (pipelined replies arrive together).
         if let Some(reply) = self.take_buffered(phase)? {
             return Ok(reply);
@@ -491,7 +501,10 @@ mod tests {
                 to,
                 eight_bit: true,
             };
-            let r = c.send(&env, b"Subject: hi\r\n\r\nbody\r\n").await.expect("send");
+            let r = c
+                .send(&env, b"Subject: hi\r\n\r\nbody\r\n")
+                .await
+                .expect("send");
             if to.starts_with("unknown") {
                 assert_eq!(r.code, 550);
                 // DATA was refused as well; the next send must start with RSET.
@@ -505,7 +518,10 @@ mod tests {
     #[tokio::test]
     async fn garbage_and_silence_are_errors() {
         let mut c = SmtpClient::new(
-            server(|line, _| line.starts_with("EHLO").then(|| "HELLO? not smtp\r\n".into())),
+            server(|line, _| {
+                line.starts_with("EHLO")
+                    .then(|| "HELLO? not smtp\r\n".into())
+            }),
             timeouts(),
         );
         c.greeting().await.expect("greeting");
@@ -516,7 +532,10 @@ mod tests {
         let mut t = timeouts();
         t.ehlo = Duration::from_millis(50);
         c.timeouts = t;
-        assert!(matches!(c.ehlo("me").await, Err(SmtpError::Timeout { phase: "ehlo" })));
+        assert!(matches!(
+            c.ehlo("me").await,
+            Err(SmtpError::Timeout { phase: "ehlo" })
+        ));
     }
 
     #[tokio::test]

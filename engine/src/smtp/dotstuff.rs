@@ -85,6 +85,12 @@ mod tests {
         let out = stuff(nasty);
         let terminator = b"\r\n.\r\n";
         assert!(!out.windows(terminator.len()).any(|w| w == terminator));
-        assert!(!out.contains(&b'\n') || out.windows(2).filter(|w| w[1] == b'\n').all(|w| w[0] == b'\r'));
+        assert!(
+            !out.contains(&b'\n')
+                || out
+                    .windows(2)
+                    .filter(|w| w[1] == b'\n')
+                    .all(|w| w[0] == b'\r')
+        );
     }
 }

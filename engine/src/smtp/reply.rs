@@ -122,8 +122,9 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
             return Err(malformed());
         }
-        let this_code =
-            u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+        let this_code = u16::from(line[0] - b'0') * 100
+            + u16::from(line[1] - b'0') * 10
+            + u16::from(line[2] - b'0');
         if !(100..600).contains(&this_code) {
             return Err(malformed());
         }
@@ -168,7 +169,9 @@ mod tests {
 
     #[test]
     fn single_and_multi_line_replies() {
-        let (r, used) = parse_all("250 2.0.0 Ok\r\n").expect("ok").expect("complete");
+        let (r, used) = parse_all("250 2.0.0 Ok\r\n")
+            .expect("ok")
+            .expect("complete");
         assert_eq!((r.code, used), (250, 14));
         assert_eq!(r.enhanced.map(|e| e.to_string()).as_deref(), Some("2.0.0"));
         let gmail = "421-4.7.28 Our system has detected an unusual rate of\r\n\
@@ -203,10 +206,7 @@ mod tests {
         for g in table {
             assert!(parse_all(g).is_err(), "{g:?}");
         }
-        assert_eq!(
-            parse_reply(&vec![b'2'; 5000]),
-            Err(ReplyError::TooLong)
-        );
+        assert_eq!(parse_reply(&vec![b'2'; 5000]), Err(ReplyError::TooLong));
     }
 
     #[test]

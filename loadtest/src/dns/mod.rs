@@ -6,9 +6,9 @@
 //! - [`server`]: the UDP loop ([`DnsServer`]).
 
 mod answer;
+pub mod server;
 #[cfg(test)]
 mod tests;
-pub mod server;
 pub mod zone;
 
 pub use server::DnsServer;

@@ -49,13 +49,18 @@ async fn exchange(server: &DnsServer, packet: &[u8], wait: Duration) -> Option<M
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(packet, server.local_addr()).await.unwrap();
     let mut buf = [0u8; 4096];
-    let (n, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await.ok()?.unwrap();
+    let (n, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
     Some(Message::from_vec(&buf[..n]).unwrap())
 }
 
 async fn ask(server: &DnsServer, name: &str, qtype: RecordType) -> Message {
     let packet = query_packet(0x4242, name, qtype, false);
-    exchange(server, &packet, Duration::from_secs(5)).await.unwrap()
+    exchange(server, &packet, Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 fn addresses(records: &[hickory_proto::rr::Record]) -> Vec<IpAddr> {
@@ -91,7 +96,10 @@ async fn mx_answer_carries_target_addresses_as_additionals() {
     mx.sort();
     assert_eq!(
         mx,
-        [(10, "mx1.google.test.".to_owned()), (20, "mx2.google.test.".to_owned())]
+        [
+            (10, "mx1.google.test.".to_owned()),
+            (20, "mx2.google.test.".to_owned())
+        ]
     );
     let extra = addresses(m.additionals());
     assert!(extra.contains(&IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
@@ -105,7 +113,10 @@ async fn mx_answer_carries_target_addresses_as_additionals() {
 async fn a_and_aaaa_and_ttl() {
     let server = server().await;
     let m = ask(&server, "plain.test", RecordType::A).await;
-    assert_eq!(addresses(m.answers()), [IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))]);
+    assert_eq!(
+        addresses(m.answers()),
+        [IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))]
+    );
     assert_eq!(m.answers()[0].ttl(), 5);
     let m = ask(&server, "mx1.google.test", RecordType::AAAA).await;
     assert_eq!(addresses(m.answers()), [IpAddr::V6(Ipv6Addr::LOCALHOST)]);
@@ -149,11 +160,25 @@ async fn nxdomain_nodata_and_servfail() {
 async fn timeout_names_get_no_reply_and_garbage_is_ignored() {
     let server = server().await;
     let packet = query_packet(7, "slow.test", RecordType::MX, false);
-    assert!(exchange(&server, &packet, Duration::from_millis(300)).await.is_none());
-    assert!(exchange(&server, b"\x01\x02garbage", Duration::from_millis(200)).await.is_none());
-    assert!(exchange(&server, &[], Duration::from_millis(200)).await.is_none());
+    assert!(exchange(&server, &packet, Duration::from_millis(300))
+        .await
+        .is_none());
+    assert!(
+        exchange(&server, b"\x01\x02garbage", Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    assert!(exchange(&server, &[], Duration::from_millis(200))
+        .await
+        .is_none());
     // Still alive afterwards.
-    assert_eq!(ask(&server, "plain.test", RecordType::A).await.answers().len(), 1);
+    assert_eq!(
+        ask(&server, "plain.test", RecordType::A)
+            .await
+            .answers()
+            .len(),
+        1
+    );
     assert_eq!(server.queries(), 1);
     assert_eq!(server.received(), 4);
     server.stop().await;
@@ -163,7 +188,9 @@ async fn timeout_names_get_no_reply_and_garbage_is_ignored() {
 async fn edns_queries_get_an_edns_response() {
     let server = server().await;
     let packet = query_packet(9, "gmail.test", RecordType::MX, true);
-    let m = exchange(&server, &packet, Duration::from_secs(5)).await.unwrap();
+    let m = exchange(&server, &packet, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert!(m.extensions().is_some());
     assert_eq!(m.answers().len(), 2);

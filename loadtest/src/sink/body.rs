@@ -93,7 +93,12 @@ mod tests {
 
     #[test]
     fn terminator_split_at_every_position() {
-        let body: Vec<u8> = [&b"line one\r\nline two\r\r\n"[..], &[b'x'; 100][..], b"\r\n.\r\n"].concat();
+        let body: Vec<u8> = [
+            &b"line one\r\nline two\r\r\n"[..],
+            &[b'x'; 100][..],
+            b"\r\n.\r\n",
+        ]
+        .concat();
         for split in 0..=body.len() {
             let mut s = BodyScanner::new();
             let (a, b) = body.split_at(split);

@@ -93,8 +93,14 @@ fn path_after<'a>(arg: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
 
 /// Strips spaces and tabs at both ends.
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |p| p + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |p| p + 1);
     bytes.get(start..end).unwrap_or_default()
 }
 
@@ -104,16 +110,28 @@ mod tests {
 
     #[test]
     fn parses_the_envelope_commands() {
-        assert_eq!(Command::parse(b"MAIL FROM:<a@b.test> SIZE=10"), Command::Mail(b"a@b.test"));
+        assert_eq!(
+            Command::parse(b"MAIL FROM:<a@b.test> SIZE=10"),
+            Command::Mail(b"a@b.test")
+        );
         assert_eq!(Command::parse(b"mail from: <>"), Command::Mail(b""));
-        assert_eq!(Command::parse(b"RCPT TO:<x@y.test>"), Command::Rcpt(b"x@y.test"));
-        assert_eq!(Command::parse(b"rcpt to:x@y.test NOTIFY=NEVER"), Command::Rcpt(b"x@y.test"));
+        assert_eq!(
+            Command::parse(b"RCPT TO:<x@y.test>"),
+            Command::Rcpt(b"x@y.test")
+        );
+        assert_eq!(
+            Command::parse(b"rcpt to:x@y.test NOTIFY=NEVER"),
+            Command::Rcpt(b"x@y.test")
+        );
         assert_eq!(Command::parse(b"RCPT TO:<>"), Command::BadArguments);
         assert_eq!(Command::parse(b"RCPT TO:<x@y"), Command::BadArguments);
         assert_eq!(Command::parse(b"MAIL"), Command::BadArguments);
         assert_eq!(Command::parse(b"data"), Command::Data);
         assert_eq!(Command::parse(b"DATA now"), Command::BadArguments);
-        assert_eq!(Command::parse(b"EHLO client.test"), Command::Ehlo(b"client.test"));
+        assert_eq!(
+            Command::parse(b"EHLO client.test"),
+            Command::Ehlo(b"client.test")
+        );
         assert_eq!(Command::parse(b"HELO"), Command::BadArguments);
         assert_eq!(Command::parse(b"NOOP hi"), Command::Noop);
         assert_eq!(Command::parse(b"StartTLS"), Command::StartTls);

@@ -104,7 +104,11 @@ async fn drive<T: Transport>(
             bufs.end -= bufs.start;
             bufs.start = 0;
         }
-        let Some(free) = bufs.input.get_mut(bufs.end..).filter(|free| !free.is_empty()) else {
+        let Some(free) = bufs
+            .input
+            .get_mut(bufs.end..)
+            .filter(|free| !free.is_empty())
+        else {
             // Cannot happen (the session never keeps more than one command line), but a
             // full buffer must not spin.
             return Ok(Exit::Done);

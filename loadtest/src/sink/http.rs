@@ -47,7 +47,13 @@ async fn answer(mut tcp: TcpStream, stats: Arc<SinkStats>) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut tcp)).await {
         Ok(Head::Complete(head)) => head,
         Ok(Head::TooLarge) => {
-            respond(&mut tcp, "431 Request Header Fields Too Large", "text/plain", b"").await;
+            respond(
+                &mut tcp,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+            )
+            .await;
             return;
         }
         Ok(Head::Closed) | Err(_) => return,
@@ -64,7 +70,13 @@ async fn answer(mut tcp: TcpStream, stats: Arc<SinkStats>) {
         }
         (b"GET", _) => respond(&mut tcp, "404 Not Found", "text/plain", b"not found\n").await,
         _ => {
-            respond(&mut tcp, "405 Method Not Allowed", "text/plain", b"GET only\n").await;
+            respond(
+                &mut tcp,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET only\n",
+            )
+            .await;
         }
     }
 }

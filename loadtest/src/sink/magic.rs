@@ -29,7 +29,8 @@ impl Magic {
         let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
         let local = local.as_bytes();
         let has = |prefix: &str| {
-            local.len() >= prefix.len() && local[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            local.len() >= prefix.len()
+                && local[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
         };
         if has("tempfail") {
             Magic::TempFail

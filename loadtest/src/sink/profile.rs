@@ -66,7 +66,9 @@ impl fmt::Display for ProviderKind {
 
 /// The error of parsing an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider kind {0:?} (expected plain, google, yahoo, yahoo-jp, docomo, au or softbank)")]
+#[error(
+    "unknown provider kind {0:?} (expected plain, google, yahoo, yahoo-jp, docomo, au or softbank)"
+)]
 pub struct UnknownProviderKind(pub String);
 
 impl FromStr for ProviderKind {
@@ -134,7 +136,10 @@ mod tests {
         for kind in ProviderKind::ALL {
             assert_eq!(kind.as_str().parse::<ProviderKind>().unwrap(), kind);
         }
-        assert_eq!("Yahoo-JP".parse::<ProviderKind>().unwrap(), ProviderKind::YahooJp);
+        assert_eq!(
+            "Yahoo-JP".parse::<ProviderKind>().unwrap(),
+            ProviderKind::YahooJp
+        );
         assert!("hotmail".parse::<ProviderKind>().is_err());
     }
 

@@ -109,7 +109,11 @@ impl ProfileCounters {
     /// A consistent-enough snapshot for reports.
     pub fn snapshot(&self) -> ProfileStats {
         let now = self.bucket_now();
-        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let seconds = now / BUCKETS_PER_SECOND + 1;
         let per_second = (0..seconds)
             .map(|s| {

@@ -122,9 +122,13 @@ mod tests {
         let lines: Vec<&str> = text.split_terminator("\r\n").collect();
         assert_eq!(lines.first(), Some(&"250-mx.test"));
         assert_eq!(lines.last(), Some(&"250 HELP"));
-        assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("250-")));
+        assert!(lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("250-")));
         assert!(lines.contains(&"250-STARTTLS"));
-        assert!(!String::from_utf8(ehlo("mx.test", false)).unwrap().contains("STARTTLS"));
+        assert!(!String::from_utf8(ehlo("mx.test", false))
+            .unwrap()
+            .contains("STARTTLS"));
     }
 
     #[test]

@@ -67,7 +67,10 @@ impl Tally {
 
     /// The counters of `address` (already normalised); zero if never seen.
     pub fn get(&self, address: &str) -> RecipientCounts {
-        self.shard(address).get(address).copied().unwrap_or_default()
+        self.shard(address)
+            .get(address)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Locks the shard `address` belongs to. A poisoned lock still holds valid counters
@@ -76,7 +79,9 @@ impl Tally {
         let mut hasher = Fnv::default();
         hasher.write(address.as_bytes());
         let index = (hasher.finish() as usize) % self.shards.len();
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -135,7 +140,13 @@ mod tests {
         assert_eq!(t.attempt("a@x.test"), 2);
         assert_eq!(t.accept("a@x.test"), 0);
         assert_eq!(t.accept("a@x.test"), 1);
-        assert_eq!(t.get("a@x.test"), RecipientCounts { attempts: 2, accepted: 2 });
+        assert_eq!(
+            t.get("a@x.test"),
+            RecipientCounts {
+                attempts: 2,
+                accepted: 2
+            }
+        );
         assert_eq!(t.get("b@x.test"), RecipientCounts::default());
     }
 

@@ -13,7 +13,9 @@ use tokio_rustls::TlsAcceptor;
 pub fn self_signed_acceptor(hostname: &str) -> io::Result<TlsAcceptor> {
     let certified = rcgen::generate_simple_self_signed(vec![hostname.to_owned()])
         .map_err(|e| io::Error::other(format!("self-signed certificate for {hostname}: {e}")))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
     let chain = vec![certified.cert.der().clone()];
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -106,7 +106,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             let mut chunk = [0u8; 4096];
             let n = self.stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "connection closed; had {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                n > 0,
+                "connection closed; had {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
@@ -116,7 +120,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 pub fn body(tag: &str) -> String {
     let mut text = format!("From: a@s.test\r\nSubject: {tag}\r\n\r\n");
     for i in 0..25 {
-        text.push_str(&format!("line {i:02} of the body, padded to roughly eighty columns xxxxxxxxxxxxxx\r\n"));
+        text.push_str(&format!(
+            "line {i:02} of the body, padded to roughly eighty columns xxxxxxxxxxxxxx\r\n"
+        ));
     }
     text.push_str("..a line starting with a dot\r\n.\r\n");
     text

@@ -6,7 +6,10 @@ use crate::sink::{Profile, ProviderKind};
 
 /// Sends one complete message to `rcpt` on an EHLO'd client and checks it is queued.
 async fn deliver(c: &mut Client, rcpt: &str) {
-    c.send(format!("MAIL FROM:<a@s.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")).await;
+    c.send(format!(
+        "MAIL FROM:<a@s.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n"
+    ))
+    .await;
     let r = c.replies(3).await;
     assert!(r[2].starts_with("354"), "{r:?}");
     c.send(body(rcpt)).await;
@@ -61,7 +64,10 @@ async fn google_rate_limit_text_names_the_peer() {
     );
     assert!(c.closed().await);
     let stats = sink.stats().profile("google").unwrap();
-    assert_eq!((stats.accepted, stats.throttled, stats.max_in_any_second), (2, 1, 2));
+    assert_eq!(
+        (stats.accepted, stats.throttled, stats.max_in_any_second),
+        (2, 1, 2)
+    );
     sink.stop().await;
 }
 

@@ -8,7 +8,8 @@ use crate::sink::Profile;
 
 /// Starts a transaction and returns the reply to `RCPT TO:<rcpt>`.
 async fn rcpt_reply(c: &mut Client, rcpt: &str) -> String {
-    c.send(format!("MAIL FROM:<a@s.test>\r\nRCPT TO:<{rcpt}>\r\n")).await;
+    c.send(format!("MAIL FROM:<a@s.test>\r\nRCPT TO:<{rcpt}>\r\n"))
+        .await;
     assert_eq!(c.reply().await, "250 2.1.0 Ok\r\n");
     c.reply().await
 }
@@ -28,7 +29,8 @@ async fn tempfail_unknown_and_garbage_keep_the_connection() {
         "550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n\
          550 5.1.1 double-checking the recipient's email address for typos. - gsmtp\r\n"
     );
-    c.send("RCPT TO:<550x@x.test>\r\nRCPT TO:<garbage@x.test>\r\nNOOP\r\n").await;
+    c.send("RCPT TO:<550x@x.test>\r\nRCPT TO:<garbage@x.test>\r\nNOOP\r\n")
+        .await;
     assert!(c.reply().await.starts_with("550-5.1.1"));
     assert_eq!(c.line().await, "HELLO? this is not SMTP\r\n");
     assert_eq!(c.reply().await, "250 2.0.0 Ok\r\n");
@@ -61,7 +63,10 @@ async fn defer_n_defers_the_first_n_attempts_across_connections() {
         assert!(c.closed().await);
     }
     let (mut c, _) = Client::ready(addr).await;
-    assert_eq!(rcpt_reply(&mut c, "Defer2-Bob@x.test").await, "250 2.1.5 Ok\r\n");
+    assert_eq!(
+        rcpt_reply(&mut c, "Defer2-Bob@x.test").await,
+        "250 2.1.5 Ok\r\n"
+    );
     c.send(format!("DATA\r\n{}", body("deferred"))).await;
     assert!(c.reply().await.starts_with("354"));
     assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued"));
@@ -100,7 +105,8 @@ async fn reset_recipient_resets_when_the_body_arrives() {
 async fn hang_recipient_never_gets_the_end_of_data_reply() {
     let (sink, addr) = start(Profile::plain("plain")).await;
     let (mut c, _) = Client::ready(addr).await;
-    c.send("MAIL FROM:<a@s.test>\r\nRCPT TO:<hang@x.test>\r\nDATA\r\n").await;
+    c.send("MAIL FROM:<a@s.test>\r\nRCPT TO:<hang@x.test>\r\nDATA\r\n")
+        .await;
     c.replies(3).await;
     c.send(format!("{}NOOP\r\n", body("hang"))).await;
     assert!(c.silent_for(Duration::from_millis(300)).await);

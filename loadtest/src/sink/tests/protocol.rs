@@ -82,13 +82,18 @@ async fn many_messages_in_one_write_are_all_answered() {
     // A client that does not even wait for 354 (not RFC-conformant, but the parser copes).
     let mut batch = String::new();
     for i in 0..50 {
-        batch.push_str(&format!("MAIL FROM:<a@s.test>\r\nRCPT TO:<r{i}@x.test>\r\nDATA\r\n"));
+        batch.push_str(&format!(
+            "MAIL FROM:<a@s.test>\r\nRCPT TO:<r{i}@x.test>\r\nDATA\r\n"
+        ));
         batch.push_str(&body(&i.to_string()));
     }
     c.send(batch).await;
     let replies = c.replies(200).await;
     assert_eq!(
-        replies.iter().filter(|r| r.starts_with("250 2.0.0 Ok: queued")).count(),
+        replies
+            .iter()
+            .filter(|r| r.starts_with("250 2.0.0 Ok: queued"))
+            .count(),
         50
     );
     assert_eq!(sink.stats().accepted(), 50);
@@ -103,7 +108,8 @@ async fn sequencing_errors_and_unknown_commands() {
     c.reply().await;
     c.send("MAIL FROM:<a@s.test>\r\n").await;
     assert_eq!(c.reply().await, "503 5.5.1 Bad sequence of commands\r\n");
-    c.send("HELO client.test\r\nRCPT TO:<b@x.test>\r\nDATA\r\n").await;
+    c.send("HELO client.test\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .await;
     assert_eq!(
         c.replies(3).await,
         [
@@ -123,7 +129,8 @@ async fn sequencing_errors_and_unknown_commands() {
             "503 5.5.1 Bad sequence of commands\r\n"
         ]
     );
-    c.send("RSET\r\nNOOP\r\nFROB\r\nRCPT TO:<>\r\nMAIL FROM:<a@s.test>\r\n").await;
+    c.send("RSET\r\nNOOP\r\nFROB\r\nRCPT TO:<>\r\nMAIL FROM:<a@s.test>\r\n")
+        .await;
     assert_eq!(
         c.replies(5).await,
         [
@@ -141,12 +148,19 @@ async fn sequencing_errors_and_unknown_commands() {
 async fn over_long_lines_get_500_and_the_session_goes_on() {
     let (sink, addr) = start(Profile::plain("plain")).await;
     let (mut c, _) = Client::ready(addr).await;
-    c.send(format!("NOOP {}\r\nNOOP\r\n", "x".repeat(1200))).await;
-    assert_eq!(c.replies(2).await, ["500 5.5.2 Line too long\r\n", "250 2.0.0 Ok\r\n"]);
+    c.send(format!("NOOP {}\r\nNOOP\r\n", "x".repeat(1200)))
+        .await;
+    assert_eq!(
+        c.replies(2).await,
+        ["500 5.5.2 Line too long\r\n", "250 2.0.0 Ok\r\n"]
+    );
     // A long line arriving in pieces, longer than one read.
     c.send(format!("NOOP {}", "y".repeat(70_000))).await;
     c.send("\r\nNOOP\r\n").await;
-    assert_eq!(c.replies(2).await, ["500 5.5.2 Line too long\r\n", "250 2.0.0 Ok\r\n"]);
+    assert_eq!(
+        c.replies(2).await,
+        ["500 5.5.2 Line too long\r\n", "250 2.0.0 Ok\r\n"]
+    );
     sink.stop().await;
 }
 
@@ -156,7 +170,8 @@ async fn latency_delays_only_the_end_of_data_reply() {
     profile.latency = Duration::from_millis(200);
     let (sink, addr) = start(profile).await;
     let (mut c, _) = Client::ready(addr).await;
-    c.send("MAIL FROM:<a@s.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n").await;
+    c.send("MAIL FROM:<a@s.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .await;
     c.replies(3).await;
     let sent = Instant::now();
     c.send(body("slow")).await;

@@ -25,7 +25,9 @@ async fn stats_json_over_http() {
     }));
 
     let mut http = TcpStream::connect(http_addr).await.unwrap();
-    http.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    http.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
     http.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
@@ -42,7 +44,10 @@ async fn stats_json_over_http() {
     assert!(json["first_accept_ms"].is_u64());
 
     let mut other = TcpStream::connect(http_addr).await.unwrap();
-    other.write_all(b"GET /nope HTTP/1.1\r\n\r\n").await.unwrap();
+    other
+        .write_all(b"GET /nope HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
     other.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 404"));

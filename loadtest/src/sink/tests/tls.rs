@@ -87,7 +87,10 @@ async fn starttls_upgrades_and_resets_the_session() {
     assert_eq!(c.reply().await, "503 5.5.1 Bad sequence of commands\r\n");
     c.send("EHLO client.test\r\n").await;
     let ehlo = c.reply().await;
-    assert!(ehlo.ends_with("250 HELP\r\n") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        ehlo.ends_with("250 HELP\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     c.send("STARTTLS\r\n").await;
     assert_eq!(c.reply().await, "503 5.5.1 Bad sequence of commands\r\n");
     c.send(format!(
