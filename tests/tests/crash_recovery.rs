@@ -84,7 +84,9 @@ async fn sigkill_loses_nothing_and_duplicates_stay_in_the_window() {
     let at_kill = world.sink.stats().distinct();
     assert!(at_kill < N, "killed mid-run ({at_kill} of {N} delivered)");
 
-    let restarted = world.engine_process(ENGINE, &config(&world));
+    // Another node (a new name) takes the dead node's entries over once they are idle.
+    let other = config(&world).replace("node_id = \"test-node\"", "node_id = \"test-node-2\"");
+    let restarted = world.engine_process(ENGINE, &other);
     wait_delivered(&world, N, Duration::from_secs(120)).await;
     assert_all_finished(&world).await;
     let _ = restarted.terminate().await;

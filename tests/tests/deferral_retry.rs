@@ -59,3 +59,40 @@ retry_jitter = 0.0
         .expect("plain event");
     assert_eq!(other.attempt, 1, "the other recipient was not held up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_still_deferred_at_its_expiry_ends_expired() {
+    let world = World::standard().await;
+    let mut con = world.redis.con().await;
+    queue::enqueue(&mut con, SHARDS, vec![job(0, "tempfail-ken@other.test")]).await;
+    let sites = r#"
+[sites.default]
+retry_initial = "500ms"
+retry_factor = 1.0
+retry_jitter = 0.0
+expiry = "2s"
+"#;
+    let engine = world.engine(world.config("", sites));
+    let events = wait_for(Duration::from_secs(30), "the expired event", || {
+        let mut c = con.clone();
+        async move {
+            let e = queue::events(&mut c, SHARDS).await;
+            (!e.is_empty()).then_some(e)
+        }
+    })
+    .await;
+    engine.stop().await.expect("clean stop");
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(
+        (e.status, e.reason.as_str()),
+        (EventStatus::Expired, "expired")
+    );
+    assert!(
+        e.attempt >= 3,
+        "retried until expiry: {} attempts",
+        e.attempt
+    );
+    assert_eq!(e.code, 451, "the last reply is kept: {e:?}");
+    assert_eq!(queue::depths(&mut con, SHARDS).await, (0, 0, 0));
+}

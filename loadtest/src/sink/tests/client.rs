@@ -116,10 +116,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-/// A 2 KB-ish message body with its terminating dot, including a dot-stuffed line.
+/// A 2 KB message body with its terminating dot, including a dot-stuffed line.
 pub fn body(tag: &str) -> String {
     let mut text = format!("From: a@s.test\r\nSubject: {tag}\r\n\r\n");
-    for i in 0..25 {
+    for i in 0..28 {
         text.push_str(&format!(
             "line {i:02} of the body, padded to roughly eighty columns xxxxxxxxxxxxxx\r\n"
         ));
