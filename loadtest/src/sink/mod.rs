@@ -9,7 +9,7 @@
 //! - [`magic`]: recipient local parts that trigger failures.
 //! - `command`, `body`, `session`: parsing and the I/O-free SMTP state machine.
 //! - `conn`, `listener`, `tls`, `context`: sockets, accept loops, STARTTLS.
-//! - [`stats`], [`profile_stats`], `tally`: shared counters; [`serve_stats`] exposes them.
+//! - [`stats`], `profile_stats`, `tally`: shared counters; [`serve_stats`] exposes them.
 
 mod body;
 mod command;
@@ -20,7 +20,7 @@ mod http;
 mod listener;
 pub mod magic;
 pub mod profile;
-pub mod profile_stats;
+mod profile_stats;
 pub mod replies;
 mod session;
 pub mod stats;

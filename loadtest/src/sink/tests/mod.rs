@@ -7,7 +7,6 @@ mod limits;
 mod magic;
 mod protocol;
 mod stats_http;
-mod throughput;
 mod tls;
 
 use std::net::SocketAddr;
