@@ -124,6 +124,8 @@ pub enum Attempt {
     DnsTemporary(String),
     /// The message could not be built (campaign snapshot missing or unusable).
     Unrenderable(String),
+    /// The recipient address is not a deliverable address (no domain, control characters…).
+    InvalidRecipient(String),
 }
 
 /// Provider-specific reply texts, matched case-insensitively as substrings, before code rules.
@@ -168,6 +170,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
         Attempt::DnsNoDomain(_) => v(Bounced, Reason::BadDomain),
         Attempt::DnsTemporary(_) => v(Deferred, Reason::DnsTemporary),
         Attempt::Unrenderable(_) => v(Deferred, Reason::TempFailure),
+        Attempt::InvalidRecipient(_) => v(Bounced, Reason::BadMailbox),
     }
 }
 

@@ -23,6 +23,36 @@ use crate::report::Reporter;
 use crate::site::{Routed, Site};
 use crate::work::Work;
 
+/// Domains cached before expired answers are swept out (bounds the cache's memory).
+const MAX_CACHED_DOMAINS: usize = 100_000;
+
+/// Checks that `rcpt` can go in `RCPT TO:<…>`: one `@` splitting a non-empty local part and a
+/// domain, no whitespace, control characters or angle brackets (nothing that could end the
+/// command or start another), at most 254 bytes (RFC 5321 §4.5.3.1).
+pub fn check_recipient(rcpt: &str) -> Result<(), &'static str> {
+    if rcpt.len() > 254 {
+        return Err("address longer than 254 bytes");
+    }
+    if rcpt
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+    {
+        return Err("address contains whitespace, control characters or angle brackets");
+    }
+    let Some((local, domain)) = rcpt.rsplit_once('@') else {
+        return Err("address has no @domain");
+    };
+    if local.is_empty()
+        || domain.is_empty()
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err("address has an empty local part or a malformed domain");
+    }
+    Ok(())
+}
+
 /// Where a domain's jobs go.
 #[derive(Debug, Clone)]
 enum Route {
@@ -131,6 +161,12 @@ impl Dispatcher {
 
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
+        if let Err(why) = check_recipient(&work.job.rcpt) {
+            let attempt = Attempt::InvalidRecipient(why.into());
+            self.reporter
+                .outcome(work, &self.default_site.policy, "", &attempt);
+            return;
+        }
         let domain = {
             let d = work.job.domain();
             if d.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -157,6 +193,10 @@ impl Dispatcher {
             }
             Some(Entry::Pending(waiting)) => waiting.push(work),
             _ => {
+                if cache.len() >= MAX_CACHED_DOMAINS {
+                    let now = clock::now();
+                    cache.retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
+                }
                 cache.insert(domain.clone(), Entry::Pending(vec![work]));
                 drop(cache);
                 let me = self.clone();
@@ -241,6 +281,41 @@ impl Dispatcher {
                 self.reporter
                     .outcome(work, &self.default_site.policy, "", &attempt);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_recipient;
+
+    #[test]
+    fn recipients_that_could_break_the_envelope_are_refused() {
+        for ok in [
+            "a@b.test",
+            "first.last+tag@sub.example.jp",
+            "\"q@x\"@b.test",
+            "ユーザー@例え.jp",
+        ] {
+            assert_eq!(check_recipient(ok), Ok(()), "{ok}");
+        }
+        let long = format!("{}@b.test", "a".repeat(250));
+        for bad in [
+            "",
+            "nodomain",
+            "@b.test",
+            "a@",
+            "a@.b",
+            "a@b.",
+            "a@b..c",
+            "a b@c.test",
+            "a@b.test>\r\nDATA",
+            "a@b.test\r\nRSET",
+            "<a@b.test>",
+            "a\0@b.test",
+            long.as_str(),
+        ] {
+            assert!(check_recipient(bad).is_err(), "{bad:?}");
         }
     }
 }

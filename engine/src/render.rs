@@ -78,6 +78,11 @@ impl Campaign {
             (!s.from_name.is_empty()).then(|| s.from_name.clone()),
             from_addr,
         );
+        if !s.return_path.is_empty() {
+            s.return_path
+                .parse::<lettre::Address>()
+                .map_err(|e| invalid(format!("return_path {:?}: {e}", s.return_path)))?;
+        }
         let templated_subject = s.subject.contains("{{");
         let mut b = Message::builder().from(from).to(PLACEHOLDER_RCPT
             .parse()

@@ -221,7 +221,8 @@ fn describe(attempt: &Attempt) -> (u16, String, String) {
         | Attempt::Tls(s)
         | Attempt::DnsNoDomain(s)
         | Attempt::DnsTemporary(s)
-        | Attempt::Unrenderable(s) => (0, String::new(), s.clone()),
+        | Attempt::Unrenderable(s)
+        | Attempt::InvalidRecipient(s) => (0, String::new(), s.clone()),
         Attempt::Timeout(phase) => (0, String::new(), format!("timeout during {phase}")),
     }
 }

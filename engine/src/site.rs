@@ -320,9 +320,17 @@ impl Site {
         }
     }
 
-    /// A connection could not be opened: this job and every queued job for the same target
-    /// share the failure (the site is unreachable now); they are deferred together.
+    /// A connection could not be opened. If no other connection to the site is alive, the
+    /// site is unreachable now: this job and every queued job for the same target share the
+    /// failure and are deferred together. If others are alive (a connection-count refusal,
+    /// say), only this job is.
     fn connect_failed(&self, item: Routed, mx: &str, attempt: &Attempt) {
+        if self.open.load(Ordering::Acquire) > 1 {
+            self.deps
+                .reporter
+                .outcome(item.work, &self.policy, mx, attempt);
+            return;
+        }
         let same: Vec<Routed> = {
             let mut q = self.q();
             let (same, rest): (VecDeque<Routed>, VecDeque<Routed>) =

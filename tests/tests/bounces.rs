@@ -18,14 +18,15 @@ async fn permanent_failures_bounce_once_and_dns_failures_are_classified() {
         job(2, "someone@does-not-exist.test"),
         job(3, "someone@servfail.test"),
         job(4, "fine@gmail.test"),
+        job(5, "x@gmail.test>\r\nRSET"),
     ];
     queue::enqueue(&mut con, SHARDS, jobs).await;
     let engine = world.engine(world.config("", STANDARD_SITES));
-    let events = wait_for(Duration::from_secs(30), "four events", || {
+    let events = wait_for(Duration::from_secs(30), "five events", || {
         let mut c = con.clone();
         async move {
             let e = queue::events(&mut c, SHARDS).await;
-            (e.len() >= 4).then_some(e)
+            (e.len() >= 5).then_some(e)
         }
     })
     .await;
@@ -60,6 +61,12 @@ async fn permanent_failures_bounce_once_and_dns_failures_are_classified() {
         );
     }
     assert_eq!(by("fine@gmail.test").status, EventStatus::Delivered);
+    let injected = by("x@gmail.test>\r\nRSET");
+    assert_eq!(
+        (injected.status, injected.reason.as_str()),
+        (EventStatus::Bounced, "bad-mailbox"),
+        "an address that would break the envelope is refused, not sent"
+    );
     assert_eq!(
         events.len(),
         events_later.len(),
