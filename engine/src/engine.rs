@@ -1,6 +1,6 @@
 //! [`run`]: wiring the engine together, and its graceful shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,38 +233,19 @@ async fn prepare(
     con: &mut MultiplexedConnection,
     config: &EngineConfig,
 ) -> Result<(), EngineError> {
-    let meta: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(Keys::meta())
-        .query_async(con)
-        .await?;
-    if let Some(v) = meta.get("schema") {
-        if v != &SCHEMA_VERSION.to_string() {
-            return Err(EngineError::Schema(format!(
-                "Redis holds schema {v}, this engine speaks {SCHEMA_VERSION}"
-            )));
-        }
+    let layout = hikyaku_queue_schema::meta::record_or_read(con, config.shards).await?;
+    if layout.schema != SCHEMA_VERSION {
+        return Err(EngineError::Schema(format!(
+            "Redis holds schema {}, this engine speaks {SCHEMA_VERSION}",
+            layout.schema
+        )));
     }
-    if let Some(s) = meta.get("shards") {
-        if s != &config.shards.to_string() {
-            return Err(EngineError::Schema(format!(
-                "Redis is laid out for {s} shards, config says {}",
-                config.shards
-            )));
-        }
+    if layout.shards != config.shards {
+        return Err(EngineError::Schema(format!(
+            "Redis is laid out for {} shards, config says {}",
+            layout.shards, config.shards
+        )));
     }
-    let _: () = redis::pipe()
-        .cmd("HSETNX")
-        .arg(Keys::meta())
-        .arg("schema")
-        .arg(SCHEMA_VERSION)
-        .ignore()
-        .cmd("HSETNX")
-        .arg(Keys::meta())
-        .arg("shards")
-        .arg(config.shards)
-        .ignore()
-        .query_async(con)
-        .await?;
     for shard in 0..config.shards {
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")

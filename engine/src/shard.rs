@@ -155,21 +155,25 @@ impl ShardConsumer {
                 .query_async(&mut self.con)
                 .await?;
             let entries = streams::parse_read(v);
-            self.inflight.release(got.saturating_sub(entries.len()));
             let Some(last) = entries.last().map(|(id, _)| id.to_string()) else {
+                self.inflight.release(got);
                 return Ok(());
             };
             cursor = last;
-            let fresh: Vec<Entry> = {
-                let held = self.inflight.held(self.shard);
-                entries
-                    .into_iter()
-                    .filter(|(id, _)| !held.contains(id))
-                    .collect()
-            };
+            let fresh = self.not_held(entries);
+            self.inflight.release(got.saturating_sub(fresh.len()));
             self.metrics.reclaimed(fresh.len());
             self.accept(fresh, true);
         }
+    }
+
+    /// The entries this node does not hold already (a replay or reclaim may return some).
+    fn not_held(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let held = self.inflight.held(self.shard);
+        entries
+            .into_iter()
+            .filter(|(id, _)| !held.contains(id))
+            .collect()
     }
 
     /// Resets the idle time of every entry this node holds (XCLAIM … JUSTID to itself).
@@ -204,13 +208,7 @@ impl ShardConsumer {
                 .query_async(&mut self.con)
                 .await?;
             let (next, entries, _deleted) = streams::parse_autoclaim(v);
-            let fresh: Vec<Entry> = {
-                let held = self.inflight.held(self.shard);
-                entries
-                    .into_iter()
-                    .filter(|(id, _)| !held.contains(id))
-                    .collect()
-            };
+            let fresh = self.not_held(entries);
             self.inflight.release(got.saturating_sub(fresh.len()));
             if !fresh.is_empty() {
                 tracing::info!(

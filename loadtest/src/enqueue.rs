@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use hikyaku_queue_schema::keys::{JOB_FIELD, SNAPSHOT_FIELD};
-use hikyaku_queue_schema::{shard_for_domain, CampaignSnapshot, Job, JobId, Keys, SCHEMA_VERSION};
+use hikyaku_queue_schema::{shard_for_domain, CampaignSnapshot, Job, JobId, Keys};
 use redis::aio::MultiplexedConnection;
 
 /// Jobs per pipelined round trip.
@@ -45,28 +45,9 @@ pub fn parse_domains(s: &str) -> Result<Vec<(String, u32)>, EnqueueError> {
 
 /// The shard count recorded in Redis, or `default` (recorded then) if none is.
 pub async fn shards(con: &mut MultiplexedConnection, default: u16) -> Result<u16, EnqueueError> {
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(Keys::meta())
-        .arg("shards")
-        .query_async(con)
-        .await?;
-    if let Some(n) = v.and_then(|v| v.parse().ok()) {
-        return Ok(n);
-    }
-    let _: () = redis::pipe()
-        .cmd("HSETNX")
-        .arg(Keys::meta())
-        .arg("schema")
-        .arg(SCHEMA_VERSION)
-        .ignore()
-        .cmd("HSETNX")
-        .arg(Keys::meta())
-        .arg("shards")
-        .arg(default)
-        .ignore()
-        .query_async(con)
-        .await?;
-    Ok(default)
+    Ok(hikyaku_queue_schema::meta::record_or_read(con, default)
+        .await?
+        .shards)
 }
 
 /// Writes the snapshot of a campaign.

@@ -34,7 +34,7 @@
 //!
 //! # Layout
 //!
-//! - [`keys`]: the key map above as functions, and the shard function.
+//! - [`keys`]: the key map above as functions, and the shard function; [`meta`]: `hk:meta`.
 //! - [`codec`]: the compact, versioned binary encoding every wire type uses.
 //! - [`job`], [`snapshot`], [`event`]: the wire types.
 //! - [`scripts`]: the Lua scripts (source in `lua/*.lua`) and typed helpers to invoke them.
@@ -43,6 +43,7 @@ pub mod codec;
 pub mod event;
 pub mod job;
 pub mod keys;
+pub mod meta;
 pub mod scripts;
 pub mod snapshot;
 

@@ -126,3 +126,20 @@ pub async fn retry_jobs(con: &mut MultiplexedConnection, shards: u16) -> Vec<Job
     }
     out
 }
+
+/// Waits until the events streams hold at least `n` events (fails after `timeout`), and
+/// returns them all.
+pub async fn wait_events(
+    con: &MultiplexedConnection,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Vec<Event> {
+    crate::wait_for(timeout, &format!("{n} events"), || {
+        let mut c = con.clone();
+        async move {
+            let e = events(&mut c, crate::world::SHARDS).await;
+            (e.len() >= n).then_some(e)
+        }
+    })
+    .await
+}

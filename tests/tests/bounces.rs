@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use hikyaku_queue_schema::EventStatus;
 use hikyaku_tests::queue::{self, job};
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, SHARDS, STANDARD_SITES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,14 +21,7 @@ async fn permanent_failures_bounce_once_and_dns_failures_are_classified() {
     ];
     queue::enqueue(&mut con, SHARDS, jobs).await;
     let engine = world.engine(world.config("", STANDARD_SITES));
-    let events = wait_for(Duration::from_secs(30), "five events", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() >= 5).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, 5, Duration::from_secs(30)).await;
     // Long enough for a wrongly scheduled retry (1 s schedule) to have happened.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events_later = queue::events(&mut con, SHARDS).await;

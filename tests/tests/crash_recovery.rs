@@ -47,14 +47,7 @@ async fn wait_delivered(world: &World, at_least: u64, timeout: Duration) {
 
 async fn assert_all_finished(world: &World) {
     let mut con = world.redis.con().await;
-    let events = wait_for(Duration::from_secs(60), "an event per job", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() as u64 >= N).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, N as usize, Duration::from_secs(60)).await;
     assert_eq!(
         events.len() as u64,
         N,

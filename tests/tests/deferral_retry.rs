@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use hikyaku_queue_schema::EventStatus;
 use hikyaku_tests::queue::{self, job, now_ms};
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, SHARDS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,14 +26,7 @@ retry_factor = 2.0
 retry_jitter = 0.0
 "#;
     let engine = world.engine(world.config("", sites));
-    let events = wait_for(Duration::from_secs(30), "both events", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() >= 2).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, 2, Duration::from_secs(30)).await;
     engine.stop().await.expect("clean stop");
 
     let e = events
@@ -73,14 +65,7 @@ retry_jitter = 0.0
 expiry = "2s"
 "#;
     let engine = world.engine(world.config("", sites));
-    let events = wait_for(Duration::from_secs(30), "the expired event", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (!e.is_empty()).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, 1, Duration::from_secs(30)).await;
     engine.stop().await.expect("clean stop");
     assert_eq!(events.len(), 1);
     let e = &events[0];

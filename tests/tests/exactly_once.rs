@@ -40,14 +40,7 @@ async fn ten_thousand_messages_arrive_exactly_once() {
         async move { (s.distinct() >= n).then_some(()) }
     })
     .await;
-    let events = wait_for(Duration::from_secs(30), "one event per job", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() as u64 >= n).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, n as usize, Duration::from_secs(30)).await;
     engine.stop().await.expect("engine stops cleanly");
 
     for i in 0..n {

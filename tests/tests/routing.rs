@@ -8,7 +8,6 @@ use hikyaku_engine::Listeners;
 use hikyaku_loadtest::sink::{ListenerSpec, Profile, Sink, SinkConfig};
 use hikyaku_queue_schema::EventStatus;
 use hikyaku_tests::queue::{self, job};
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, SHARDS, STANDARD_ZONE};
 
 /// `fallback.test` prefers an MX where nothing listens, then one with a sink.
@@ -63,14 +62,7 @@ async fn mx_fallback_starttls_and_metrics() {
             let _ = stopped.await;
         },
     ));
-    let events = wait_for(Duration::from_secs(30), "40 events", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() >= 40).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, 40, Duration::from_secs(30)).await;
     let body = scrape(metrics_addr).await;
     let _ = stop.send(());
     engine.await.expect("no panic").expect("clean stop");
@@ -125,14 +117,7 @@ async fn smarthost_takes_everything() {
     );
     let config = hikyaku_engine::EngineConfig::from_toml(&toml, "test").expect("valid");
     let engine = world.engine(config);
-    let events = wait_for(Duration::from_secs(30), "2 events", || {
-        let mut c = con.clone();
-        async move {
-            let e = queue::events(&mut c, SHARDS).await;
-            (e.len() >= 2).then_some(e)
-        }
-    })
-    .await;
+    let events = queue::wait_events(&con, 2, Duration::from_secs(30)).await;
     engine.stop().await.expect("clean stop");
     assert!(events
         .iter()
