@@ -110,6 +110,9 @@ const fn v(disposition: Disposition, reason: Reason) -> Verdict {
 pub enum Attempt {
     /// The deciding reply (to MAIL, RCPT, DATA or end of data).
     Reply(Reply),
+    /// The server refused the session before any transaction (greeting, EHLO, STARTTLS): a
+    /// judgement on us or the server's state, not on the recipient, so never a bounce.
+    SessionRefused(Reply),
     /// The connection was refused, reset or closed early.
     ConnectionLost(String),
     /// A phase timed out (the phase name).
@@ -163,6 +166,20 @@ pub fn classify(attempt: &Attempt) -> Verdict {
     use Disposition::*;
     match attempt {
         Attempt::Reply(r) => classify_reply(r),
+        Attempt::SessionRefused(r) => match classify_reply(r) {
+            Verdict {
+                disposition: Bounced | Delivered,
+                reason,
+            } => v(
+                Deferred,
+                if reason == Reason::Accepted {
+                    Reason::Protocol
+                } else {
+                    reason
+                },
+            ),
+            deferred => deferred,
+        },
         Attempt::ConnectionLost(_) => v(Deferred, Reason::Network),
         Attempt::Timeout(_) => v(Deferred, Reason::Timeout),
         Attempt::Garbage(_) => v(Deferred, Reason::Protocol),

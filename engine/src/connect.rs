@@ -28,6 +28,8 @@ pub struct Session {
     pub client: SmtpClient<MaybeTls>,
     /// The MX host it is connected to.
     pub mx: String,
+    /// The destination it was opened for (jobs for other destinations need another session).
+    pub target: Arc<Target>,
     /// Messages sent on it so far.
     pub sent: u32,
 }
@@ -57,7 +59,7 @@ impl Connector {
     /// On failure returns the last host tried and why.
     pub async fn connect(
         &self,
-        target: &Target,
+        target: &Arc<Target>,
         t: &Timeouts,
     ) -> Result<Session, (String, Attempt)> {
         let mut last = (
@@ -85,6 +87,7 @@ impl Connector {
                         return Ok(Session {
                             client,
                             mx: host.clone(),
+                            target: target.clone(),
                             sent: 0,
                         })
                     }

@@ -65,7 +65,7 @@ async fn poll(
         let rate = ctl
             .get("rate")
             .and_then(|r| r.parse::<f64>().ok())
-            .filter(|r| *r > 0.0 && r.is_finite())
+            .filter(|r| r.is_finite() && *r >= 0.001)
             .map(Rate::per_second);
         site.set_rate_override(rate);
     }

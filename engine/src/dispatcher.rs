@@ -268,7 +268,7 @@ impl Dispatcher {
                     let delay = site
                         .refusal_delay(self.config.requeue_delay)
                         .mul_f64(0.5 + fastrand::f64());
-                    self.reporter.requeue(r.work, delay);
+                    self.reporter.requeue(r.work, &site.policy, delay);
                 }
             }
             Route::NoDomain(why) => {

@@ -161,6 +161,17 @@ pub async fn run(
         };
         consumers.push(tokio::spawn(consumer.run(stop_rx.clone())));
     }
+    let refreshers: Vec<_> = (0..config.shards)
+        .map(|shard| {
+            tokio::spawn(crate::shard::refresh_held(
+                shard,
+                config.node_id.clone(),
+                con.clone(),
+                inflight.clone(),
+                q.claim_idle.0 / 3,
+            ))
+        })
+        .collect();
     let background = [
         tokio::spawn(mover::run(
             con.clone(),
@@ -193,16 +204,16 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutdown: no more reads; finishing in-flight messages");
+    let deadline = clock::now() + q.shutdown_grace.0;
     let _ = stop_tx.send(true);
     for c in consumers {
         let _ = c.await;
     }
-    let deadline = clock::now() + q.shutdown_grace.0;
     loop {
         // Jobs not yet started go back to the queue at once; jobs mid-send finish.
         for site in sites.values() {
             for r in site.drain() {
-                reporter.requeue(r.work, Duration::ZERO);
+                reporter.requeue(r.work, &site.policy, Duration::ZERO);
             }
         }
         let left = inflight.in_flight();
@@ -221,8 +232,8 @@ pub async fn run(
     for b in background {
         let _ = b.await;
     }
-    for f in flushers {
-        f.abort();
+    for t in flushers.into_iter().chain(refreshers) {
+        t.abort();
     }
     tracing::info!("engine stopped");
     Ok(())

@@ -40,7 +40,12 @@ impl InFlight {
             Ok(p) => p.forget(),
             Err(_) => return 0,
         }
-        let mut got = 1;
+        1 + self.try_reserve(want.saturating_sub(1))
+    }
+
+    /// Takes up to `want` slots that are free now, without waiting (0 if none).
+    pub fn try_reserve(&self, want: usize) -> usize {
+        let mut got = 0;
         while got < want {
             match self.permits.try_acquire() {
                 Ok(p) => {

@@ -44,7 +44,25 @@ impl Reporter {
 
     /// Classifies `attempt` for `work` routed to `site` (MX host `mx`) and moves the job on.
     pub fn outcome(&self, work: Work, site: &SitePolicy, mx: &str, attempt: &Attempt) {
-        let verdict = classify(attempt);
+        self.session_outcome(work, site, mx, attempt, false);
+    }
+
+    /// As [`Reporter::outcome`], for an attempt made on an SMTP session; `reused` says the
+    /// session had carried messages before. "Messages per connection reached" on a reused
+    /// session is a reconnect without penalty; on a fresh one it is an ordinary deferral (a
+    /// server that says it to every first message must not keep a job circling forever).
+    pub fn session_outcome(
+        &self,
+        work: Work,
+        site: &SitePolicy,
+        mx: &str,
+        attempt: &Attempt,
+        reused: bool,
+    ) {
+        let mut verdict = classify(attempt);
+        if verdict.reason == Reason::Reconnect && !reused {
+            verdict.reason = Reason::TempFailure;
+        }
         let (code, enhanced, text) = describe(attempt);
         let now = clock::now_ms();
         let attempts = work.job.attempt.saturating_add(1);
@@ -72,16 +90,10 @@ impl Reporter {
             Disposition::Deferred if verdict.reason == Reason::Reconnect => {
                 // The server ended the session on purpose: no attempt is counted.
                 self.metrics.requeued(&site.name, verdict.reason.as_str());
-                self.requeue(work, Duration::ZERO);
+                self.requeue(work, site, Duration::ZERO);
             }
             Disposition::Deferred => {
-                let expires = if work.job.expires_ms > 0 {
-                    work.job.expires_ms
-                } else {
-                    work.job
-                        .queued_ms
-                        .saturating_add(site.expiry.as_millis() as u64)
-                };
+                let expires = expires_ms(&work, site);
                 let delay = site.retry.delay(attempts, fastrand::f64());
                 let due = now.saturating_add(delay.as_millis() as u64);
                 if due >= expires {
@@ -118,9 +130,29 @@ impl Reporter {
     }
 
     /// Puts a job back without counting an attempt (site full or paused, shutdown hand-back,
-    /// reconnect): it returns to the ready stream after `delay`.
-    pub fn requeue(&self, work: Work, delay: Duration) {
-        let due = clock::now_ms().saturating_add(delay.as_millis() as u64);
+    /// reconnect): it returns to the ready stream after `delay` — unless it is past its expiry,
+    /// then it ends `expired` (a job at a site paused for days does not wait forever).
+    pub fn requeue(&self, work: Work, site: &SitePolicy, delay: Duration) {
+        let now = clock::now_ms();
+        if now >= expires_ms(&work, site) {
+            self.metrics.outcome(&site.name, "expired", "expired");
+            let attempts = work.job.attempt;
+            let why =
+                format!("expired while waiting (site busy or paused) after {attempts} attempts");
+            self.finish(
+                work,
+                site,
+                "",
+                EventStatus::Expired,
+                Reason::Expired,
+                attempts,
+                0,
+                String::new(),
+                why,
+            );
+            return;
+        }
+        let due = now.saturating_add(delay.as_millis() as u64);
         self.send(
             work.shard,
             Done::Deferred(Deferred {
@@ -209,9 +241,20 @@ impl Reporter {
     }
 }
 
+/// When the job expires: the campaign's expiry if set, else first enqueue + the site's.
+fn expires_ms(work: &Work, site: &SitePolicy) -> u64 {
+    if work.job.expires_ms > 0 {
+        work.job.expires_ms
+    } else {
+        work.job
+            .queued_ms
+            .saturating_add(site.expiry.as_millis() as u64)
+    }
+}
+
 fn describe(attempt: &Attempt) -> (u16, String, String) {
     match attempt {
-        Attempt::Reply(r) => (
+        Attempt::Reply(r) | Attempt::SessionRefused(r) => (
             r.code,
             r.enhanced.map(|e| e.to_string()).unwrap_or_default(),
             r.text.replace('\n', " "),

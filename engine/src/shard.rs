@@ -48,11 +48,10 @@ impl ShardConsumer {
     /// Runs until `stop` turns true; then returns without reading further.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let key = Keys::ready(self.shard);
-        if let Err(e) = self.replay_own_pending(&key).await {
+        if let Err(e) = self.replay_own_pending(&key, &mut stop).await {
             tracing::warn!(shard = self.shard, error = %e, "replaying own pending entries failed");
         }
-        let refresh_every = self.queue.claim_idle.0 / 3;
-        let mut last_refresh = clock::now();
+        let claim_every = self.queue.claim_idle.0 / 3;
         let mut last_claim = clock::now();
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
@@ -90,13 +89,7 @@ impl ShardConsumer {
                     continue;
                 }
             }
-            if last_refresh.elapsed() >= refresh_every {
-                last_refresh = clock::now();
-                if let Err(e) = self.refresh_held(&key).await {
-                    tracing::warn!(shard = self.shard, error = %e, "refreshing held entries failed");
-                }
-            }
-            if last_claim.elapsed() >= refresh_every {
+            if last_claim.elapsed() >= claim_every {
                 last_claim = clock::now();
                 if let Err(e) = self.reclaim(&key).await {
                     tracing::warn!(shard = self.shard, error = %e, "XAUTOCLAIM failed");
@@ -139,10 +132,17 @@ impl ShardConsumer {
     }
 
     /// Re-reads this node's own pending entries (from a previous run under the same name).
-    async fn replay_own_pending(&mut self, key: &str) -> redis::RedisResult<()> {
+    async fn replay_own_pending(
+        &mut self,
+        key: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> redis::RedisResult<()> {
         let mut cursor: String = "0-0".into();
         loop {
-            let got = self.inflight.reserve(self.queue.read_batch).await;
+            let got = tokio::select! {
+                n = self.inflight.reserve(self.queue.read_batch) => n,
+                _ = stop.changed() => return Ok(()),
+            };
             let v: redis::Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(ENGINE_GROUP)
@@ -176,27 +176,16 @@ impl ShardConsumer {
             .collect()
     }
 
-    /// Resets the idle time of every entry this node holds (XCLAIM … JUSTID to itself).
-    async fn refresh_held(&mut self, key: &str) -> redis::RedisResult<()> {
-        let ids: Vec<Arc<str>> = self.inflight.held(self.shard).iter().cloned().collect();
-        for chunk in ids.chunks(1000) {
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(key).arg(ENGINE_GROUP).arg(&self.node_id).arg(0);
-            for id in chunk {
-                cmd.arg(&**id);
-            }
-            cmd.arg("JUSTID");
-            let _: redis::Value = cmd.query_async(&mut self.con).await?;
-        }
-        Ok(())
-    }
-
     /// Takes over entries idle longer than `claim_idle` (their node died).
     async fn reclaim(&mut self, key: &str) -> redis::RedisResult<()> {
         let idle_ms = self.queue.claim_idle.0.as_millis() as u64;
         let mut cursor: String = "0-0".into();
         loop {
-            let got = self.inflight.reserve(self.queue.read_batch).await;
+            // Only with room to spare: reclaiming must never wait on the budget.
+            let got = self.inflight.try_reserve(self.queue.read_batch);
+            if got == 0 {
+                return Ok(());
+            }
             let v: redis::Value = redis::cmd("XAUTOCLAIM")
                 .arg(key)
                 .arg(ENGINE_GROUP)
@@ -223,6 +212,38 @@ impl ShardConsumer {
                 return Ok(());
             }
             cursor = next;
+        }
+    }
+}
+
+/// Keeps this node's held entries from looking idle: every `every`, XCLAIM … JUSTID to itself
+/// for each held entry of `shard`. Runs on its own timer, apart from reading, so that a node
+/// whose budget is full of slow jobs (and so reads nothing) still keeps them; runs until
+/// aborted, through the shutdown grace.
+pub async fn refresh_held(
+    shard: u16,
+    node_id: String,
+    mut con: MultiplexedConnection,
+    inflight: Arc<InFlight>,
+    every: Duration,
+) {
+    let key = Keys::ready(shard);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ids: Vec<Arc<str>> = inflight.held(shard).iter().cloned().collect();
+        for chunk in ids.chunks(1000) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(&key).arg(ENGINE_GROUP).arg(&node_id).arg(0);
+            for id in chunk {
+                cmd.arg(&**id);
+            }
+            cmd.arg("JUSTID");
+            if let Err(e) = cmd.query_async::<redis::Value>(&mut con).await {
+                tracing::warn!(shard, error = %e, "refreshing held entries failed");
+                break;
+            }
         }
     }
 }

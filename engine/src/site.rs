@@ -26,6 +26,14 @@ use crate::smtp::Envelope;
 use crate::units::Rate;
 use crate::work::Work;
 
+/// How far into the queue a connection looks for a job to its own destination.
+const PREFER_SCAN: usize = 64;
+
+/// Whether two targets are the same destination (cheap when they are the same cached `Arc`).
+fn same_target(a: &Target, b: &Target) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// A job routed to a site, with the target its domain resolved to.
 #[derive(Debug)]
 pub struct Routed {
@@ -139,10 +147,22 @@ impl Site {
         }
     }
 
-    /// Pauses or resumes the site (operator control).
+    /// Pauses or resumes the site (operator control). Pausing hands the jobs queued here back
+    /// to the retry set; connections close after the message they are sending.
     pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
+        let was = self.paused.swap(paused, Ordering::SeqCst);
         self.metrics.paused.set(if paused { 1.0 } else { 0.0 });
+        if paused && !was {
+            tracing::info!(site = %self.policy.name, "site paused");
+            self.notify.notify_waiters();
+            let queued: Vec<Routed> = self.q().drain(..).collect();
+            let delay = self.refusal_delay(Duration::ZERO);
+            for r in queued {
+                self.deps.reporter.requeue(r.work, &self.policy, delay);
+            }
+        } else if !paused && was {
+            tracing::info!(site = %self.policy.name, "site resumed");
+        }
     }
 
     /// Whether the site is paused.
@@ -181,8 +201,10 @@ impl Site {
             .unwrap_or_else(|p| p.into_inner())
             .0;
         match rate {
-            Some(r) if r > 0.0 => Duration::from_secs_f64(self.policy.queue_capacity as f64 / r)
-                .clamp(base, Duration::from_secs(300)),
+            Some(r) if r > 0.0 => {
+                let drain_secs = (self.policy.queue_capacity as f64 / r).min(300.0);
+                base.max(Duration::from_secs_f64(drain_secs))
+            }
             _ => base,
         }
     }
@@ -197,12 +219,26 @@ impl Site {
         self.open.load(Ordering::Relaxed)
     }
 
-    async fn next(&self) -> Option<Routed> {
+    /// The next job, preferring one for `prefer` (the open session's destination) among the
+    /// first few queued, so a session is reused for its own destination.
+    async fn next(&self, prefer: Option<&Target>) -> Option<Routed> {
         loop {
-            if self.draining.load(Ordering::SeqCst) {
+            if self.draining.load(Ordering::SeqCst) || self.is_paused() {
                 return None;
             }
-            if let Some(r) = self.q().pop_front() {
+            let picked = {
+                let mut q = self.q();
+                let at = prefer.and_then(|t| {
+                    q.iter()
+                        .take(PREFER_SCAN)
+                        .position(|r| same_target(&r.target, t))
+                });
+                match at {
+                    Some(i) => q.remove(i),
+                    None => q.pop_front(),
+                }
+            };
+            if let Some(r) = picked {
                 return Some(r);
             }
             let notified = self.notify.notified();
@@ -229,37 +265,26 @@ impl Site {
         }
     }
 
-    /// One connection: takes jobs until idle, at its message cap, or draining.
+    /// One connection: takes jobs until idle, at its message cap, paused or draining.
     async fn connection(self: Arc<Self>) {
         self.metrics.connections.increment(1.0);
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
         let mut date = DateLine::default();
-        while let Some(item) = self.next().await {
-            self.wait_for_rate().await;
-            if session.is_none() {
-                match self
-                    .deps
-                    .connector
-                    .connect(&item.target, &self.policy.timeouts)
-                    .await
-                {
-                    Ok(s) => {
-                        self.metrics.connect_ok.increment(1);
-                        session = Some(s);
-                    }
-                    Err((mx, attempt)) => {
-                        self.metrics.connect_failed.increment(1);
-                        tracing::debug!(site = %self.policy.name, %mx, ?attempt, "connect failed");
-                        self.connect_failed(item, &mx, &attempt);
-                        // Back off before this connection tries again; jobs queued meanwhile
-                        // see the same failure (fast) or a recovered site.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
+        'jobs: loop {
+            let prefer = session.as_ref().map(|s| s.target.clone());
+            let Some(item) = self.next(prefer.as_deref()).await else {
+                break;
+            };
+            // A session to another destination is no use for this job.
+            if session
+                .as_ref()
+                .is_some_and(|s| !same_target(&s.target, &item.target))
+            {
+                if let Some(s) = session.take() {
+                    s.client.quit().await;
                 }
             }
-            let Some(s) = session.as_mut() else { continue };
             let campaign = match self.deps.renderer.campaign(item.work.job.id.campaign).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -267,45 +292,90 @@ impl Site {
                     let attempt = Attempt::Unrenderable(e.to_string());
                     self.deps
                         .reporter
-                        .outcome(item.work, &self.policy, &s.mx, &attempt);
+                        .outcome(item.work, &self.policy, "", &attempt);
                     continue;
                 }
             };
             body.clear();
             campaign.render(&item.work.job, date.get(), &mut body);
-            let env = Envelope {
-                from: &campaign.return_path,
-                to: &item.work.job.rcpt,
-                eight_bit: campaign.eight_bit,
-            };
-            let started = clock::now();
-            let result = s.client.send(&env, &body).await;
-            self.metrics
-                .reply_seconds
-                .record(started.elapsed().as_secs_f64());
-            s.sent += 1;
-            let mx = s.mx.clone();
-            match result {
-                Ok(reply) => {
-                    let done = s.sent >= self.policy.max_messages_per_connection;
-                    self.deps.reporter.outcome(
-                        item.work,
-                        &self.policy,
-                        &mx,
-                        &Attempt::Reply(reply),
-                    );
-                    if done {
-                        if let Some(s) = session.take() {
-                            s.client.quit().await;
+            self.wait_for_rate().await;
+            // A reused session may have been closed by the server while idle, or be at the
+            // server's message limit: that failure, before any transaction started, is retried
+            // once on a fresh session without charging the job an attempt.
+            let mut retried = false;
+            loop {
+                if session.is_none() {
+                    match self
+                        .deps
+                        .connector
+                        .connect(&item.target, &self.policy.timeouts)
+                        .await
+                    {
+                        Ok(s) => {
+                            self.metrics.connect_ok.increment(1);
+                            session = Some(s);
+                        }
+                        Err((mx, attempt)) => {
+                            self.metrics.connect_failed.increment(1);
+                            tracing::debug!(site = %self.policy.name, %mx, ?attempt, "connect failed");
+                            self.connect_failed(item, &mx, &attempt);
+                            // Back off before this connection tries again; jobs queued
+                            // meanwhile see the same failure (fast) or a recovered site.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue 'jobs;
                         }
                     }
                 }
-                Err(e) => {
-                    session = None;
-                    self.deps
-                        .reporter
-                        .outcome(item.work, &self.policy, &mx, &e.to_attempt());
+                let Some(s) = session.as_mut() else {
+                    continue;
+                };
+                let reused = s.sent > 0;
+                let env = Envelope {
+                    from: &campaign.return_path,
+                    to: &item.work.job.rcpt,
+                    eight_bit: campaign.eight_bit,
+                };
+                let started = clock::now();
+                let result = s.client.send(&env, &body).await;
+                self.metrics
+                    .reply_seconds
+                    .record(started.elapsed().as_secs_f64());
+                s.sent += 1;
+                let mx = s.mx.clone();
+                match result {
+                    Ok(reply) => {
+                        let done = s.sent >= self.policy.max_messages_per_connection;
+                        self.deps.reporter.session_outcome(
+                            item.work,
+                            &self.policy,
+                            &mx,
+                            &Attempt::Reply(reply),
+                            reused,
+                        );
+                        if done {
+                            if let Some(s) = session.take() {
+                                s.client.quit().await;
+                            }
+                        }
+                    }
+                    Err(e) if reused && !retried && e.before_transaction() => {
+                        tracing::debug!(site = %self.policy.name, error = %e, "stale session; retrying on a fresh one");
+                        session = None;
+                        retried = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        session = None;
+                        self.deps.reporter.session_outcome(
+                            item.work,
+                            &self.policy,
+                            &mx,
+                            &e.to_attempt(),
+                            reused,
+                        );
+                    }
                 }
+                break;
             }
         }
         if let Some(s) = session.take() {
@@ -315,7 +385,7 @@ impl Site {
         self.open.fetch_sub(1, Ordering::AcqRel);
         // A job may have arrived between our last look and the decrement.
         let queued = self.queued();
-        if queued > 0 && !self.draining.load(Ordering::SeqCst) {
+        if queued > 0 && !self.draining.load(Ordering::SeqCst) && !self.is_paused() {
             self.maybe_open(queued.max(2));
         }
     }

@@ -146,3 +146,45 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
     buf
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_site_many_destinations_never_mix() {
+    // Two domains of the default site with different MX hosts: a session opened for one must
+    // never carry the other's mail.
+    let zone = format!("{STANDARD_ZONE}\nelse.test MX 10 mx.else.test\nmx.else.test A 127.0.0.7\n");
+    let world = World::start(
+        &zone,
+        vec![
+            (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
+            (Ipv4Addr::new(127, 0, 0, 7), Profile::plain("else")),
+        ],
+    )
+    .await;
+    let mut con = world.redis.con().await;
+    let jobs = (0..2000)
+        .map(|i| {
+            let domain = if i % 2 == 0 {
+                "other.test"
+            } else {
+                "else.test"
+            };
+            job(i, &format!("m{i}@{domain}"))
+        })
+        .collect();
+    queue::enqueue(&mut con, SHARDS, jobs).await;
+    let engine = world.engine(world.config("", "[sites.default]\nmax_connections = 3\n"));
+    let events = queue::wait_events(&con, 2000, Duration::from_secs(60)).await;
+    engine.stop().await.expect("clean stop");
+    assert!(events.iter().all(|e| e.status == EventStatus::Delivered));
+    let stats = world.sink.stats();
+    assert_eq!(stats.profile("other").expect("other").accepted, 1000);
+    assert_eq!(stats.profile("else").expect("else").accepted, 1000);
+    for e in &events {
+        let want = if e.rcpt.ends_with("@other.test") {
+            "mx.other.test"
+        } else {
+            "mx.else.test"
+        };
+        assert_eq!(e.mx, want, "{} went through its own MX", e.rcpt);
+    }
+}

@@ -55,6 +55,20 @@ pub enum SmtpError {
 }
 
 impl SmtpError {
+    /// The session failed before a transaction started (closed, reset, or a 421 to RSET or
+    /// MAIL): on a reused session this means it went stale, not that the message is at fault.
+    pub fn before_transaction(&self) -> bool {
+        match self {
+            SmtpError::Io { phase, .. } | SmtpError::Closed { phase } => {
+                matches!(*phase, "rset" | "mail")
+            }
+            SmtpError::Refused { phase, reply } => {
+                matches!(*phase, "rset" | "mail") && reply.closes_connection()
+            }
+            _ => false,
+        }
+    }
+
     /// The attempt to classify.
     pub fn to_attempt(&self) -> Attempt {
         match self {
@@ -63,7 +77,10 @@ impl SmtpError {
             }
             SmtpError::Timeout { phase } => Attempt::Timeout(phase),
             SmtpError::Garbage { .. } => Attempt::Garbage(self.to_string()),
-            SmtpError::Refused { reply, .. } => Attempt::Reply(reply.clone()),
+            SmtpError::Refused { phase, reply } => match *phase {
+                "banner" | "ehlo" | "helo" | "starttls" => Attempt::SessionRefused(reply.clone()),
+                _ => Attempt::Reply(reply.clone()),
+            },
             SmtpError::Tls(e) => Attempt::Tls(e.clone()),
         }
     }
@@ -247,17 +264,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             let r = self.read_reply("rset", t.command).await?;
             self.check_alive(&r, "rset")?;
         }
+        // A 421 means the server is closing: report it at once, before reading replies that
+        // will never come.
         let mail = self.read_reply("mail", t.command).await?;
+        self.check_alive(&mail, "mail")?;
         let rcpt = self.read_reply("rcpt", t.command).await?;
+        self.check_alive(&rcpt, "rcpt")?;
         let data = self.read_reply("data", t.command).await?;
-        for (r, phase) in [(&mail, "mail"), (&rcpt, "rcpt"), (&data, "data")] {
-            if r.closes_connection() {
-                return Err(SmtpError::Refused {
-                    phase,
-                    reply: r.clone(),
-                });
-            }
-        }
+        self.check_alive(&data, "data")?;
         let deciding = [&mail, &rcpt]
             .into_iter()
             .find(|r| !r.is_positive())
@@ -273,11 +287,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             self.needs_rset = mail.is_positive();
             return Ok(refused);
         }
-        if data.code != 354 {
-            self.needs_rset = true;
-            return Ok(data);
+        self.after_data(data, body).await
+    }
+
+    /// Sends the body after a 354; any other positive reply to DATA is a protocol violation
+    /// (the body was never sent, so it must not count as delivered).
+    async fn after_data(&mut self, data: Reply, body: &[u8]) -> Result<Reply, SmtpError> {
+        if data.code == 354 {
+            return self.finish_data(body).await;
         }
-        self.finish_data(body).await
+        if data.is_positive() {
+            return Err(SmtpError::Garbage {
+                phase: "data",
+                error: ReplyError::Malformed(format!("{} to DATA instead of 354", data.code)),
+            });
+        }
+        self.needs_rset = true;
+        Ok(data)
     }
 
     async fn send_unpipelined(
@@ -312,11 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.command("DATA\r\n".into(), "data", t.command).await?;
         let data = self.read_reply("data", t.command).await?;
         self.check_alive(&data, "data")?;
-        if data.code != 354 {
-            self.needs_rset = true;
-            return Ok(data);
-        }
-        self.finish_data(body).await
+        self.after_data(data, body).await
     }
 
     async fn finish_data(&mut self, body: &[u8]) -> Result<Reply, SmtpError> {
@@ -556,6 +578,58 @@ mod tests {
         };
         let err = c.send(&env, b"x\r\n").await.expect_err("421");
         assert!(matches!(err.to_attempt(), Attempt::Reply(r) if r.code == 421));
+    }
+
+    #[tokio::test]
+    async fn a_421_to_mail_is_reported_even_when_the_server_hangs_up() {
+        // The server answers MAIL with 421 and closes: the RCPT and DATA replies never come.
+        let (client, server) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut lines = BufReader::new(r).lines();
+            let _ = w.write_all(b"220 x\r\n").await;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("EHLO") {
+                    let _ = w.write_all(b"250-x\r\n250 PIPELINING\r\n").await;
+                } else if line.starts_with("MAIL") {
+                    let _ = w
+                        .write_all(b"421 Max message per connection reached, closing transmission channel\r\n")
+                        .await;
+                    return;
+                }
+            }
+        });
+        let mut c = SmtpClient::new(client, timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        let env = Envelope {
+            from: "f@me",
+            to: "t@x",
+            eight_bit: false,
+        };
+        let err = c.send(&env, b"x\r\n").await.expect_err("421");
+        assert!(err.before_transaction(), "{err}");
+        assert!(matches!(err.to_attempt(), Attempt::Reply(r) if r.code == 421));
+    }
+
+    #[tokio::test]
+    async fn a_positive_reply_to_data_without_354_is_not_a_delivery() {
+        let script = |line: &str, d: &mut bool| {
+            if line == "DATA" {
+                return Some("250 sure\r\n".into());
+            }
+            good(line, d)
+        };
+        let mut c = SmtpClient::new(server(script), timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        let env = Envelope {
+            from: "f@me",
+            to: "t@x",
+            eight_bit: false,
+        };
+        let err = c.send(&env, b"x\r\n").await.expect_err("protocol error");
+        assert!(matches!(err.to_attempt(), Attempt::Garbage(_)));
     }
 
     #[tokio::test]
