@@ -156,7 +156,8 @@ impl Campaign {
         out.push(b'@');
         out.extend_from_slice(self.message_id_domain.as_bytes());
         out.extend_from_slice(b">\r\nTo: <");
-        out.extend_from_slice(clean_header(&job.rcpt).as_bytes());
+        // The dispatcher refused addresses with control characters; filter anyway, bytewise.
+        out.extend(job.rcpt.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
         out.extend_from_slice(b">\r\n");
         if let Some(t) = &self.subject_template {
             let subject = fill(t, &self.field_names, &job.fields);

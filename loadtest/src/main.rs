@@ -11,6 +11,11 @@ use hikyaku_loadtest::dns::{DnsServer, Zone};
 use hikyaku_loadtest::enqueue;
 use hikyaku_loadtest::sink::{ListenerSpec, Profile, ProviderKind, Sink, SinkConfig};
 
+/// mimalloc, as in the engine: the sink allocates per message too, and the benchmark should
+/// measure protocol work, not glibc's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// hikyaku's load-test kit.
 #[derive(Debug, Parser)]
 #[command(version, about)]

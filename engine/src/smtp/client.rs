@@ -419,16 +419,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                     self.rbuf.drain(..self.rstart);
                     self.rstart = 0;
                 }
-                let len = self.rbuf.len();
-                self.rbuf.resize(len + 4096, 0);
-                let n = match self.stream.read(&mut self.rbuf[len..]).await {
+                // Read into spare capacity: no zero-filling per read.
+                self.rbuf.reserve(4096);
+                let n = match self.stream.read_buf(&mut self.rbuf).await {
                     Ok(n) => n,
-                    Err(source) => {
-                        self.rbuf.truncate(len);
-                        return Err(SmtpError::Io { phase, source });
-                    }
+                    Err(source) => return Err(SmtpError::Io { phase, source }),
                 };
-                self.rbuf.truncate(len + n);
                 if n == 0 {
                     return Err(SmtpError::Closed { phase });
                 }
