@@ -80,34 +80,26 @@ pub async fn events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> 
     out
 }
 
-/// Where jobs are: (entries in ready streams, pending in the group, in retry sets).
+/// Where jobs are: (entries in ready streams, pending in the group, in retry sets), counted by
+/// one script so the counts of different shards are a consistent snapshot.
 pub async fn depths(con: &mut MultiplexedConnection, shards: u16) -> (u64, u64, u64) {
-    let (mut ready, mut pending, mut retry) = (0, 0, 0);
+    const COUNT: &str = r"
+        local ready, pending, retry = 0, 0, 0
+        for i = 1, #KEYS, 2 do
+            ready = ready + redis.call('XLEN', KEYS[i])
+            local ok, summary = pcall(redis.call, 'XPENDING', KEYS[i], ARGV[1])
+            if ok then pending = pending + summary[1] end
+            retry = retry + redis.call('ZCARD', KEYS[i + 1])
+        end
+        return {ready, pending, retry}
+    ";
+    let script = redis::Script::new(COUNT);
+    let mut inv = script.prepare_invoke();
     for shard in 0..shards {
-        let len: u64 = redis::cmd("XLEN")
-            .arg(Keys::ready(shard))
-            .query_async(con)
-            .await
-            .expect("xlen");
-        ready += len;
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(Keys::ready(shard))
-            .arg(ENGINE_GROUP)
-            .query_async(con)
-            .await
-            .unwrap_or(redis::Value::Nil);
-        if let redis::Value::Array(v) = summary {
-            if let Some(redis::Value::Int(n)) = v.first() {
-                pending += *n as u64;
-            }
-        }
-        let z: u64 = redis::cmd("ZCARD")
-            .arg(Keys::retry(shard))
-            .query_async(con)
-            .await
-            .expect("zcard");
-        retry += z;
+        inv.key(Keys::ready(shard)).key(Keys::retry(shard));
     }
+    inv.arg(ENGINE_GROUP);
+    let (ready, pending, retry): (u64, u64, u64) = inv.invoke_async(con).await.expect("depths");
     (ready, pending, retry)
 }
 
