@@ -39,7 +39,8 @@ pub async fn run(
     }
 }
 
-async fn poll(
+/// One reading of every site's control hash and every shard's depths.
+pub async fn poll(
     con: &mut MultiplexedConnection,
     sites: &BTreeMap<String, Arc<Site>>,
     shards: u16,

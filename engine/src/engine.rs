@@ -139,6 +139,8 @@ pub async fn run(
     )
     .ok_or_else(|| EngineError::Config("no default site".into()))?;
 
+    // Operator state first: a site paused before this node started must not get a message.
+    control::poll(&mut con.clone(), &sites, config.shards, &inflight, &Metrics).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = Vec::new();
     for shard in 0..config.shards {
