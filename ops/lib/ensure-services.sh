@@ -46,5 +46,30 @@ hk_ensure_redis() {
     fi
 }
 
+hk_ensure_postgres() {
+    if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        hk_log "PostgreSQL not found: installing Debian's postgresql"
+        hk_apt_install postgresql
+    fi
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        hk_log "starting PostgreSQL"
+        local v
+        v="$(ls /etc/postgresql | sort -V | tail -1)"
+        pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null \
+            || su postgres -c "pg_ctlcluster $v main start"
+        for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+    fi
+    # Tests create and drop their own databases as `postgres`. A fresh Debian install asks for
+    # a password over TCP: give the local superuser one for this development machine.
+    if [ -z "${HIKYAKU_TEST_DATABASE_URL:-}" ]; then
+        if psql "postgres://postgres@127.0.0.1:5432/postgres" -tAc 'select 1' >/dev/null 2>&1; then
+            export HIKYAKU_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+        else
+            su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+            export HIKYAKU_TEST_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+        fi
+    fi
+}
+
 # One target directory for every build of this checkout and of fresh clones on this machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hikyaku/target}"

@@ -7,6 +7,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The consumer group every engine node joins on every shard's ready stream.
 pub const ENGINE_GROUP: &str = "hk-engine";
 
+/// The consumer group the API's recorder reads every shard's events stream with.
+pub const RECORDER_GROUP: &str = "hk-recorder";
+
 /// Field name of the encoded job in a ready-stream entry.
 pub const JOB_FIELD: &str = "j";
 
@@ -39,6 +42,12 @@ impl Keys {
     /// `hk:{sN}:events`: the events stream of a shard.
     pub fn events(shard: u16) -> String {
         format!("hk:{{s{shard}}}:events")
+    }
+
+    /// `hk:{sN}:expanded`: per campaign, the highest job `seq` expansion has enqueued on this
+    /// shard (makes replayed expansion pages idempotent).
+    pub fn expanded(shard: u16) -> String {
+        format!("hk:{{s{shard}}}:expanded")
     }
 
     /// `hk:camp:{id}`: the frozen campaign snapshot hash.

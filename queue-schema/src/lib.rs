@@ -17,6 +17,7 @@
 //! | `hk:camp:{<id>}:n` | hash | live per-campaign counters (written by the recorder) |
 //! | `hk:{s<N>}:ready` | stream | jobs of shard N, field `j` = encoded [`Job`]; consumer group [`ENGINE_GROUP`] |
 //! | `hk:{s<N>}:retry` | sorted set | deferred jobs (member = encoded [`Job`]) scored by due time in ms |
+//! | `hk:{s<N>}:expanded` | hash | per campaign id, the highest job `seq` expansion enqueued on the shard |
 //! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, field `e`, for the recorder |
 //! | `hk:site:<site>:ctl` | hash | `paused` (`1`/`0`), `rate` (msg/s override, `0` = none) |
 //!
@@ -30,7 +31,8 @@
 //! shard's retry set, or finished with exactly one event on the shard's events stream. The three
 //! scripts in [`scripts`] are the only transitions, each atomic:
 //! [`scripts::finish`] (ready → event), [`scripts::defer`] (ready → retry) and
-//! [`scripts::move_due`] (retry → ready).
+//! [`scripts::move_due`] (retry → ready); jobs enter through [`scripts::enqueue`], which
+//! skips any job a replayed expansion page already added.
 //!
 //! # Layout
 //!

@@ -16,11 +16,14 @@ use crate::keys::{Keys, ENGINE_GROUP};
 pub const FINISH_LUA: &str = include_str!("../lua/finish.lua");
 /// Source of `lua/defer.lua`.
 pub const DEFER_LUA: &str = include_str!("../lua/defer.lua");
+/// Source of `lua/enqueue.lua`.
+pub const ENQUEUE_LUA: &str = include_str!("../lua/enqueue.lua");
 /// Source of `lua/move_due.lua`.
 pub const MOVE_DUE_LUA: &str = include_str!("../lua/move_due.lua");
 
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(DEFER_LUA));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_LUA));
 static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| Script::new(MOVE_DUE_LUA));
 
 /// A job that reached an end state: its ready-stream entry id and its encoded event.
@@ -98,4 +101,26 @@ pub async fn move_due<C: ConnectionLike>(
         .arg(limit)
         .invoke_async(con)
         .await
+}
+
+/// Appends a campaign's jobs for `shard` (in ascending `seq` order) to its ready stream, skipping
+/// any `seq` at or below the campaign's high mark on this shard: replaying a page after a crash
+/// enqueues nothing twice. Returns how many were added.
+pub async fn enqueue<C: ConnectionLike>(
+    con: &mut C,
+    shard: u16,
+    campaign: u64,
+    jobs: &[(u64, Vec<u8>)],
+) -> redis::RedisResult<usize> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let mut inv = ENQUEUE.prepare_invoke();
+    inv.key(Keys::ready(shard))
+        .key(Keys::expanded(shard))
+        .arg(campaign);
+    for (seq, job) in jobs {
+        inv.arg(*seq).arg(&job[..]);
+    }
+    inv.invoke_async(con).await
 }

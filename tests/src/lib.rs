@@ -8,7 +8,9 @@
 //! - [`redis`]: a throwaway Redis server.
 //! - [`world`]: DNS + sink + engine config for one scenario.
 //! - [`queue`]: enqueuing jobs and reading events and queue depths.
+//! - [`api`]: the API in-process over a fresh PostgreSQL database.
 
+pub mod api;
 pub mod queue;
 pub mod redis;
 pub mod world;

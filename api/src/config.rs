@@ -1,0 +1,31 @@
+//! The API's settings (flags with environment fallbacks, parsed by the binary).
+
+use std::net::SocketAddr;
+
+/// API settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiConfig {
+    /// PostgreSQL URL of the record.
+    #[arg(
+        long,
+        env = "HIKYAKU_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/hikyaku"
+    )]
+    pub database_url: String,
+    /// Redis URL of the queues.
+    #[arg(
+        long,
+        env = "HIKYAKU_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "HIKYAKU_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Shard count if Redis has none recorded yet (else Redis's wins).
+    #[arg(long, env = "HIKYAKU_SHARDS", default_value_t = 4)]
+    pub shards: u16,
+    /// PostgreSQL connections.
+    #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+}

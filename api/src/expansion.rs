@@ -1,0 +1,248 @@
+//! Campaign expansion: the frozen snapshot into Redis, then every active, unsuppressed
+//! subscriber of the list into the shard streams, in keyset pages.
+//!
+//! Resumable without duplicates: pages go through `queue-schema`'s `enqueue` script, which
+//! skips any job at or below the campaign's per-shard high mark, so a page replayed after a
+//! crash (the cursor in PostgreSQL is written after the page) enqueues nothing twice. Pausable:
+//! the campaign's status is read before every page.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hikyaku_queue_schema::keys::SNAPSHOT_FIELD;
+use hikyaku_queue_schema::{scripts, shard_for_domain, CampaignSnapshot, Job, JobId, Keys};
+use sqlx::FromRow;
+
+use crate::error::ApiError;
+use crate::routes::campaigns::Campaign;
+use crate::state::AppState;
+
+/// Subscribers read per page.
+const PAGE: i64 = 10_000;
+
+/// The merge fields a campaign uses: every `{{name}}` in its subject and bodies.
+pub fn field_names(texts: &[&str]) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for t in texts {
+        let mut rest = *t;
+        while let Some(start) = rest.find("{{") {
+            rest = &rest[start + 2..];
+            let Some(end) = rest.find("}}") else { break };
+            let name = &rest[..end];
+            if !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                names.insert(name.to_owned());
+            }
+            rest = &rest[end + 2..];
+        }
+    }
+    names.into_iter().collect()
+}
+
+fn snapshot(tenant: i64, c: &Campaign) -> CampaignSnapshot {
+    let domain = c.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    CampaignSnapshot {
+        id: c.id as u64,
+        tenant: tenant.to_string(),
+        from_name: c.from_name.clone(),
+        from_addr: c.from_addr.clone(),
+        reply_to: c.reply_to.clone(),
+        subject: c.subject.clone(),
+        text_body: c.text_body.clone(),
+        html_body: c.html_body.clone(),
+        field_names: field_names(&[&c.subject, &c.text_body, &c.html_body]),
+        return_path: c.from_addr.clone(),
+        message_id_domain: domain.to_owned(),
+    }
+}
+
+/// Writes the campaign's frozen snapshot to Redis (idempotent).
+pub async fn freeze(state: &AppState, tenant: i64, c: &Campaign) -> Result<(), ApiError> {
+    let mut con = state.redis.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(Keys::campaign(c.id as u64))
+        .arg(SNAPSHOT_FIELD)
+        .arg(snapshot(tenant, c).encode())
+        .query_async(&mut con)
+        .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct Expanding {
+    id: i64,
+    tenant_id: i64,
+    list_id: i64,
+    subject: String,
+    text_body: String,
+    html_body: String,
+    priority: i16,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    expansion_cursor: i64,
+}
+
+#[derive(FromRow)]
+struct Recipient {
+    id: i64,
+    email: String,
+    attributes: serde_json::Value,
+    excluded: bool,
+}
+
+fn value_of(attrs: &serde_json::Value, name: &str, email: &str) -> String {
+    if name == "email" {
+        return email.to_owned();
+    }
+    match attrs.get(name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Expands one campaign to the end (or until it leaves `sending`).
+pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
+    let Some(c) = sqlx::query_as::<_, Expanding>(
+        "SELECT id, tenant_id, list_id, subject, text_body, html_body, priority, expires_at, expansion_cursor \
+         FROM campaigns WHERE id = $1 AND status = 'sending' AND NOT expansion_done",
+    )
+    .bind(campaign)
+    .fetch_optional(&state.db)
+    .await?
+    else {
+        return Ok(());
+    };
+    let names = field_names(&[&c.subject, &c.text_body, &c.html_body]);
+    let expires_ms = c
+        .expires_at
+        .map_or(0, |t| t.timestamp_millis().max(1) as u64);
+    let mut cursor = c.expansion_cursor;
+    let mut con = state.redis.clone();
+    loop {
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM campaigns WHERE id = $1")
+            .bind(c.id)
+            .fetch_one(&state.db)
+            .await?;
+        if status != "sending" {
+            tracing::info!(campaign = c.id, %status, "expansion stops: campaign left sending");
+            return Ok(());
+        }
+        let rows = sqlx::query_as::<_, Recipient>(
+            "SELECT s.id, s.email, s.attributes, \
+               (s.status <> 'active' OR EXISTS (SELECT 1 FROM suppressions x \
+                  WHERE x.tenant_id = $3 AND x.email_lower = s.email_lower)) AS excluded \
+             FROM subscribers s WHERE s.list_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $4",
+        )
+        .bind(c.list_id)
+        .bind(cursor)
+        .bind(c.tenant_id)
+        .bind(PAGE)
+        .fetch_all(&state.db)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.id) else {
+            sqlx::query(
+                "UPDATE campaigns SET expansion_done = true, updated_at = now() WHERE id = $1",
+            )
+            .bind(c.id)
+            .execute(&state.db)
+            .await?;
+            crate::recorder::maybe_complete(state, c.id).await?;
+            tracing::info!(campaign = c.id, "expansion done");
+            return Ok(());
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let mut by_shard: BTreeMap<u16, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        let mut skipped = 0i64;
+        for r in &rows {
+            if r.excluded {
+                skipped += 1;
+                continue;
+            }
+            let job = Job {
+                id: JobId {
+                    campaign: c.id as u64,
+                    seq: r.id as u64,
+                },
+                attempt: 0,
+                queued_ms: now_ms,
+                expires_ms,
+                priority: c.priority.clamp(0, 9) as u8,
+                rcpt: r.email.clone(),
+                fields: names
+                    .iter()
+                    .map(|n| value_of(&r.attributes, n, &r.email))
+                    .collect(),
+            };
+            let shard = shard_for_domain(job.domain(), state.shards);
+            by_shard
+                .entry(shard)
+                .or_default()
+                .push((r.id as u64, job.encode()));
+        }
+        let mut added = 0usize;
+        for (shard, jobs) in &by_shard {
+            added += scripts::enqueue(&mut con, *shard, c.id as u64, jobs).await?;
+        }
+        sqlx::query(
+            "UPDATE campaigns SET expansion_cursor = $2, expanded = expanded + $3, skipped = skipped + $4, \
+             updated_at = now() WHERE id = $1",
+        )
+        .bind(c.id)
+        .bind(last)
+        .bind(added as i64)
+        .bind(skipped)
+        .execute(&state.db)
+        .await?;
+        cursor = last;
+    }
+}
+
+/// Runs until `shutdown`: expands every campaign in `sending` that is not done, then waits for
+/// a notification (a new send) or a second.
+pub async fn run(state: AppState, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut shutdown = shutdown;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let pending: Result<Vec<(i64,)>, sqlx::Error> = sqlx::query_as(
+            "SELECT id FROM campaigns WHERE status = 'sending' AND NOT expansion_done ORDER BY priority DESC, id",
+        )
+        .fetch_all(&state.db)
+        .await;
+        match pending {
+            Ok(ids) => {
+                for (id,) in ids {
+                    if let Err(e) = expand(&state, id).await {
+                        tracing::warn!(campaign = id, error = %e, "expansion interrupted; will resume");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing campaigns to expand failed"),
+        }
+        tokio::select! {
+            _ = state.expander.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_names;
+
+    #[test]
+    fn merge_fields_are_found_once_each() {
+        assert_eq!(
+            field_names(&[
+                "Hi {{first_name}}",
+                "{{plan}} and {{first_name}} {{bad name}} {{ x }} {{",
+                "{{email}}"
+            ]),
+            ["email", "first_name", "plan"]
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! hikyaku's customer API: tenants, lists, subscribers and campaigns in PostgreSQL (the system
+//! of record, written only here); campaign expansion into the Redis queues through
+//! `hikyaku-queue-schema`; the recorder that brings the engine's events back; and the admin
+//! CLI `hikyaku`. The API never speaks SMTP; the engine never reads PostgreSQL.
+//!
+//! # Layout
+//!
+//! - [`server`]: `app(state)` (the router) and `run(config, listener, shutdown)`.
+//! - [`routes`]: one router per resource (`lists`, `subscribers`, `import`, `campaigns`,
+//!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
+//! - [`auth`] (Bearer key → tenant), [`keys`] (key making and hashing), [`error`]
+//!   (problem+json), [`json`] (body extractor naming the bad field), [`address`] (validation).
+//! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
+//! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
+//! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings.
+//! - Migrations: `api/migrations`.
+
+pub mod address;
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod expansion;
+pub mod json;
+pub mod keys;
+pub mod openapi;
+pub mod recorder;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+pub use config::ApiConfig;
+pub use server::{app, run};

@@ -1,0 +1,272 @@
+//! The recorder: every shard's events stream → PostgreSQL, in batches, idempotently.
+//!
+//! Each shard is read by the `hk-recorder` consumer group. A batch is inserted with
+//! `ON CONFLICT DO NOTHING` on the engine's idempotency key `(campaign, seq, attempt)`; only the
+//! rows really inserted move the live counters and add suppressions, and the entries are acked and
+//! deleted only after the transaction commits — so a replayed event changes nothing and a crash
+//! loses nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hikyaku_queue_schema::keys::{EVENT_FIELD, RECORDER_GROUP};
+use hikyaku_queue_schema::{Event, Keys};
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Events per batch.
+const BATCH: usize = 2_000;
+
+/// Reasons that make an address undeliverable for the tenant from now on.
+const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
+
+/// Marks a campaign completed once every enqueued job has an end state.
+pub async fn maybe_complete(state: &AppState, campaign: i64) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE campaigns SET status = 'completed', updated_at = now() \
+         WHERE id = $1 AND status = 'sending' AND expansion_done \
+           AND expanded <= (SELECT COALESCE(sum(n), 0) FROM campaign_counters WHERE campaign_id = $1)",
+    )
+    .bind(campaign)
+    .execute(&state.db)
+    .await?;
+    Ok(())
+}
+
+/// Records a batch of events; returns how many were new.
+pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
+    let events: Vec<&Event> = events.iter().filter(|e| e.id.campaign > 0).collect();
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&Event) -> String| events.iter().map(|e| f(e)).collect::<Vec<String>>();
+    let campaign: Vec<i64> = events.iter().map(|e| e.id.campaign as i64).collect();
+    let seq: Vec<i64> = events.iter().map(|e| e.id.seq as i64).collect();
+    let attempt: Vec<i32> = events.iter().map(|e| e.attempt as i32).collect();
+    let code: Vec<i32> = events.iter().map(|e| i32::from(e.code)).collect();
+    let queued: Vec<f64> = events.iter().map(|e| e.queued_ms as f64 / 1000.0).collect();
+    let at: Vec<f64> = events.iter().map(|e| e.at_ms as f64 / 1000.0).collect();
+    let mut tx = state.db.begin().await?;
+    let inserted: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
+        "INSERT INTO delivery_events (campaign_id, seq, attempt, tenant_id, status, reason, code, enhanced, \
+           detail, site, mx, rcpt, queued_at, at) \
+         SELECT u.c, u.s, u.a, k.tenant_id, u.st, u.r, u.code, u.e, u.d, u.site, u.mx, u.rcpt, \
+           to_timestamp(u.q), to_timestamp(u.t) \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], \
+           $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[]) \
+           AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
+         JOIN campaigns k ON k.id = u.c \
+         ON CONFLICT (campaign_id, seq, attempt) DO NOTHING \
+         RETURNING campaign_id, tenant_id, status, site, reason, lower(rcpt)",
+    )
+    .bind(&campaign)
+    .bind(&seq)
+    .bind(&attempt)
+    .bind(col(|e| e.status.as_str().to_owned()))
+    .bind(col(|e| e.reason.clone()))
+    .bind(&code)
+    .bind(col(|e| e.enhanced.clone()))
+    .bind(col(|e| e.text.clone()))
+    .bind(col(|e| e.site.clone()))
+    .bind(col(|e| e.mx.clone()))
+    .bind(col(|e| e.rcpt.clone()))
+    .bind(&queued)
+    .bind(&at)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut counts: HashMap<(i64, String, String), i64> = HashMap::new();
+    let mut suppress: Vec<(i64, String, String)> = Vec::new();
+    for (c, tenant, status, site, reason, rcpt) in &inserted {
+        *counts
+            .entry((*c, status.clone(), site.clone()))
+            .or_insert(0) += 1;
+        if status == "bounced" && HARD_BOUNCES.contains(&reason.as_str()) {
+            suppress.push((*tenant, rcpt.clone(), reason.clone()));
+        }
+    }
+    if !counts.is_empty() {
+        let (mut c, mut st, mut si, mut n) = (vec![], vec![], vec![], vec![]);
+        for ((cid, status, site), k) in counts {
+            c.push(cid);
+            st.push(status);
+            si.push(site);
+            n.push(k);
+        }
+        sqlx::query(
+            "INSERT INTO campaign_counters (campaign_id, status, site, n) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+             ON CONFLICT (campaign_id, status, site) DO UPDATE SET n = campaign_counters.n + EXCLUDED.n",
+        )
+        .bind(&c)
+        .bind(&st)
+        .bind(&si)
+        .bind(&n)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !suppress.is_empty() {
+        let t: Vec<i64> = suppress.iter().map(|s| s.0).collect();
+        let e: Vec<&str> = suppress.iter().map(|s| s.1.as_str()).collect();
+        let r: Vec<&str> = suppress.iter().map(|s| s.2.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
+             SELECT t, e, r, 'bounce' FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS u(t, e, r) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&t)
+        .bind(&e)
+        .bind(&r)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let mut touched: Vec<i64> = inserted.iter().map(|r| r.0).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    for c in touched {
+        maybe_complete(state, c).await?;
+    }
+    Ok(inserted.len())
+}
+
+async fn read(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    from: &str,
+    block: bool,
+) -> redis::RedisResult<Vec<(String, Option<Vec<u8>>)>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(RECORDER_GROUP)
+        .arg("recorder")
+        .arg("COUNT")
+        .arg(BATCH);
+    if block {
+        cmd.arg("BLOCK").arg(500);
+    }
+    cmd.arg("STREAMS").arg(key).arg(from);
+    let reply: Option<StreamReadReply> = cmd.query_async(con).await?;
+    Ok(reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .map(|e| {
+            let bytes = e.get::<Vec<u8>>(EVENT_FIELD);
+            (e.id, bytes)
+        })
+        .collect())
+}
+
+/// Records one shard's events until `shutdown`.
+async fn shard_loop(
+    state: AppState,
+    client: redis::Client,
+    shard: u16,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let key = Keys::events(shard);
+    let mut from = "0".to_owned(); // first our own pending entries, then new ones
+    let mut backoff = Duration::from_millis(100);
+    let mut con = loop {
+        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        match client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "recorder cannot reach Redis; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg(RECORDER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut con)
+        .await;
+    while !*shutdown.borrow() {
+        let entries = match read(&mut con, &key, &from, from == ">").await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "reading events failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if entries.is_empty() {
+            from = ">".into();
+            continue;
+        }
+        let events: Vec<Event> = entries
+            .iter()
+            .filter_map(|(id, bytes)| match bytes.as_deref().map(Event::decode) {
+                Some(Ok(e)) => Some(e),
+                other => {
+                    tracing::warn!(shard, entry = %id, ?other, "undecodable event skipped");
+                    None
+                }
+            })
+            .collect();
+        // Until PostgreSQL takes the batch, keep trying: the entries stay pending meanwhile.
+        loop {
+            match record(&state, &events).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "recording events failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        backoff = Duration::from_millis(100);
+        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+        let acked: redis::RedisResult<()> = redis::pipe()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(RECORDER_GROUP)
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(&ids)
+            .ignore()
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = acked {
+            tracing::warn!(shard, error = %e, "acking recorded events failed; they will be replayed (harmlessly)");
+        }
+    }
+}
+
+/// Spawns one recorder task per shard.
+pub fn spawn(
+    state: AppState,
+    client: redis::Client,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..state.shards)
+        .map(|shard| {
+            tokio::spawn(shard_loop(
+                state.clone(),
+                client.clone(),
+                shard,
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}

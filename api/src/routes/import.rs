@@ -1,0 +1,350 @@
+//! `POST /v1/lists/{id}/subscribers/import`: a streamed CSV (`text/csv`, header row with an
+//! `email` column, other columns become attributes) or NDJSON (`application/x-ndjson`, one
+//! `{"email": …, "attributes": {…}}` per line) body. The body is never held whole: lines are
+//! parsed as chunks arrive and inserted in batches; the report names duplicate and invalid rows by
+//! line number.
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::routing::post;
+use axum::Router;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::lists::owned;
+use super::subscribers::check_attributes;
+use crate::address;
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Rows per INSERT.
+const BATCH: usize = 5_000;
+/// Line numbers listed per category in the report (counts are always exact).
+const MAX_LISTED: usize = 1_000;
+/// Longest accepted line.
+const MAX_LINE: usize = 64 * 1024;
+
+/// A rejected row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RowError {
+    /// 1-based line number in the body.
+    pub line: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    /// Rows added to the list.
+    pub accepted: u64,
+    /// Rows whose address was already in the list (or earlier in the body).
+    pub duplicates: u64,
+    /// Rows that could not be used.
+    pub invalid: u64,
+    /// Line numbers of duplicates (the first 1,000).
+    pub duplicate_lines: Vec<u64>,
+    /// Invalid rows with reasons (the first 1,000).
+    pub invalid_rows: Vec<RowError>,
+}
+
+impl ImportReport {
+    fn invalid(&mut self, line: u64, error: String) {
+        self.invalid += 1;
+        if self.invalid_rows.len() < MAX_LISTED {
+            self.invalid_rows.push(RowError { line, error });
+        }
+    }
+
+    fn duplicate(&mut self, line: u64) {
+        self.duplicates += 1;
+        if self.duplicate_lines.len() < MAX_LISTED {
+            self.duplicate_lines.push(line);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    Ndjson,
+}
+
+struct Row {
+    line: u64,
+    email: String,
+    lower: String,
+    attributes: serde_json::Value,
+}
+
+/// Routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/lists/{id}/subscribers/import", post(import))
+}
+
+/// Splits one CSV record (RFC 4180 quoting, no newlines inside fields).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_start && !quoted => quoted = true,
+            '"' if quoted => {
+                if chars.peek() == Some(&'"') {
+                    field.push('"');
+                    chars.next();
+                } else {
+                    quoted = false;
+                    if !matches!(chars.peek(), None | Some(',')) {
+                        return Err("text after a closing quote".into());
+                    }
+                }
+            }
+            ',' if !quoted => {
+                out.push(std::mem::take(&mut field));
+                at_start = true;
+                continue;
+            }
+            _ => field.push(c),
+        }
+        at_start = false;
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    out.push(field);
+    Ok(out)
+}
+
+struct Parser {
+    format: Format,
+    header: Option<Vec<String>>,
+}
+
+impl Parser {
+    /// One line → a row, `Ok(None)` for the CSV header or a blank line.
+    fn row(&mut self, line_no: u64, line: &str) -> Result<Option<Row>, String> {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        let (email, attributes) = match self.format {
+            Format::Ndjson => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct In {
+                    email: String,
+                    #[serde(default)]
+                    attributes: Option<serde_json::Value>,
+                }
+                let v: In = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
+                (
+                    v.email,
+                    v.attributes.unwrap_or_else(|| serde_json::json!({})),
+                )
+            }
+            Format::Csv => {
+                let fields = csv_fields(line)?;
+                let Some(header) = &self.header else {
+                    let names: Vec<String> = fields.iter().map(|f| f.trim().to_owned()).collect();
+                    if !names.iter().any(|n| n == "email") {
+                        return Err("the header row has no \"email\" column".into());
+                    }
+                    self.header = Some(names);
+                    return Ok(None);
+                };
+                if fields.len() != header.len() {
+                    return Err(format!(
+                        "{} fields, the header has {}",
+                        fields.len(),
+                        header.len()
+                    ));
+                }
+                let mut email = String::new();
+                let mut attrs = serde_json::Map::new();
+                for (name, value) in header.iter().zip(fields) {
+                    if name == "email" {
+                        email = value;
+                    } else {
+                        attrs.insert(name.clone(), serde_json::Value::String(value));
+                    }
+                }
+                (email, serde_json::Value::Object(attrs))
+            }
+        };
+        let (email, lower) = address::normalize("email", &email).map_err(|e| e.to_string())?;
+        check_attributes(&attributes)?;
+        Ok(Some(Row {
+            line: line_no,
+            email,
+            lower,
+            attributes,
+        }))
+    }
+}
+
+/// Inserts a batch; rows whose address exists already (or repeats within the batch) are
+/// duplicates.
+async fn flush(
+    state: &AppState,
+    tenant: i64,
+    list: i64,
+    batch: &mut Vec<Row>,
+    seen: &mut HashSet<String>,
+    report: &mut ImportReport,
+) -> Result<(), ApiError> {
+    let mut fresh: Vec<&Row> = Vec::with_capacity(batch.len());
+    let mut in_batch = HashSet::with_capacity(batch.len());
+    for r in batch.iter() {
+        if seen.contains(&r.lower) || !in_batch.insert(r.lower.as_str()) {
+            report.duplicate(r.line);
+        } else {
+            fresh.push(r);
+        }
+    }
+    let emails: Vec<&str> = fresh.iter().map(|r| r.email.as_str()).collect();
+    let lowers: Vec<&str> = fresh.iter().map(|r| r.lower.as_str()).collect();
+    let attrs: Vec<&serde_json::Value> = fresh.iter().map(|r| &r.attributes).collect();
+    let inserted: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO subscribers (list_id, tenant_id, email, email_lower, attributes) \
+         SELECT $1, $2, e, l, a FROM UNNEST($3::text[], $4::text[], $5::jsonb[]) AS u(e, l, a) \
+         ON CONFLICT (list_id, email_lower) DO NOTHING RETURNING email_lower",
+    )
+    .bind(list)
+    .bind(tenant)
+    .bind(&emails)
+    .bind(&lowers)
+    .bind(&attrs)
+    .fetch_all(&state.db)
+    .await?;
+    let inserted: HashSet<String> = inserted.into_iter().map(|(l,)| l).collect();
+    for r in fresh {
+        if inserted.contains(&r.lower) {
+            report.accepted += 1;
+            // Remembered only while small: beyond that the database's unique index decides.
+            if seen.len() < 1_000_000 {
+                seen.insert(r.lower.clone());
+            }
+        } else {
+            report.duplicate(r.line);
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/lists/{id}/subscribers/import", params(("id" = i64, Path)),
+    request_body(content = String, content_type = "text/csv", description = "CSV with an email column, or NDJSON (application/x-ndjson)"),
+    responses((status = 200, body = ImportReport), (status = 413), (status = 415)), security(("bearer" = [])))]
+async fn import(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(list): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<ImportReport>, ApiError> {
+    owned(&state, tenant, list).await?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match ct.as_str() {
+        "text/csv" => Format::Csv,
+        "application/x-ndjson" | "application/ndjson" => Format::Ndjson,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "text/csv or application/x-ndjson",
+            ))
+        }
+    };
+    let mut parser = Parser {
+        format,
+        header: None,
+    };
+    let mut report = ImportReport::default();
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut seen = HashSet::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut line_no = 0u64;
+    let mut stream = body.into_data_stream();
+    let mut finished = false;
+    while !finished {
+        let chunk = match stream.next().await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                return Err(ApiError::BadRequest {
+                    field: None,
+                    detail: format!("reading the body failed: {e}"),
+                })
+            }
+            None => None,
+        };
+        match &chunk {
+            Some(c) => pending.extend_from_slice(c),
+            None => {
+                finished = true;
+                if !pending.is_empty() && pending.last() != Some(&b'\n') {
+                    pending.push(b'\n');
+                }
+            }
+        }
+        let mut start = 0;
+        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+            line_no += 1;
+            let raw = &pending[start..start + nl];
+            start += nl + 1;
+            let parsed = match std::str::from_utf8(raw) {
+                Ok(line) => parser.row(line_no, line),
+                Err(_) => Err("not UTF-8".into()),
+            };
+            match parsed {
+                Ok(Some(row)) => batch.push(row),
+                Ok(None) => {}
+                Err(e) if line_no == 1 && format == Format::Csv => {
+                    return Err(ApiError::invalid("body", format!("line 1: {e}")))
+                }
+                Err(e) => report.invalid(line_no, e),
+            }
+            if batch.len() >= BATCH {
+                flush(&state, tenant.0, list, &mut batch, &mut seen, &mut report).await?;
+            }
+        }
+        pending.drain(..start);
+        if pending.len() > MAX_LINE {
+            return Err(ApiError::invalid(
+                "body",
+                format!("line {} is longer than {MAX_LINE} bytes", line_no + 1),
+            ));
+        }
+    }
+    flush(&state, tenant.0, list, &mut batch, &mut seen, &mut report).await?;
+    Ok(axum::Json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_fields;
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_fields("a,b,c").expect("ok"), ["a", "b", "c"]);
+        assert_eq!(
+            csv_fields("\"a,1\",\"say \"\"hi\"\"\",").expect("ok"),
+            ["a,1", "say \"hi\"", ""]
+        );
+        assert!(csv_fields("\"open").is_err());
+        assert!(csv_fields("\"a\"b,c").is_err());
+    }
+}

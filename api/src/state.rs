@@ -1,0 +1,17 @@
+//! What every handler shares.
+
+use redis::aio::MultiplexedConnection;
+use sqlx::PgPool;
+
+/// Shared state: the record, the queues, and settings handlers need.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// PostgreSQL pool.
+    pub db: PgPool,
+    /// Redis (queues); multiplexed, cheap to clone.
+    pub redis: MultiplexedConnection,
+    /// Shard count of the queues (from `hk:meta`).
+    pub shards: u16,
+    /// Wakes the expander when a campaign starts sending.
+    pub expander: std::sync::Arc<tokio::sync::Notify>,
+}

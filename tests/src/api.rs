@@ -1,0 +1,187 @@
+//! The API under test: a fresh PostgreSQL database per test (dropped afterwards), a private
+//! Redis, and the router called in-process with `oneshot`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use hikyaku_api::state::AppState;
+use hikyaku_api::ApiConfig;
+use tower::ServiceExt;
+
+use crate::redis::TestRedis;
+
+/// The server URL tests create databases on (`HIKYAKU_TEST_DATABASE_URL`, default: the local
+/// PostgreSQL with trust authentication).
+pub fn admin_url() -> String {
+    std::env::var("HIKYAKU_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    /// URL of the database.
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates an empty database.
+    pub async fn create() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "hk_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let admin = admin_url();
+        let mut con = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("PostgreSQL must be running (ops/run-tests.sh starts it)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut con)
+            .await
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        TestDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_url();
+        let name = self.name.clone();
+        // Drop runs outside async context: a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut con = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut con)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running API (router in-process) with one tenant and its key.
+#[derive(Debug)]
+pub struct TestApi {
+    /// Shared state (database pool, Redis).
+    pub state: AppState,
+    /// The router.
+    pub router: Router,
+    /// The tenant's API key.
+    pub key: String,
+    /// The tenant.
+    pub tenant: i64,
+    /// Its database.
+    pub db: TestDb,
+    /// Its Redis client (for the recorder).
+    pub redis_client: redis::Client,
+}
+
+impl TestApi {
+    /// Connects to `redis`, migrates a fresh database, creates tenant "acme".
+    pub async fn start(redis: &TestRedis) -> Self {
+        let db = TestDb::create().await;
+        let config = ApiConfig {
+            database_url: db.url.clone(),
+            redis_url: redis.url.clone(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            shards: crate::world::SHARDS,
+            db_pool: 8,
+        };
+        let (state, redis_client) = hikyaku_api::server::connect(&config)
+            .await
+            .expect("api connects");
+        let t = hikyaku_api::admin::create_tenant(&state.db, "acme")
+            .await
+            .expect("tenant");
+        TestApi {
+            router: hikyaku_api::app(state.clone()),
+            state,
+            key: t.api_key,
+            tenant: t.tenant_id,
+            db,
+            redis_client,
+        }
+    }
+
+    /// Another tenant's key on the same API.
+    pub async fn other_tenant_key(&self) -> String {
+        hikyaku_api::admin::create_tenant(&self.state.db, "other")
+            .await
+            .expect("tenant")
+            .api_key
+    }
+
+    /// Calls the API: `body` is (content type, bytes). Returns status, content type, JSON body
+    /// (or `Null` when empty / not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (StatusCode, String, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let req = match body {
+            Some((ct, bytes)) => req.header(header::CONTENT_TYPE, ct).body(Body::from(bytes)),
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, ct, json)
+    }
+
+    /// JSON call with this tenant's key.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let (s, _, v) = self
+            .call(
+                method,
+                path,
+                Some(&self.key),
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await;
+        (s, v)
+    }
+
+    /// GET with this tenant's key.
+    pub async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        let (s, _, v) = self.call(Method::GET, path, Some(&self.key), None).await;
+        (s, v)
+    }
+}
