@@ -181,9 +181,12 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 .or_default()
                 .push((r.id as u64, job.encode()));
         }
-        let mut added = 0usize;
+        // Count the page's eligible rows, not what the script added: a page replayed after a
+        // crash (enqueued, but its cursor update lost) adds nothing to Redis yet was never
+        // counted here.
+        let eligible: usize = by_shard.values().map(Vec::len).sum();
         for (shard, jobs) in &by_shard {
-            added += scripts::enqueue(&mut con, *shard, c.id as u64, jobs).await?;
+            scripts::enqueue(&mut con, *shard, c.id as u64, jobs).await?;
         }
         sqlx::query(
             "UPDATE campaigns SET expansion_cursor = $2, expanded = expanded + $3, skipped = skipped + $4, \
@@ -191,7 +194,7 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         )
         .bind(c.id)
         .bind(last)
-        .bind(added as i64)
+        .bind(eligible as i64)
         .bind(skipped)
         .execute(&state.db)
         .await?;

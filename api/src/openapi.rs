@@ -36,6 +36,13 @@ impl Modify for Bearer {
 )]
 pub struct ApiDoc;
 
+impl ApiDoc {
+    /// The document as JSON (tests walk its paths so no route escapes them).
+    pub fn openapi_json() -> serde_json::Value {
+        serde_json::to_value(Self::openapi()).unwrap_or_default()
+    }
+}
+
 /// `/openapi.json` and the browsable `/docs`.
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,0 +1,108 @@
+//! Expansion: a large list imported as NDJSON expands into the shard streams once; replaying
+//! it from the start (as after a crash between enqueuing a page and recording its cursor)
+//! enqueues no recipient twice and counts each once.
+
+use axum::http::{Method, StatusCode};
+use hikyaku_queue_schema::{Job, Keys};
+use hikyaku_tests::api::TestApi;
+use hikyaku_tests::redis::TestRedis;
+use hikyaku_tests::world::SHARDS;
+use serde_json::json;
+
+async fn stream_jobs(con: &mut redis::aio::MultiplexedConnection) -> Vec<Job> {
+    let mut out = Vec::new();
+    for shard in 0..SHARDS {
+        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(Keys::ready(shard))
+            .arg("-")
+            .arg("+")
+            .query_async(con)
+            .await
+            .expect("xrange");
+        for e in r.ids {
+            let b: Vec<u8> = e.get("j").expect("job field");
+            out.push(Job::decode(&b).expect("job"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
+    let redis = TestRedis::start();
+    let api = TestApi::start(&redis).await;
+    let (_, list) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "big"}))
+        .await;
+    let l = list["id"].as_i64().expect("list");
+    let n = 25_000;
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&format!(
+            "{{\"email\":\"user{i}@d{}.test\",\"attributes\":{{\"plan\":\"p{i}\"}}}}\n",
+            i % 7
+        ));
+    }
+    body.push_str("{\"email\": 5}\n");
+    let (s, _, report) = api
+        .call(
+            Method::POST,
+            &format!("/v1/lists/{l}/subscribers/import"),
+            Some(&api.key),
+            Some(("application/x-ndjson", body.into_bytes())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["accepted"].as_i64(), report["invalid"].as_i64()),
+        (Some(n), Some(1))
+    );
+
+    let (_, c) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({"name": "c", "list_id": l, "from_addr": "n@a.test", "subject": "s", "text_body": "plan {{plan}}"}),
+        )
+        .await;
+    let cid = c["id"].as_i64().expect("campaign");
+    let (s, _) = api
+        .json(
+            Method::POST,
+            &format!("/v1/campaigns/{cid}/send"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    hikyaku_api::expansion::expand(&api.state, cid)
+        .await
+        .expect("expands");
+
+    let mut con = redis.con().await;
+    let first = stream_jobs(&mut con).await;
+    assert_eq!(first.len() as i64, n);
+    let j = first
+        .iter()
+        .find(|j| j.rcpt == "user7@d0.test")
+        .expect("job for user7");
+    assert_eq!(
+        j.fields,
+        vec!["p7".to_owned()],
+        "merge values come from the attributes"
+    );
+
+    // Crash simulation: the record forgets all progress; the queues keep what was enqueued.
+    sqlx::query("UPDATE campaigns SET expansion_cursor = 0, expanded = 0, expansion_done = false WHERE id = $1")
+        .bind(cid)
+        .execute(&api.state.db)
+        .await
+        .expect("reset");
+    hikyaku_api::expansion::expand(&api.state, cid)
+        .await
+        .expect("expands again");
+    let second = stream_jobs(&mut con).await;
+    assert_eq!(second.len() as i64, n, "no recipient enqueued twice");
+    let (_, c) = api.get(&format!("/v1/campaigns/{cid}")).await;
+    assert_eq!(c["expanded"].as_i64(), Some(n), "each counted once");
+    assert_eq!(c["expansion_done"], true);
+}
