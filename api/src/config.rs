@@ -25,6 +25,19 @@ pub struct ApiConfig {
     /// Shard count if Redis has none recorded yet (else Redis's wins).
     #[arg(long, env = "HIKYAKU_SHARDS", default_value_t = 4)]
     pub shards: u16,
+    /// Public base URL of the API, used in unsubscribe links.
+    #[arg(
+        long,
+        env = "HIKYAKU_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+    /// Key of unsubscribe tokens (prefer the file form in production).
+    #[arg(long, env = "HIKYAKU_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// File holding the key of unsubscribe tokens.
+    #[arg(long, env = "HIKYAKU_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<std::path::PathBuf>,
     /// PostgreSQL connections.
     #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,

@@ -91,6 +91,9 @@ struct Recipient {
     excluded: bool,
 }
 
+/// Merge fields the expander computes rather than reads from attributes.
+pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
+
 fn value_of(attrs: &serde_json::Value, name: &str, email: &str) -> String {
     if name == "email" {
         return email.to_owned();
@@ -172,7 +175,21 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 rcpt: r.email.clone(),
                 fields: names
                     .iter()
-                    .map(|n| value_of(&r.attributes, n, &r.email))
+                    .map(|n| {
+                        if n == UNSUBSCRIBE_URL {
+                            let token = crate::tokens::sign(
+                                &state.token_secret,
+                                crate::tokens::Unsubscribe {
+                                    tenant: c.tenant_id,
+                                    campaign: c.id,
+                                    subscriber: r.id,
+                                },
+                            );
+                            format!("{}/u/{token}", state.public_url)
+                        } else {
+                            value_of(&r.attributes, n, &r.email)
+                        }
+                    })
                     .collect(),
             };
             let shard = shard_for_domain(job.domain(), state.shards);
@@ -202,13 +219,38 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     }
 }
 
-/// Runs until `shutdown`: expands every campaign in `sending` that is not done, then waits for
+/// Starts scheduled campaigns whose time has come: freeze, then `sending`.
+async fn start_due(state: &AppState) -> Result<(), ApiError> {
+    let due: Vec<crate::routes::campaigns::Campaign> = sqlx::query_as(
+        "SELECT id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, status, priority,          expires_at, expanded, skipped, expansion_done, created_at FROM campaigns          WHERE status = 'scheduled' AND send_at <= now()",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for c in due {
+        let (tenant,): (i64,) = sqlx::query_as("SELECT tenant_id FROM campaigns WHERE id = $1")
+            .bind(c.id)
+            .fetch_one(&state.db)
+            .await?;
+        freeze(state, tenant, &c).await?;
+        sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1 AND status = 'scheduled'")
+            .bind(c.id)
+            .execute(&state.db)
+            .await?;
+        tracing::info!(campaign = c.id, "scheduled campaign started");
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown`: starts due scheduled campaigns and expands every campaign in `sending` that is not done, then waits for
 /// a notification (a new send) or a second.
 pub async fn run(state: AppState, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut shutdown = shutdown;
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if let Err(e) = start_due(&state).await {
+            tracing::warn!(error = %e, "starting scheduled campaigns failed");
         }
         let pending: Result<Vec<(i64,)>, sqlx::Error> = sqlx::query_as(
             "SELECT id FROM campaigns WHERE status = 'sending' AND NOT expansion_done ORDER BY priority DESC, id",

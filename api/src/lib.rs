@@ -10,6 +10,7 @@
 //!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
 //! - [`auth`] (Bearer key → tenant), [`keys`] (key making and hashing), [`error`]
 //!   (problem+json), [`json`] (body extractor naming the bad field), [`address`] (validation).
+//! - [`tokens`]: signed one-click unsubscribe tokens (`routes::unsubscribe` serves them).
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
 //! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings.
@@ -28,6 +29,7 @@ pub mod recorder;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tokens;
 
 pub use config::ApiConfig;
 pub use server::{app, run};

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{campaigns, health, import, lists, subscribers};
+use crate::routes::{campaigns, health, import, lists, subscribers, suppressions, unsubscribe};
 use crate::state::AppState;
 
 struct Bearer;
@@ -32,6 +32,9 @@ impl Modify for Bearer {
         subscribers::create, subscribers::page, subscribers::show, subscribers::update, subscribers::remove,
         import::import,
         campaigns::create, campaigns::list, campaigns::show, campaigns::send, campaigns::stats,
+        campaigns::schedule, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::remove, campaigns::events,
+        suppressions::add, suppressions::page, suppressions::remove,
+        unsubscribe::page, unsubscribe::one_click,
     )
 )]
 pub struct ApiDoc;

@@ -41,6 +41,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::subscribers::router())
         .merge(routes::import::router().layer(DefaultBodyLimit::disable()))
         .merge(routes::campaigns::router())
+        .merge(routes::suppressions::router())
+        .merge(routes::unsubscribe::router())
         .merge(openapi::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
@@ -57,15 +59,41 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
     let client = redis::Client::open(config.redis_url.as_str())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
     let layout = hikyaku_queue_schema::meta::record_or_read(&mut redis, config.shards).await?;
+    let token_secret = token_secret(config, &db).await?;
     Ok((
         AppState {
             db,
             redis,
             shards: layout.shards,
+            token_secret,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
             expander: Arc::new(tokio::sync::Notify::new()),
         },
         client,
     ))
+}
+
+/// The unsubscribe-token key: `HIKYAKU_TOKEN_SECRET` / `--token-secret-file` if set, else one
+/// generated once and kept in the database (so tokens survive restarts).
+async fn token_secret(
+    config: &ApiConfig,
+    db: &sqlx::PgPool,
+) -> Result<std::sync::Arc<[u8]>, StartError> {
+    if let Some(path) = &config.token_secret_file {
+        let s = std::fs::read(path)?;
+        return Ok(s.trim_ascii().to_vec().into());
+    }
+    if let Some(s) = config.token_secret.as_deref().filter(|s| !s.is_empty()) {
+        return Ok(s.as_bytes().to_vec().into());
+    }
+    let fresh = crate::keys::generate()?.hash;
+    let (v,): (Vec<u8>,) = sqlx::query_as(
+        "INSERT INTO app_secrets (name, value) VALUES ('unsubscribe-token', $1)          ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING value",
+    )
+    .bind(&fresh)
+    .fetch_one(db)
+    .await?;
+    Ok(v.into())
 }
 
 /// Serves until `shutdown`, with the expander and the recorder running beside.

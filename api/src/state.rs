@@ -12,6 +12,10 @@ pub struct AppState {
     pub redis: MultiplexedConnection,
     /// Shard count of the queues (from `hk:meta`).
     pub shards: u16,
+    /// Key of the unsubscribe tokens.
+    pub token_secret: std::sync::Arc<[u8]>,
+    /// Public base URL of this API (for unsubscribe links), without a trailing slash.
+    pub public_url: String,
     /// Wakes the expander when a campaign starts sending.
     pub expander: std::sync::Arc<tokio::sync::Notify>,
 }

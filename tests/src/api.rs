@@ -102,6 +102,9 @@ impl TestApi {
             redis_url: redis.url.clone(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             shards: crate::world::SHARDS,
+            public_url: "http://127.0.0.1:8080".into(),
+            token_secret: Some("test-secret".into()),
+            token_secret_file: None,
             db_pool: 8,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)

@@ -282,6 +282,9 @@ async fn another_tenant_sees_nothing_on_any_route() {
                 (t, _) if t.ends_with("/subscribers") => json(json!({"email": "z@b.test"})),
                 (t, _) if t.ends_with("/{sid}") => json(json!({"status": "active"})),
                 (t, _) if t.starts_with("/v1/lists") => json(json!({"name": "x"})),
+                (t, _) if t.ends_with("/schedule") => {
+                    json(json!({"send_at": "2099-01-01T00:00:00Z"}))
+                }
                 _ => json(json!({})),
             };
             let (status, _, problem) = api.call(m.clone(), &path, Some(&other), body).await;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -111,8 +111,13 @@ const COLUMNS: &str =
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/campaigns", get(list).post(create))
-        .route("/v1/campaigns/{id}", get(show))
+        .route("/v1/campaigns/{id}", get(show).delete(remove))
         .route("/v1/campaigns/{id}/send", post(send))
+        .route("/v1/campaigns/{id}/schedule", post(schedule))
+        .route("/v1/campaigns/{id}/pause", post(pause))
+        .route("/v1/campaigns/{id}/resume", post(resume))
+        .route("/v1/campaigns/{id}/cancel", post(cancel))
+        .route("/v1/campaigns/{id}/events", get(events))
         .route("/v1/campaigns/{id}/stats", get(stats))
 }
 
@@ -285,4 +290,225 @@ async fn stats(
         by_status,
         by_site,
     }))
+}
+
+/// Moves a campaign from one of `from` to `to`, or says why it cannot.
+async fn transition(
+    state: &AppState,
+    tenant: Tenant,
+    id: i64,
+    from: &[&str],
+    to: &str,
+) -> Result<Campaign, ApiError> {
+    let current = fetch(state, tenant, id).await?;
+    let from_owned: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    let done = sqlx::query(
+        "UPDATE campaigns SET status = $3, updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = ANY($4)",
+    )
+    .bind(id)
+    .bind(tenant.0)
+    .bind(to)
+    .bind(&from_owned)
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::Conflict {
+            field: Some("status".into()),
+            detail: format!("campaign is {}; this needs one of {from:?}", current.status),
+        });
+    }
+    fetch(state, tenant, id).await
+}
+
+/// Body of schedule.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    /// When to start sending (RFC 3339).
+    pub send_at: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/schedule", params(("id" = i64, Path)), request_body = ScheduleInput, responses((status = 200, body = Campaign), (status = 409), (status = 422)), security(("bearer" = [])))]
+async fn schedule(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+    Json(input): Json<ScheduleInput>,
+) -> Result<axum::Json<Campaign>, ApiError> {
+    if input.send_at < Utc::now() - chrono::Duration::minutes(1) {
+        return Err(ApiError::invalid("send_at", "is in the past"));
+    }
+    fetch(&state, tenant, id).await?;
+    sqlx::query("UPDATE campaigns SET send_at = $3 WHERE id = $1 AND tenant_id = $2 AND status IN ('draft', 'scheduled')")
+        .bind(id)
+        .bind(tenant.0)
+        .bind(input.send_at)
+        .execute(&state.db)
+        .await?;
+    Ok(axum::Json(
+        transition(&state, tenant, id, &["draft", "scheduled"], "scheduled").await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
+async fn pause(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Campaign>, ApiError> {
+    Ok(axum::Json(
+        transition(&state, tenant, id, &["sending"], "paused").await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
+async fn resume(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Campaign>, ApiError> {
+    let c = transition(&state, tenant, id, &["paused"], "sending").await?;
+    state.expander.notify_one();
+    Ok(axum::Json(c))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
+async fn cancel(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Campaign>, ApiError> {
+    Ok(axum::Json(
+        transition(
+            &state,
+            tenant,
+            id,
+            &["draft", "scheduled", "sending", "paused"],
+            "cancelled",
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404), (status = 409)), security(("bearer" = [])))]
+async fn remove(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let c = fetch(&state, tenant, id).await?;
+    let done =
+        sqlx::query("DELETE FROM campaigns WHERE id = $1 AND tenant_id = $2 AND status = 'draft'")
+            .bind(id)
+            .bind(tenant.0)
+            .execute(&state.db)
+            .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::Conflict {
+            field: Some("status".into()),
+            detail: format!(
+                "campaign is {}; only drafts can be deleted (cancel it instead)",
+                c.status
+            ),
+        });
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One recorded delivery event.
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
+pub struct DeliveryEvent {
+    /// Job (subscriber) sequence number.
+    pub seq: i64,
+    /// Attempt number.
+    pub attempt: i32,
+    /// `delivered`, `bounced`, `expired`.
+    pub status: String,
+    /// Reason class.
+    pub reason: String,
+    /// SMTP code (0 if none).
+    pub code: i32,
+    /// Enhanced status code.
+    pub enhanced: String,
+    /// Reply text or error.
+    pub detail: String,
+    /// Destination site.
+    pub site: String,
+    /// MX host.
+    pub mx: String,
+    /// Recipient.
+    pub rcpt: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Event filters and cursor.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Cursor from the previous page's `next`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Only this end state.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Only this recipient.
+    #[serde(default)]
+    pub rcpt: Option<String>,
+    /// At most this many (1–1000, default 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    /// The events.
+    pub events: Vec<DeliveryEvent>,
+    /// Cursor of the next page, if there may be one.
+    pub next: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/campaigns/{id}/events", params(("id" = i64, Path), EventQuery), responses((status = 200, body = EventPage), (status = 404), (status = 422)), security(("bearer" = [])))]
+async fn events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+    Query(q): Query<EventQuery>,
+) -> Result<axum::Json<EventPage>, ApiError> {
+    fetch(&state, tenant, id).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be within 1..=1000"));
+    }
+    let (after_seq, after_attempt) = match q.cursor.as_deref() {
+        None | Some("") => (-1i64, 0i32),
+        Some(c) => c
+            .split_once(':')
+            .and_then(|(s, a)| Some((s.parse().ok()?, a.parse().ok()?)))
+            .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))?,
+    };
+    if let Some(s) = &q.status {
+        if !["delivered", "bounced", "expired"].contains(&s.as_str()) {
+            return Err(ApiError::invalid(
+                "status",
+                "must be delivered, bounced or expired",
+            ));
+        }
+    }
+    let rows = sqlx::query_as::<_, DeliveryEvent>(
+        "SELECT seq, attempt, status, reason, code, enhanced, detail, site, mx, rcpt, at FROM delivery_events          WHERE campaign_id = $1 AND (seq, attempt) > ($2, $3)            AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR lower(rcpt) = lower($5))          ORDER BY seq, attempt LIMIT $6",
+    )
+    .bind(id)
+    .bind(after_seq)
+    .bind(after_attempt)
+    .bind(&q.status)
+    .bind(&q.rcpt)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|e| format!("{}:{}", e.seq, e.attempt)))
+        .flatten();
+    Ok(axum::Json(EventPage { events: rows, next }))
 }

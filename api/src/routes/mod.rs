@@ -5,3 +5,5 @@ pub mod health;
 pub mod import;
 pub mod lists;
 pub mod subscribers;
+pub mod suppressions;
+pub mod unsubscribe;
