@@ -215,6 +215,7 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         .bind(skipped)
         .execute(&state.db)
         .await?;
+        crate::metrics::expanded(eligible as u64, skipped as u64);
         cursor = last;
     }
 }

@@ -13,7 +13,8 @@
 //! - [`tokens`]: signed one-click unsubscribe tokens (`routes::unsubscribe` serves them).
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
-//! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings.
+//! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings;
+//!   [`metrics`]: `/metrics`.
 //! - Migrations: `api/migrations`.
 
 pub mod address;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod expansion;
 pub mod json;
 pub mod keys;
+pub mod metrics;
 pub mod openapi;
 pub mod recorder;
 pub mod routes;

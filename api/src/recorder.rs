@@ -49,6 +49,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     let code: Vec<i32> = events.iter().map(|e| i32::from(e.code)).collect();
     let queued: Vec<f64> = events.iter().map(|e| e.queued_ms as f64 / 1000.0).collect();
     let at: Vec<f64> = events.iter().map(|e| e.at_ms as f64 / 1000.0).collect();
+    let started = tokio::time::Instant::now();
     let mut tx = state.db.begin().await?;
     let inserted: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
         "INSERT INTO delivery_events (campaign_id, seq, attempt, tenant_id, status, reason, code, enhanced, \
@@ -123,6 +124,13 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
         .await?;
     }
     tx.commit().await?;
+    let mut by_status: HashMap<&str, u64> = HashMap::new();
+    for r in &inserted {
+        *by_status.entry(r.2.as_str()).or_insert(0) += 1;
+    }
+    for (status, n) in by_status {
+        crate::metrics::recorded(status, n, started.elapsed().as_secs_f64());
+    }
     let mut touched: Vec<i64> = inserted.iter().map(|r| r.0).collect();
     touched.sort_unstable();
     touched.dedup();

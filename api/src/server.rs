@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::suppressions::router())
         .merge(routes::unsubscribe::router())
         .merge(openapi::router())
+        .merge(crate::metrics::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
 }

@@ -8,6 +8,7 @@ use hikyaku_tests::api::TestApi;
 use hikyaku_tests::redis::TestRedis;
 use hikyaku_tests::world::SHARDS;
 use serde_json::json;
+use tower::ServiceExt;
 
 async fn jobs(con: &mut redis::aio::MultiplexedConnection) -> Vec<Job> {
     let mut out = Vec::new();
@@ -312,4 +313,31 @@ async fn status_rules_suppressions_and_event_pages() {
         .get(&format!("/v1/campaigns/{c}/events?cursor=garbage"))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (s, _, _) = api.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::OK, "PostgreSQL and Redis reachable");
+    let (s, _, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+    let resp = api
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("metrics");
+    let text = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("hikyaku_api_events_recorded_total"), "{text}");
 }

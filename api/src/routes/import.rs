@@ -330,6 +330,7 @@ async fn import(
         }
     }
     flush(&state, tenant.0, list, &mut batch, &mut seen, &mut report).await?;
+    crate::metrics::imported(report.accepted);
     Ok(axum::Json(report))
 }
 
