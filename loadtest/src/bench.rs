@@ -5,19 +5,20 @@
 //! Exactly-once is checked at the sink: every bench recipient is distinct and deliverable, so
 //! `lost = N − distinct recipients accepted` and `duplicates` is the sink's count of repeats.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::dns::{DnsServer, Zone};
 use crate::enqueue;
+use crate::procs::{free_port, monotonic_now, wait_for_port, Proc};
 use crate::procstat;
 
 /// What to run.
@@ -84,47 +85,6 @@ pub struct BenchReport {
     pub enqueue_s: f64,
     /// CPU cores of this machine.
     pub cores: usize,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(name = self.name, "did not stop on SIGTERM; killing");
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-async fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    bail!("{what} did not start listening on {addr}")
 }
 
 /// GET /stats from the sink.
@@ -430,10 +390,4 @@ impl BenchReport {
             rr = self.redis_peak_rss_mb,
         )
     }
-}
-
-/// The benchmark's own stopwatch (it measures other processes, not engine logic).
-#[allow(clippy::disallowed_methods)]
-fn monotonic_now() -> Instant {
-    Instant::now()
 }

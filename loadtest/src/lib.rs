@@ -6,10 +6,15 @@
 //!   HTTP stats endpoint.
 //! - [`dns`]: a small authoritative UDP DNS server for test zones.
 //! - [`enqueue`]: a campaign snapshot and N jobs straight into Redis.
-//! - [`bench`]: the benchmark and demo driver; [`procstat`] reads CPU and memory from `/proc`.
+//! - [`bench`]: the engine-mode benchmark; [`e2e`]: the whole system through the API (the
+//!   demo); [`procs`], [`procstat`]: child processes, their CPU and memory; [`httpc`]: a tiny
+//!   HTTP client for the API.
 
 pub mod bench;
 pub mod dns;
+pub mod e2e;
 pub mod enqueue;
+pub mod httpc;
+pub mod procs;
 pub mod procstat;
 pub mod sink;

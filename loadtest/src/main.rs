@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hikyaku_loadtest::bench::{self, BenchOptions};
 use hikyaku_loadtest::dns::{DnsServer, Zone};
+use hikyaku_loadtest::e2e::{self, E2eOptions};
 use hikyaku_loadtest::enqueue;
 use hikyaku_loadtest::sink::{ListenerSpec, Profile, ProviderKind, Sink, SinkConfig};
 
@@ -78,7 +79,8 @@ enum Cmd {
     },
     /// Sink + engine against a fresh Redis: delivered msg/min, CPU µs per message, memory.
     Bench(BenchArgs),
-    /// The local demo: like bench with a progress bar and a readable summary.
+    /// The local demo: a campaign through the API (tenant, list import, send) delivered by the
+    /// engine to the sink, with a progress bar and a summary.
     Demo(BenchArgs),
 }
 
@@ -105,6 +107,17 @@ struct BenchArgs {
     /// Print one JSON object only.
     #[arg(long)]
     json: bool,
+    /// `engine` (jobs pre-enqueued, engine → sink) or `e2e` (API campaign → delivered and
+    /// recorded). The demo is always `e2e`.
+    #[arg(long, default_value = "engine", value_parser = ["engine", "e2e"])]
+    mode: String,
+    /// PostgreSQL URL the e2e mode may create a scratch database from.
+    #[arg(
+        long,
+        env = "HIKYAKU_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
     /// The engine binary (default: beside this one).
     #[arg(long)]
     engine: Option<PathBuf>,
@@ -182,33 +195,74 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         .engine
         .clone()
         .unwrap_or_else(|| me.with_file_name("hikyaku-engine"));
-    if !engine.exists() {
-        bail!(
-            "engine binary {} not found; build it (cargo build --release -p hikyaku-engine) or pass --engine",
-            engine.display()
-        );
+    let bin_dir = engine
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let e2e = demo || b.mode == "e2e";
+    let needed: &[&str] = if e2e {
+        &["hikyaku-engine", "hikyaku-api", "hikyaku"]
+    } else {
+        &["hikyaku-engine"]
+    };
+    for bin in needed {
+        if !bin_dir.join(bin).exists() {
+            bail!(
+                "{} not found; build it (cargo build --release -p hikyaku-engine -p hikyaku-api) or pass --engine",
+                bin_dir.join(bin).display()
+            );
+        }
+    }
+    let count = b.count.unwrap_or(if demo { 100_000 } else { 1_000_000 });
+    let domains = enqueue::parse_domains(&b.domains)?;
+    if e2e {
+        let opts = E2eOptions {
+            count,
+            domains,
+            shards: b.shards,
+            connections: b.connections,
+            bin_dir,
+            loadtest_bin: me,
+            redis_bin: b.redis_server,
+            postgres_admin_url: b.postgres_url,
+            progress: !b.json,
+            timeout: Duration::from_secs(b.timeout_s),
+        };
+        let report = e2e::run(&opts).await?;
+        if b.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "\nhikyaku demo — a campaign through the API to {} recipients\n",
+                report.count
+            );
+            print!("{}", report.table());
+        }
+        if report.lost > 0 || report.duplicates > 0 || report.recorded != report.count {
+            bail!(
+                "{} lost, {} duplicated, {} recorded",
+                report.lost,
+                report.duplicates,
+                report.recorded
+            );
+        }
+        return Ok(());
     }
     let opts = BenchOptions {
-        count: b.count.unwrap_or(if demo { 100_000 } else { 1_000_000 }),
+        count,
         body_bytes: b.body_bytes,
         shards: b.shards,
-        domains: enqueue::parse_domains(&b.domains)?,
+        domains,
         connections: b.connections,
         engine_bin: engine,
         loadtest_bin: me,
         redis_bin: b.redis_server,
-        progress: demo && !b.json,
+        progress: false,
         timeout: Duration::from_secs(b.timeout_s),
     };
     let report = bench::run(&opts).await?;
     if b.json {
         println!("{}", serde_json::to_string(&report)?);
-    } else if demo {
-        println!(
-            "\nhikyaku demo — {} messages delivered to the local sink\n",
-            report.delivered
-        );
-        print!("{}", report.table());
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
         print!("{}", report.table());
