@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: `app(state)` (the router) and `run(config, listener, shutdown)`.
+//! - [`server`]: `app(state)` (the router) and `run(config, listener, shutdown)`; [`cli`]: the
+//!   daemon's command line.
 //! - [`routes`]: one router per resource (`lists`, `subscribers`, `import`, `campaigns`,
 //!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
 //! - [`auth`] (Bearer key → tenant), [`keys`] (key making and hashing), [`error`]
@@ -20,6 +21,7 @@
 pub mod address;
 pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod expansion;

@@ -1,0 +1,54 @@
+//! The `hikyaku-api` command line: the body of the binary, in the library so the integration
+//! tests run the very same program as a child process (to kill it mid-expansion).
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::ApiConfig;
+
+/// hikyaku's customer REST API, campaign expander and event recorder.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    config: ApiConfig,
+}
+
+/// Parses flags, serves until SIGTERM or SIGINT.
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.config.listen)
+            .await
+            .with_context(|| format!("binding {}", args.config.listen))?;
+        crate::run(args.config, listener, shutdown_signal())
+            .await
+            .context("api failed")
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
