@@ -33,6 +33,7 @@ impl Modify for Bearer {
         import::import,
         campaigns::create, campaigns::list, campaigns::show, campaigns::send, campaigns::stats,
         campaigns::schedule, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::remove, campaigns::events,
+        campaigns::update, campaigns::test_send,
         suppressions::add, suppressions::page, suppressions::remove,
         unsubscribe::page, unsubscribe::one_click,
     )

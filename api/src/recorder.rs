@@ -122,6 +122,15 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
         .bind(&r)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE subscribers s SET status = 'bounced', updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(t, e) \
+             WHERE s.tenant_id = u.t AND s.email_lower = u.e AND s.status = 'active'",
+        )
+        .bind(&t)
+        .bind(&e)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     let mut by_status: HashMap<&str, u64> = HashMap::new();

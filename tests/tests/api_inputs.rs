@@ -285,6 +285,7 @@ async fn another_tenant_sees_nothing_on_any_route() {
                 (t, _) if t.ends_with("/schedule") => {
                     json(json!({"send_at": "2099-01-01T00:00:00Z"}))
                 }
+                (t, _) if t.ends_with("/test") => json(json!({"recipients": ["a@b.test"]})),
                 _ => json(json!({})),
             };
             let (status, _, problem) = api.call(m.clone(), &path, Some(&other), body).await;

@@ -141,7 +141,45 @@ async fn status_rules_suppressions_and_event_pages() {
         .json(Method::POST, "/v1/lists", json!({"name": "l"}))
         .await;
     let l = list["id"].as_i64().expect("list");
-    let c = campaign(&api, l, "x").await;
+    let c = campaign(&api, l, "x {{email}}").await;
+    let (s, edited) = api
+        .json(
+            Method::PATCH,
+            &format!("/v1/campaigns/{c}"),
+            json!({"subject": "Edited"}),
+        )
+        .await;
+    assert_eq!(
+        (s, edited["subject"].as_str()),
+        (StatusCode::OK, Some("Edited")),
+        "drafts can be edited"
+    );
+    let (s, sent) = api
+        .json(
+            Method::POST,
+            &format!("/v1/campaigns/{c}/test"),
+            json!({"recipients": ["t1@x.test", "t2@y.test"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, sent["enqueued"].as_u64()),
+        (StatusCode::ACCEPTED, Some(2)),
+        "{sent}"
+    );
+    let mut con = redis.con().await;
+    let test_jobs = jobs(&mut con).await;
+    assert_eq!(test_jobs.len(), 2);
+    assert!(test_jobs
+        .iter()
+        .all(|j| j.id.campaign >= 1 << 48 && j.fields == vec![j.rcpt.clone()]));
+    let (s, _) = api
+        .json(
+            Method::POST,
+            &format!("/v1/campaigns/{c}/test"),
+            json!({"recipients": ["bad\r\nBcc: x"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let post = |p: String| {
         let api = &api;
         async move { api.json(Method::POST, &p, json!({})).await.0 }
@@ -203,6 +241,14 @@ async fn status_rules_suppressions_and_event_pages() {
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "only drafts are deleted");
+    let (s, _) = api
+        .json(
+            Method::PATCH,
+            &format!("/v1/campaigns/{c}"),
+            json!({"subject": "late"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "only drafts are edited");
 
     let (s, _) = api
         .json(

@@ -111,7 +111,8 @@ const COLUMNS: &str =
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/campaigns", get(list).post(create))
-        .route("/v1/campaigns/{id}", get(show).delete(remove))
+        .route("/v1/campaigns/{id}", get(show).patch(update).delete(remove))
+        .route("/v1/campaigns/{id}/test", post(test_send))
         .route("/v1/campaigns/{id}/send", post(send))
         .route("/v1/campaigns/{id}/schedule", post(schedule))
         .route("/v1/campaigns/{id}/pause", post(pause))
@@ -511,4 +512,109 @@ async fn events(
         .then(|| rows.last().map(|e| format!("{}:{}", e.seq, e.attempt)))
         .flatten();
     Ok(axum::Json(EventPage { events: rows, next }))
+}
+
+/// Body of update (drafts only); absent fields are unchanged.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignUpdate {
+    /// Internal name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Sender display name.
+    #[serde(default)]
+    pub from_name: Option<String>,
+    /// Subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Plain-text body.
+    #[serde(default)]
+    pub text_body: Option<String>,
+    /// HTML body.
+    #[serde(default)]
+    pub html_body: Option<String>,
+}
+
+#[utoipa::path(patch, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), request_body = CampaignUpdate, responses((status = 200, body = Campaign), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
+async fn update(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+    Json(u): Json<CampaignUpdate>,
+) -> Result<axum::Json<Campaign>, ApiError> {
+    let c = fetch(&state, tenant, id).await?;
+    if let Some(v) = &u.name {
+        check_text("name", v, 200, true)?;
+    }
+    if let Some(v) = &u.from_name {
+        check_text("from_name", v, 200, true)?;
+    }
+    if let Some(v) = &u.subject {
+        check_text("subject", v, 998, true)?;
+    }
+    for (field, v) in [("text_body", &u.text_body), ("html_body", &u.html_body)] {
+        if let Some(v) = v {
+            check_text(field, v, 1 << 20, false)?;
+            if v.split('\n').any(|l| l.len() > 998) {
+                return Err(ApiError::invalid(field, "lines must be at most 998 bytes"));
+            }
+        }
+    }
+    let done = sqlx::query(
+        "UPDATE campaigns SET name = COALESCE($3, name), from_name = COALESCE($4, from_name), \
+         subject = COALESCE($5, subject), text_body = COALESCE($6, text_body), html_body = COALESCE($7, html_body), \
+         updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = 'draft'",
+    )
+    .bind(id)
+    .bind(tenant.0)
+    .bind(&u.name)
+    .bind(&u.from_name)
+    .bind(&u.subject)
+    .bind(&u.text_body)
+    .bind(&u.html_body)
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::Conflict {
+            field: Some("status".into()),
+            detail: format!("campaign is {}; only drafts can be edited", c.status),
+        });
+    }
+    Ok(axum::Json(fetch(&state, tenant, id).await?))
+}
+
+/// Body of a test send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSend {
+    /// 1–10 addresses to send the campaign to now.
+    pub recipients: Vec<String>,
+}
+
+/// What a test send enqueued.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestSent {
+    /// Id the test messages carry (not the campaign's: test sends are not recorded).
+    pub test_id: u64,
+    /// Messages enqueued.
+    pub enqueued: usize,
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/test", params(("id" = i64, Path)), request_body = TestSend, responses((status = 202, body = TestSent), (status = 404), (status = 422)), security(("bearer" = [])))]
+async fn test_send(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<i64>,
+    Json(t): Json<TestSend>,
+) -> Result<(StatusCode, axum::Json<TestSent>), ApiError> {
+    let c = fetch(&state, tenant, id).await?;
+    if t.recipients.is_empty() || t.recipients.len() > 10 {
+        return Err(ApiError::invalid("recipients", "give 1 to 10 addresses"));
+    }
+    let mut addrs = Vec::with_capacity(t.recipients.len());
+    for r in &t.recipients {
+        addrs.push(address::normalize("recipients", r)?.0);
+    }
+    let enqueued = expansion::test_send(&state, tenant.0, &c, &addrs).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(enqueued)))
 }
