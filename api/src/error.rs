@@ -142,6 +142,14 @@ impl From<sqlx::Error> for ApiError {
                 field: None,
                 detail: "still referenced by another resource (a campaign uses this list)".into(),
             },
+            // SQLSTATE class 22 (data exception): a value PostgreSQL cannot hold (NUL byte,
+            // out-of-range date or number) came from the request.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                ApiError::Invalid {
+                    field: "request".into(),
+                    detail: format!("a value cannot be stored: {}", db.message()),
+                }
+            }
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable

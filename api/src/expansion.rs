@@ -278,16 +278,23 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         for (shard, jobs) in &by_shard {
             scripts::enqueue(&mut con, *shard, c.id as u64, jobs).await?;
         }
-        sqlx::query(
+        // Only from the cursor this page started at: if another expander (another API process)
+        // moved it meanwhile, it counted this page; stop here and leave the campaign to it.
+        let moved = sqlx::query(
             "UPDATE campaigns SET expansion_cursor = $2, expanded = expanded + $3, skipped = skipped + $4, \
-             updated_at = now() WHERE id = $1",
+             updated_at = now() WHERE id = $1 AND expansion_cursor = $5",
         )
         .bind(c.id)
         .bind(last)
         .bind(eligible as i64)
         .bind(skipped)
+        .bind(cursor)
         .execute(&state.db)
         .await?;
+        if moved.rows_affected() == 0 {
+            tracing::info!(campaign = c.id, "another expander took this campaign over");
+            return Ok(());
+        }
         crate::metrics::expanded(eligible as u64, skipped as u64);
         cursor = last;
     }
@@ -325,6 +332,11 @@ pub async fn run(state: AppState, shutdown: tokio::sync::watch::Receiver<bool>) 
         }
         if let Err(e) = start_due(&state).await {
             tracing::warn!(error = %e, "starting scheduled campaigns failed");
+        }
+        // Completion is also checked here, not only when events arrive: a campaign whose last
+        // events landed while it was paused, or whose check failed once, still completes.
+        if let Err(e) = crate::recorder::complete_all(&state).await {
+            tracing::warn!(error = %e, "completing campaigns failed");
         }
         let pending: Result<Vec<(i64,)>, sqlx::Error> = sqlx::query_as(
             "SELECT id FROM campaigns WHERE status = 'sending' AND NOT expansion_done ORDER BY priority DESC, id",

@@ -57,3 +57,49 @@ fn reject(r: JsonRejection) -> ApiError {
         },
     }
 }
+
+/// `axum::extract::Path` whose rejection (a non-numeric or out-of-range id) is problem+json.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| ApiError::BadRequest {
+                field: Some("path".into()),
+                detail: e.body_text(),
+            })
+    }
+}
+
+/// `axum::extract::Query` whose rejection (unknown parameter, wrong type) is problem+json
+/// naming the parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                ApiError::Invalid {
+                    field: field_of(&text).unwrap_or_else(|| "query".into()),
+                    detail: text,
+                }
+            })
+    }
+}

@@ -34,7 +34,7 @@ impl Modify for Bearer {
         campaigns::create, campaigns::list, campaigns::show, campaigns::send, campaigns::stats,
         campaigns::schedule, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::remove, campaigns::events,
         campaigns::update, campaigns::test_send,
-        suppressions::add, suppressions::page, suppressions::remove,
+        suppressions::add, suppressions::page, suppressions::remove, suppressions::import, suppressions::export,
         unsubscribe::page, unsubscribe::one_click,
     )
 )]

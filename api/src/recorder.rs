@@ -6,7 +6,7 @@
 //! deleted only after the transaction commits — so a replayed event changes nothing and a crash
 //! loses nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hikyaku_queue_schema::keys::{EVENT_FIELD, RECORDER_GROUP};
@@ -36,13 +36,32 @@ pub async fn maybe_complete(state: &AppState, campaign: i64) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Marks every campaign completed whose enqueued jobs all have an end state.
+pub async fn complete_all(state: &AppState) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE campaigns c SET status = 'completed', updated_at = now() \
+         WHERE c.status = 'sending' AND c.expansion_done \
+           AND c.expanded <= (SELECT COALESCE(sum(n), 0) FROM campaign_counters WHERE campaign_id = c.id)",
+    )
+    .execute(&state.db)
+    .await?;
+    Ok(())
+}
+
 /// Records a batch of events; returns how many were new.
 pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
     let events: Vec<&Event> = events.iter().filter(|e| e.id.campaign > 0).collect();
     if events.is_empty() {
         return Ok(0);
     }
-    let col = |f: fn(&Event) -> String| events.iter().map(|e| f(e)).collect::<Vec<String>>();
+    // PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
+    // reply would block its shard's recording forever.
+    let col = |f: fn(&Event) -> String| {
+        events
+            .iter()
+            .map(|e| f(e).replace('\0', ""))
+            .collect::<Vec<String>>()
+    };
     let campaign: Vec<i64> = events.iter().map(|e| e.id.campaign as i64).collect();
     let seq: Vec<i64> = events.iter().map(|e| e.id.seq as i64).collect();
     let attempt: Vec<i32> = events.iter().map(|e| e.attempt as i32).collect();
@@ -78,7 +97,8 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     .bind(&at)
     .fetch_all(&mut *tx)
     .await?;
-    let mut counts: HashMap<(i64, String, String), i64> = HashMap::new();
+    // Ordered, so concurrent shard recorders lock counter rows in the same order (no deadlocks).
+    let mut counts: BTreeMap<(i64, String, String), i64> = BTreeMap::new();
     let mut suppress: Vec<(i64, String, String)> = Vec::new();
     for (c, tenant, status, site, reason, rcpt) in &inserted {
         *counts
@@ -217,6 +237,8 @@ async fn shard_loop(
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(shard, error = %e, "reading events failed; retrying");
+                // Entries Redis may have delivered before the error are pending: re-read them.
+                from = "0".into();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;

@@ -31,6 +31,9 @@ pub enum StartError {
     /// Serving.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting is unusable.
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// The whole HTTP surface.
@@ -41,7 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::subscribers::router())
         .merge(routes::import::router().layer(DefaultBodyLimit::disable()))
         .merge(routes::campaigns::router())
-        .merge(routes::suppressions::router())
+        .merge(routes::suppressions::router().layer(DefaultBodyLimit::disable()))
         .merge(routes::unsubscribe::router())
         .merge(openapi::router())
         .merge(crate::metrics::router())
@@ -80,12 +83,19 @@ async fn token_secret(
     config: &ApiConfig,
     db: &sqlx::PgPool,
 ) -> Result<std::sync::Arc<[u8]>, StartError> {
-    if let Some(path) = &config.token_secret_file {
-        let s = std::fs::read(path)?;
-        return Ok(s.trim_ascii().to_vec().into());
-    }
-    if let Some(s) = config.token_secret.as_deref().filter(|s| !s.is_empty()) {
-        return Ok(s.as_bytes().to_vec().into());
+    let configured = match (&config.token_secret_file, config.token_secret.as_deref()) {
+        (Some(path), _) => Some(std::fs::read(path)?.trim_ascii().to_vec()),
+        (None, Some(s)) if !s.is_empty() => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    if let Some(secret) = configured {
+        // A short key would let anyone forge unsubscribe tokens.
+        if secret.len() < 32 {
+            return Err(StartError::Config(
+                "the unsubscribe-token secret must be at least 32 bytes".into(),
+            ));
+        }
+        return Ok(secret.into());
     }
     let fresh = crate::keys::generate()?.hash;
     let (v,): (Vec<u8>,) = sqlx::query_as(

@@ -103,7 +103,7 @@ impl TestApi {
             listen: "127.0.0.1:0".parse().expect("addr"),
             shards: crate::world::SHARDS,
             public_url: "http://127.0.0.1:8080".into(),
-            token_secret: Some("test-secret".into()),
+            token_secret: Some("test-secret-of-at-least-32-bytes!".into()),
             token_secret_file: None,
             db_pool: 8,
         };

@@ -15,6 +15,11 @@ type RawCase<'a> = (
     StatusCode,
 );
 
+async fn subscriber_id(api: &TestApi, list: i64) -> i64 {
+    let (_, page) = api.get(&format!("/v1/lists/{list}/subscribers")).await;
+    page[0]["id"].as_i64().expect("a subscriber")
+}
+
 async fn counts(api: &TestApi) -> (i64, i64, i64) {
     let q = |sql: &'static str| {
         let db = api.state.db.clone();
@@ -217,6 +222,106 @@ async fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "CSV without an email column: {p}"
     );
+
+    // Odd paths and queries are problems too, never a 500 or plain text.
+    for (path, status) in [
+        ("/v1/lists/99999999999999999999999", StatusCode::BAD_REQUEST),
+        ("/v1/lists/abc", StatusCode::BAD_REQUEST),
+        (
+            "/v1/suppressions?after=%00",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/v1/suppressions?limit=abc",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/v1/suppressions?colour=red",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (s, ct, p) = api.call(Method::GET, path, Some(&api.key), None).await;
+        assert_eq!(
+            (s, ct.as_str()),
+            (status, "application/problem+json"),
+            "{path}: {p}"
+        );
+    }
+    let (s, _, p) = api
+        .call(
+            Method::DELETE,
+            "/v1/suppressions/a%00b",
+            Some(&api.key),
+            None,
+        )
+        .await;
+    assert!(s.is_client_error(), "NUL in a path: {s} {p}");
+
+    // A spreadsheet's byte-order mark does not hide the header.
+    let bom = "\u{feff}email,first_name\nbom@x.test,B\n"
+        .as_bytes()
+        .to_vec();
+    let (s, _, r) = api
+        .call(
+            Method::POST,
+            &import,
+            Some(&api.key),
+            Some(("text/csv", bom)),
+        )
+        .await;
+    assert_eq!(
+        (s, r["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{r}"
+    );
+    let sid = subscriber_id(&api, list_id).await;
+    let (s, _, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/lists/{list_id}/subscribers/{sid}"),
+            Some(&api.key),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Suppressions in bulk: import with a bad row reported by line, export as CSV.
+    let body = b"email,reason\nx1@y.test,complaint\nnot-an-address\nX2@Y.test\n".to_vec();
+    let (s, _, r) = api
+        .call(
+            Method::POST,
+            "/v1/suppressions/import",
+            Some(&api.key),
+            Some(("text/csv", body)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["invalid"].as_u64()),
+        (Some(2), Some(1)),
+        "{r}"
+    );
+    assert!(
+        r["invalid_rows"][0]
+            .as_str()
+            .is_some_and(|l| l.starts_with("3:")),
+        "{r}"
+    );
+    let (s, ct, _) = api
+        .call(Method::GET, "/v1/suppressions/export", Some(&api.key), None)
+        .await;
+    assert_eq!((s, ct.starts_with("text/csv")), (StatusCode::OK, true));
+    for email in ["x1@y.test", "x2@y.test"] {
+        let (s, _, _) = api
+            .call(
+                Method::DELETE,
+                &format!("/v1/suppressions/{email}"),
+                Some(&api.key),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{email} was imported");
+    }
 
     assert_eq!(
         counts(&api).await,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -15,7 +15,7 @@ use crate::address;
 use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::expansion;
-use crate::json::Json;
+use crate::json::{Json, Path, Query};
 use crate::state::AppState;
 
 /// A campaign.
@@ -232,7 +232,17 @@ async fn send(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, axum::Json<Campaign>), ApiError> {
-    let campaign = fetch(&state, tenant, id).await?;
+    // The row stays locked from the read to the status change, so an edit cannot slip in
+    // between the snapshot and `sending` (the snapshot and the expansion see the same text).
+    let mut tx = state.db.begin().await?;
+    let campaign = sqlx::query_as::<_, Campaign>(&format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(tenant.0)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound("campaign"))?;
     if !matches!(campaign.status.as_str(), "draft" | "scheduled") {
         return Err(ApiError::Conflict {
             field: Some("status".into()),
@@ -244,20 +254,11 @@ async fn send(
     }
     // Freeze first: the snapshot is in Redis before any job can reference it.
     expansion::freeze(&state, tenant.0, &campaign).await?;
-    let done = sqlx::query(
-        "UPDATE campaigns SET status = 'sending', updated_at = now() \
-         WHERE id = $1 AND tenant_id = $2 AND status IN ('draft', 'scheduled')",
-    )
-    .bind(id)
-    .bind(tenant.0)
-    .execute(&state.db)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::Conflict {
-            field: Some("status".into()),
-            detail: "campaign changed status meanwhile".into(),
-        });
-    }
+    sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     state.expander.notify_one();
     Ok((
         StatusCode::ACCEPTED,

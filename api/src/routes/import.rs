@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::routing::post;
 use axum::Router;
@@ -19,6 +19,7 @@ use super::subscribers::check_attributes;
 use crate::address;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::json::Path;
 use crate::state::AppState;
 
 /// Rows per INSERT.
@@ -132,6 +133,8 @@ impl Parser {
     /// One line → a row, `Ok(None)` for the CSV header or a blank line.
     fn row(&mut self, line_no: u64, line: &str) -> Result<Option<Row>, String> {
         let line = line.strip_suffix('\r').unwrap_or(line);
+        // Spreadsheet exports often start with a byte-order mark.
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
         if line.trim().is_empty() {
             return Ok(None);
         }
@@ -190,20 +193,20 @@ impl Parser {
     }
 }
 
-/// Inserts a batch; rows whose address exists already (or repeats within the batch) are
-/// duplicates.
+/// Inserts a batch; rows whose address exists already (the unique index says so) or repeats
+/// within the batch are duplicates. No set of seen addresses is kept: memory stays flat
+/// whatever the body's size.
 async fn flush(
     state: &AppState,
     tenant: i64,
     list: i64,
     batch: &mut Vec<Row>,
-    seen: &mut HashSet<String>,
     report: &mut ImportReport,
 ) -> Result<(), ApiError> {
     let mut fresh: Vec<&Row> = Vec::with_capacity(batch.len());
     let mut in_batch = HashSet::with_capacity(batch.len());
     for r in batch.iter() {
-        if seen.contains(&r.lower) || !in_batch.insert(r.lower.as_str()) {
+        if !in_batch.insert(r.lower.as_str()) {
             report.duplicate(r.line);
         } else {
             fresh.push(r);
@@ -228,10 +231,6 @@ async fn flush(
     for r in fresh {
         if inserted.contains(&r.lower) {
             report.accepted += 1;
-            // Remembered only while small: beyond that the database's unique index decides.
-            if seen.len() < 1_000_000 {
-                seen.insert(r.lower.clone());
-            }
         } else {
             report.duplicate(r.line);
         }
@@ -275,7 +274,6 @@ async fn import(
     };
     let mut report = ImportReport::default();
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
-    let mut seen = HashSet::new();
     let mut pending: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
     let mut stream = body.into_data_stream();
@@ -312,13 +310,16 @@ async fn import(
             match parsed {
                 Ok(Some(row)) => batch.push(row),
                 Ok(None) => {}
-                Err(e) if line_no == 1 && format == Format::Csv => {
-                    return Err(ApiError::invalid("body", format!("line 1: {e}")))
+                Err(e) if format == Format::Csv && parser.header.is_none() => {
+                    return Err(ApiError::invalid(
+                        "body",
+                        format!("line {line_no} (header): {e}"),
+                    ))
                 }
                 Err(e) => report.invalid(line_no, e),
             }
             if batch.len() >= BATCH {
-                flush(&state, tenant.0, list, &mut batch, &mut seen, &mut report).await?;
+                flush(&state, tenant.0, list, &mut batch, &mut report).await?;
             }
         }
         pending.drain(..start);
@@ -329,7 +330,7 @@ async fn import(
             ));
         }
     }
-    flush(&state, tenant.0, list, &mut batch, &mut seen, &mut report).await?;
+    flush(&state, tenant.0, list, &mut batch, &mut report).await?;
     crate::metrics::imported(report.accepted);
     Ok(axum::Json(report))
 }

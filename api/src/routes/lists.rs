@@ -1,6 +1,6 @@
 //! `/v1/lists`: a tenant's mailing lists.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -10,7 +10,7 @@ use sqlx::FromRow;
 
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::json::Json;
+use crate::json::{Json, Path};
 use crate::state::AppState;
 
 /// A list.

@@ -1,6 +1,6 @@
 //! `/v1/lists/{id}/subscribers`: one subscriber at a time (bulk import is in [`super::import`]).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -12,7 +12,7 @@ use super::lists::owned;
 use crate::address;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::json::Json;
+use crate::json::{Json, Path, Query};
 use crate::state::AppState;
 
 /// A subscriber.

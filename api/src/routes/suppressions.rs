@@ -1,7 +1,7 @@
 //! `/v1/suppressions`: addresses the tenant never sends to (bounces, complaints, unsubscribes,
 //! manual entries). Expansion skips them.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::Router;
@@ -12,7 +12,7 @@ use sqlx::FromRow;
 use crate::address;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::json::Json;
+use crate::json::{Json, Path, Query};
 use crate::state::AppState;
 
 /// A suppressed address.
@@ -56,6 +56,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/suppressions", get(page).post(add))
         .route("/v1/suppressions/{email}", delete(remove))
+        .route("/v1/suppressions/import", axum::routing::post(import))
+        .route("/v1/suppressions/export", get(export))
 }
 
 #[utoipa::path(post, path = "/v1/suppressions", request_body = NewSuppression, responses((status = 201, body = Suppression), (status = 422)), security(("bearer" = [])))]
@@ -122,4 +124,192 @@ async fn remove(
         return Err(ApiError::NotFound("suppression"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a suppression import did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct SuppressionImport {
+    /// Addresses added (or whose reason was updated).
+    pub accepted: u64,
+    /// Rows that could not be used.
+    pub invalid: u64,
+    /// Invalid rows (the first 1,000) as `line: reason`.
+    pub invalid_rows: Vec<String>,
+}
+
+/// `POST /v1/suppressions/import`: `text/plain` or `text/csv`, one address per line with an
+/// optional `,reason` (a header line `email,reason` is skipped). Bodies are streamed.
+#[utoipa::path(post, path = "/v1/suppressions/import", request_body(content = String, content_type = "text/csv"), responses((status = 200, body = SuppressionImport), (status = 415)), security(("bearer" = [])))]
+async fn import(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::Json<SuppressionImport>, ApiError> {
+    use futures_util::StreamExt;
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ct.starts_with("text/csv") || ct.starts_with("text/plain")) {
+        return Err(ApiError::UnsupportedMediaType("text/csv or text/plain"));
+    }
+    let mut report = SuppressionImport::default();
+    let mut batch: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut line = 0u64;
+    let mut stream = body.into_data_stream();
+    let mut finished = false;
+    while !finished {
+        match stream.next().await {
+            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                return Err(ApiError::BadRequest {
+                    field: None,
+                    detail: format!("reading the body failed: {e}"),
+                })
+            }
+            None => {
+                finished = true;
+                pending.push(b'\n');
+            }
+        }
+        let mut start = 0;
+        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+            line += 1;
+            let raw = String::from_utf8_lossy(&pending[start..start + nl])
+                .trim()
+                .to_owned();
+            start += nl + 1;
+            if raw.is_empty()
+                || (line == 1 && raw.eq_ignore_ascii_case("email,reason"))
+                || raw.eq_ignore_ascii_case("email")
+            {
+                continue;
+            }
+            let (email, reason) = raw.split_once(',').unwrap_or((&raw, "manual"));
+            let reason = reason.trim();
+            match address::normalize("email", email) {
+                Ok((_, lower)) if !reason.is_empty() && reason.len() <= 64 => {
+                    batch.push((lower, reason.to_owned()))
+                }
+                Ok(_) => {
+                    report.invalid += 1;
+                    if report.invalid_rows.len() < 1000 {
+                        report
+                            .invalid_rows
+                            .push(format!("{line}: reason must be 1-64 characters"));
+                    }
+                }
+                Err(e) => {
+                    report.invalid += 1;
+                    if report.invalid_rows.len() < 1000 {
+                        report.invalid_rows.push(format!("{line}: {e}"));
+                    }
+                }
+            }
+            if batch.len() >= 5000 {
+                report.accepted += flush(&state, tenant.0, &mut batch).await?;
+            }
+        }
+        pending.drain(..start);
+        if pending.len() > 64 * 1024 {
+            return Err(ApiError::invalid(
+                "body",
+                format!("line {} is too long", line + 1),
+            ));
+        }
+    }
+    report.accepted += flush(&state, tenant.0, &mut batch).await?;
+    Ok(axum::Json(report))
+}
+
+async fn flush(
+    state: &AppState,
+    tenant: i64,
+    batch: &mut Vec<(String, String)>,
+) -> Result<u64, ApiError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    // One row per address in a statement (ON CONFLICT DO UPDATE may not touch a row twice).
+    batch.sort();
+    batch.dedup_by(|a, b| a.0 == b.0);
+    let emails: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
+    let reasons: Vec<&str> = batch.iter().map(|b| b.1.as_str()).collect();
+    let done = sqlx::query(
+        "INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
+         SELECT $1, e, r, 'import' FROM UNNEST($2::text[], $3::text[]) AS u(e, r) \
+         ON CONFLICT (tenant_id, email_lower) DO UPDATE SET reason = EXCLUDED.reason",
+    )
+    .bind(tenant)
+    .bind(&emails)
+    .bind(&reasons)
+    .execute(&state.db)
+    .await?;
+    batch.clear();
+    Ok(done.rows_affected())
+}
+
+/// `GET /v1/suppressions/export`: every suppression of the tenant as CSV
+/// (`email,reason,source,created_at`), read in keyset pages and streamed.
+#[utoipa::path(get, path = "/v1/suppressions/export", responses((status = 200, content_type = "text/csv", body = String)), security(("bearer" = [])))]
+async fn export(
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        if tx
+            .send(Ok("email,reason,source,created_at\n".into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut after = String::new();
+        loop {
+            let rows: Result<Vec<Suppression>, sqlx::Error> = sqlx::query_as(
+                "SELECT email_lower AS email, reason, source, created_at FROM suppressions \
+                 WHERE tenant_id = $1 AND email_lower > $2 ORDER BY email_lower LIMIT 5000",
+            )
+            .bind(tenant.0)
+            .bind(&after)
+            .fetch_all(&db)
+            .await;
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            let Some(last) = rows.last() else { return };
+            after = last.email.clone();
+            let mut chunk = String::new();
+            for r in &rows {
+                let reason = r.reason.replace([',', '"', '\n', '\r'], " ");
+                chunk.push_str(&format!(
+                    "{},{},{},{}\n",
+                    r.email,
+                    reason,
+                    r.source,
+                    r.created_at.to_rfc3339()
+                ));
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -3,13 +3,14 @@
 //! same. Keyed by a signed token, no API key; effective at once: the subscriber becomes
 //! `unsubscribed` and the address is suppressed for the tenant, so later expansions skip it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::json::Path;
 use crate::state::AppState;
 use crate::tokens;
 
