@@ -60,6 +60,8 @@ pub enum Reason {
     DnsTemporary,
     /// Deferred past the job's expiry.
     Expired,
+    /// The campaign was cancelled.
+    Cancelled,
 }
 
 impl Reason {
@@ -85,6 +87,7 @@ impl Reason {
             Reason::Tls => "tls",
             Reason::DnsTemporary => "dns-temporary",
             Reason::Expired => "expired",
+            Reason::Cancelled => "cancelled",
         }
     }
 }
@@ -404,6 +407,7 @@ mod tests {
             Reason::Tls,
             Reason::DnsTemporary,
             Reason::Expired,
+            Reason::Cancelled,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());

@@ -1,5 +1,6 @@
 //! Run-time control and queue gauges: every second, read each site's `hk:site:<name>:ctl`
-//! (pause flag, rate override, set by operators through the admin CLI) and each shard's depths.
+//! (pause flag, rate override, set by operators through the admin CLI), each shard's depths,
+//! and the run state of every campaign seen.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use hikyaku_queue_schema::Keys;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
+use crate::campaigns::CampaignStates;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::site::Site;
@@ -18,6 +20,7 @@ use crate::units::Rate;
 pub async fn run(
     mut con: MultiplexedConnection,
     sites: BTreeMap<String, Arc<Site>>,
+    campaigns: Arc<CampaignStates>,
     shards: u16,
     inflight: Arc<InFlight>,
     metrics: Metrics,
@@ -35,6 +38,9 @@ pub async fn run(
         }
         if let Err(e) = poll(&mut con, &sites, shards, &inflight, &metrics).await {
             tracing::warn!(error = %e, "reading site control and queue depths failed");
+        }
+        if let Err(e) = campaigns.refresh(&mut con).await {
+            tracing::warn!(error = %e, "reading campaign states failed");
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::campaigns::{CampaignStates, RunState};
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::Target;
@@ -95,6 +96,8 @@ pub struct Dispatcher {
     reporter: Reporter,
     metrics: Metrics,
     config: DispatchConfig,
+    /// Campaign run states (paused / cancelled by the API).
+    campaigns: Arc<CampaignStates>,
 }
 
 impl Dispatcher {
@@ -105,6 +108,7 @@ impl Dispatcher {
         reporter: Reporter,
         metrics: Metrics,
         config: DispatchConfig,
+        campaigns: Arc<CampaignStates>,
     ) -> Option<Arc<Self>> {
         let default_site = sites.get(DEFAULT_SITE)?.clone();
         let mut suffixes: Vec<(String, Arc<Site>)> = sites
@@ -136,6 +140,7 @@ impl Dispatcher {
             reporter,
             metrics,
             config,
+            campaigns,
         }))
     }
 
@@ -161,6 +166,24 @@ impl Dispatcher {
 
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
+        match self.campaigns.get(work.job.id.campaign) {
+            RunState::Sending => {}
+            RunState::Paused => {
+                self.metrics
+                    .requeued(&self.default_site.policy.name, "campaign-paused");
+                let delay = self.config.requeue_delay.max(Duration::from_secs(10));
+                self.reporter.requeue(
+                    work,
+                    &self.default_site.policy,
+                    delay.mul_f64(0.5 + fastrand::f64()),
+                );
+                return;
+            }
+            RunState::Cancelled => {
+                self.reporter.cancelled(work, &self.default_site.policy);
+                return;
+            }
+        }
         if let Err(why) = check_recipient(&work.job.rcpt) {
             let attempt = Attempt::InvalidRecipient(why.into());
             self.reporter

@@ -100,14 +100,16 @@ pub async fn run(
         )));
     }
     let reporter = Reporter::new(txs, Metrics);
+    let campaigns = Arc::new(crate::campaigns::CampaignStates::default());
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
             ehlo: config.ehlo_name.clone(),
             tls,
         },
-        renderer: Arc::new(Renderer::new(con.clone())),
+        renderer: Arc::new(Renderer::new(con.clone(), campaigns.clone())),
         reporter: reporter.clone(),
+        campaigns: campaigns.clone(),
     };
     let sites: BTreeMap<String, Arc<Site>> = config
         .site_policies()
@@ -136,6 +138,7 @@ pub async fn run(
                 .map_or(Duration::from_secs(5), |s| s.0),
             requeue_delay: q.requeue_delay.0,
         },
+        campaigns.clone(),
     )
     .ok_or_else(|| EngineError::Config("no default site".into()))?;
 
@@ -185,6 +188,7 @@ pub async fn run(
         tokio::spawn(control::run(
             con.clone(),
             sites.clone(),
+            campaigns.clone(),
             config.shards,
             inflight.clone(),
             Metrics,

@@ -17,10 +17,12 @@
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
-//! - [`control`]: operator pause / rate override and queue gauges; [`metrics`]: `/metrics`.
+//! - [`control`]: operator pause / rate override and queue gauges; [`campaigns`]: campaign
+//!   pause / cancel from the API; [`metrics`]: `/metrics`.
 //! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
+pub mod campaigns;
 pub mod classify;
 pub mod cli;
 pub mod clock;

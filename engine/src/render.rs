@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hikyaku_queue_schema::keys::SNAPSHOT_FIELD;
+use hikyaku_queue_schema::keys::{SNAPSHOT_FIELD, STATE_FIELD};
 use hikyaku_queue_schema::{CampaignSnapshot, Job, Keys};
 use lettre::message::header::{ContentTransferEncoding, ContentType, Date, Headers, Subject};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use redis::aio::MultiplexedConnection;
 
+use crate::campaigns::{CampaignStates, RunState};
 use crate::clock;
 use crate::smtp::dotstuff;
 
@@ -261,14 +262,16 @@ fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
 #[derive(Debug)]
 pub struct Renderer {
     con: MultiplexedConnection,
+    states: Arc<CampaignStates>,
     cache: Mutex<HashMap<u64, Arc<Campaign>>>,
 }
 
 impl Renderer {
-    /// A renderer reading snapshots over `con`.
-    pub fn new(con: MultiplexedConnection) -> Self {
+    /// A renderer reading snapshots over `con`, recording run states in `states`.
+    pub fn new(con: MultiplexedConnection, states: Arc<CampaignStates>) -> Self {
         Renderer {
             con,
+            states,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -279,15 +282,17 @@ impl Renderer {
             return Ok(c.clone());
         }
         let mut con = self.con.clone();
-        let bytes: Option<Vec<u8>> = redis::cmd("HGET")
+        let (bytes, state): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
             .arg(Keys::campaign(id))
             .arg(SNAPSHOT_FIELD)
+            .arg(STATE_FIELD)
             .query_async(&mut con)
             .await
             .map_err(|e| RenderError::Redis {
                 id,
                 error: e.to_string(),
             })?;
+        self.states.set(id, RunState::parse(state.as_deref()));
         let bytes = bytes.ok_or(RenderError::Missing(id))?;
         let snap = CampaignSnapshot::decode(&bytes).map_err(|e| RenderError::Invalid {
             id,

@@ -163,6 +163,23 @@ impl Reporter {
         );
     }
 
+    /// Finishes a job of a cancelled campaign without sending it.
+    pub fn cancelled(&self, work: Work, site: &SitePolicy) {
+        self.metrics.outcome(&site.name, "cancelled", "cancelled");
+        let attempts = work.job.attempt;
+        self.finish(
+            work,
+            site,
+            "",
+            EventStatus::Cancelled,
+            Reason::Cancelled,
+            attempts,
+            0,
+            String::new(),
+            "campaign cancelled".into(),
+        );
+    }
+
     /// Ends an entry whose job could not even be decoded, with an event that says so, so that
     /// nothing leaves the queue silently.
     pub fn undecodable(&self, shard: u16, entry: Arc<str>, error: String) {

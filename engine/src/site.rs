@@ -15,6 +15,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use crate::campaigns::{CampaignStates, RunState};
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::{Connector, Session, Target};
@@ -52,6 +53,8 @@ pub struct SiteDeps {
     pub renderer: Arc<Renderer>,
     /// Results.
     pub reporter: Reporter,
+    /// Campaign run states (paused / cancelled by the API).
+    pub campaigns: Arc<CampaignStates>,
 }
 
 /// One site's scheduler.
@@ -296,6 +299,18 @@ impl Site {
                     continue;
                 }
             };
+            match self.deps.campaigns.get(item.work.job.id.campaign) {
+                RunState::Sending => {}
+                RunState::Paused => {
+                    let delay = Duration::from_secs(10).mul_f64(0.5 + fastrand::f64());
+                    self.deps.reporter.requeue(item.work, &self.policy, delay);
+                    continue;
+                }
+                RunState::Cancelled => {
+                    self.deps.reporter.cancelled(item.work, &self.policy);
+                    continue;
+                }
+            }
             body.clear();
             campaign.render(&item.work.job, date.get(), &mut body);
             self.wait_for_rate().await;

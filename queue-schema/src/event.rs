@@ -15,6 +15,8 @@ pub enum EventStatus {
     Bounced,
     /// It was still deferred when its expiry passed.
     Expired,
+    /// Its campaign was cancelled before it was sent.
+    Cancelled,
 }
 
 impl EventStatus {
@@ -24,6 +26,7 @@ impl EventStatus {
             EventStatus::Delivered => "delivered",
             EventStatus::Bounced => "bounced",
             EventStatus::Expired => "expired",
+            EventStatus::Cancelled => "cancelled",
         }
     }
 
@@ -32,6 +35,7 @@ impl EventStatus {
             EventStatus::Delivered => 1,
             EventStatus::Bounced => 2,
             EventStatus::Expired => 3,
+            EventStatus::Cancelled => 4,
         }
     }
 
@@ -40,6 +44,7 @@ impl EventStatus {
             1 => Ok(EventStatus::Delivered),
             2 => Ok(EventStatus::Bounced),
             3 => Ok(EventStatus::Expired),
+            4 => Ok(EventStatus::Cancelled),
             _ => Err(DecodeError::OutOfRange { field: "status" }),
         }
     }

@@ -16,6 +16,10 @@ pub const JOB_FIELD: &str = "j";
 /// Field name of the encoded event in an events-stream entry.
 pub const EVENT_FIELD: &str = "e";
 
+/// Field of the campaign hash that holds the campaign's run state: absent or `sending`,
+/// `paused` (engines hold its jobs back), `cancelled` (engines finish its jobs unsent).
+pub const STATE_FIELD: &str = "state";
+
 /// Field of the campaign hash that holds the encoded snapshot.
 pub const SNAPSHOT_FIELD: &str = "snap";
 

@@ -13,7 +13,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `hk:meta` | hash | `schema` (= [`SCHEMA_VERSION`]), `shards` (shard count all writers use) |
-//! | `hk:camp:{<id>}` | hash | field `snap`: the frozen [`CampaignSnapshot`] the engine renders from |
+//! | `hk:camp:{<id>}` | hash | field `snap`: the frozen [`CampaignSnapshot`] the engine renders from; field `state`: `paused` / `cancelled` when set |
 //! | `hk:camp:{<id>}:n` | hash | live per-campaign counters (written by the recorder) |
 //! | `hk:{s<N>}:ready` | stream | jobs of shard N, field `j` = encoded [`Job`]; consumer group [`ENGINE_GROUP`] |
 //! | `hk:{s<N>}:retry` | sorted set | deferred jobs (member = encoded [`Job`]) scored by due time in ms |

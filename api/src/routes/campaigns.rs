@@ -294,6 +294,31 @@ async fn stats(
     }))
 }
 
+/// Tells the engines how to treat the campaign's queued jobs (`None` = deliver).
+async fn set_run_state(state: &AppState, id: i64, run: Option<&str>) -> Result<(), ApiError> {
+    use hikyaku_queue_schema::keys::STATE_FIELD;
+    let mut con = state.redis.clone();
+    let key = hikyaku_queue_schema::Keys::campaign(id as u64);
+    let _: () = match run {
+        Some(v) => {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(STATE_FIELD)
+                .arg(v)
+                .query_async(&mut con)
+                .await?
+        }
+        None => {
+            redis::cmd("HDEL")
+                .arg(&key)
+                .arg(STATE_FIELD)
+                .query_async(&mut con)
+                .await?
+        }
+    };
+    Ok(())
+}
+
 /// Moves a campaign from one of `from` to `to`, or says why it cannot.
 async fn transition(
     state: &AppState,
@@ -358,9 +383,10 @@ async fn pause(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
-    Ok(axum::Json(
-        transition(&state, tenant, id, &["sending"], "paused").await?,
-    ))
+    let c = transition(&state, tenant, id, &["sending"], "paused").await?;
+    // Expansion stops at its next page; engines hold queued jobs back within a second.
+    set_run_state(&state, id, Some("paused")).await?;
+    Ok(axum::Json(c))
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/resume", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
@@ -370,6 +396,7 @@ async fn resume(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
     let c = transition(&state, tenant, id, &["paused"], "sending").await?;
+    set_run_state(&state, id, None).await?;
     state.expander.notify_one();
     Ok(axum::Json(c))
 }
@@ -380,16 +407,17 @@ async fn cancel(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
-    Ok(axum::Json(
-        transition(
-            &state,
-            tenant,
-            id,
-            &["draft", "scheduled", "sending", "paused"],
-            "cancelled",
-        )
-        .await?,
-    ))
+    let c = transition(
+        &state,
+        tenant,
+        id,
+        &["draft", "scheduled", "sending", "paused"],
+        "cancelled",
+    )
+    .await?;
+    // Engines finish the queued jobs unsent, each with a `cancelled` event.
+    set_run_state(&state, id, Some("cancelled")).await?;
+    Ok(axum::Json(c))
 }
 
 #[utoipa::path(delete, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404), (status = 409)), security(("bearer" = [])))]
