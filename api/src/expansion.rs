@@ -206,7 +206,9 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
             return Ok(());
         }
         let rows = sqlx::query_as::<_, Recipient>(
-            "SELECT s.id, s.email, s.attributes, \
+            "SELECT s.id, s.email, \
+               COALESCE((SELECT jsonb_object_agg(k, s.attributes -> k) FROM unnest($5::text[]) AS k \
+                         WHERE s.attributes ? k), '{}'::jsonb) AS attributes, \
                (s.status <> 'active' OR EXISTS (SELECT 1 FROM suppressions x \
                   WHERE x.tenant_id = $3 AND x.email_lower = s.email_lower)) AS excluded \
              FROM subscribers s WHERE s.list_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $4",
@@ -215,6 +217,7 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         .bind(cursor)
         .bind(c.tenant_id)
         .bind(PAGE)
+        .bind(&names)
         .fetch_all(&state.db)
         .await?;
         let Some(last) = rows.last().map(|r| r.id) else {

@@ -2,7 +2,9 @@
 //! `email` column, other columns become attributes) or NDJSON (`application/x-ndjson`, one
 //! `{"email": …, "attributes": {…}}` per line) body. The body is never held whole: lines are
 //! parsed as chunks arrive and inserted in batches; the report names duplicate and invalid rows by
-//! line number.
+//! line number. Batches commit as they go (a 10-million-row import is not one transaction): if
+//! the body breaks off or a line is over 64 KiB, the error names the line and the rows before
+//! it stay imported — importing the same file again reports them as duplicates.
 
 use std::collections::HashSet;
 
