@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +17,7 @@ use tokio::process::Command;
 
 use crate::dns::{DnsServer, Zone};
 use crate::enqueue;
-use crate::procs::{free_port, monotonic_now, wait_for_port, Proc};
+use crate::procs::{free_port, monotonic_now, start_redis, start_sink, Proc};
 use crate::procstat;
 
 /// What to run.
@@ -142,33 +141,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     std::fs::create_dir_all(&dir)?;
 
     // Redis: fresh, nothing persisted.
-    let redis_port = free_port()?;
-    let redis = Proc {
-        name: "redis-server",
-        child: Command::new(&opts.redis_bin)
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", opts.redis_bin))?,
-    };
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], redis_port)),
-        "redis-server",
-    )
-    .await?;
+    let (redis, redis_url) = start_redis(&opts.redis_bin, &dir).await?;
 
     // DNS, in this process (it answers a handful of queries).
     let zone = Zone::parse(&bench_zone(&opts.domains)).context("bench zone")?;
@@ -178,23 +151,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let smtp_port = free_port()?;
     let stats_port = free_port()?;
     let stats_addr = SocketAddr::from(([127, 0, 0, 1], stats_port));
-    let sink = Proc {
-        name: "sink",
-        child: Command::new(&opts.loadtest_bin)
-            .args([
-                "sink",
-                "--listen",
-                &format!("127.0.0.1:{smtp_port}"),
-                "--stats",
-                &stats_addr.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the sink")?,
-    };
-    wait_for_port(stats_addr, "sink stats").await?;
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], smtp_port)), "sink").await?;
+    let sink = start_sink(&opts.loadtest_bin, smtp_port, stats_addr).await?;
 
     // Jobs, before the engine starts.
     let client = redis::Client::open(redis_url.as_str())?;

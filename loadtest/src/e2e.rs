@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,7 +15,7 @@ use tokio::process::Command;
 use crate::bench::{bench_engine_config, bench_zone, sink_stats};
 use crate::dns::{DnsServer, Zone};
 use crate::httpc::request;
-use crate::procs::{free_port, monotonic_now, wait_for_port, Proc};
+use crate::procs::{free_port, monotonic_now, start_redis, start_sink, wait_for_port, Proc};
 use crate::procstat;
 
 /// What to run.
@@ -134,33 +133,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     psql(&admin, &format!("DROP DATABASE IF EXISTS {db_name}"))?;
     psql(&admin, &format!("CREATE DATABASE {db_name}"))?;
 
-    let redis_port = free_port()?;
-    let redis = Proc {
-        name: "redis-server",
-        child: Command::new(&opts.redis_bin)
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", opts.redis_bin))?,
-    };
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], redis_port)),
-        "redis-server",
-    )
-    .await?;
+    let (redis, redis_url) = start_redis(&opts.redis_bin, &dir).await?;
     let dns = DnsServer::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Zone::parse(&bench_zone(&opts.domains))?,
@@ -168,22 +141,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     .await?;
     let smtp_port = free_port()?;
     let stats_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let sink = Proc {
-        name: "sink",
-        child: Command::new(&opts.loadtest_bin)
-            .args([
-                "sink",
-                "--listen",
-                &format!("127.0.0.1:{smtp_port}"),
-                "--stats",
-                &stats_addr.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the sink")?,
-    };
-    wait_for_port(stats_addr, "sink stats").await?;
+    let sink = start_sink(&opts.loadtest_bin, smtp_port, stats_addr).await?;
 
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let api = Proc {

@@ -60,3 +60,63 @@ pub async fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 pub fn monotonic_now() -> Instant {
     Instant::now()
 }
+
+/// Starts a fresh `redis-server` (nothing persisted, files under `dir`) and returns it with its
+/// URL once it accepts connections.
+pub async fn start_redis(bin: &str, dir: &std::path::Path) -> anyhow::Result<(Proc, String)> {
+    use anyhow::Context;
+    let port = free_port()?;
+    let child = tokio::process::Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "redis-server").await?;
+    Ok((
+        Proc {
+            name: "redis-server",
+            child,
+        },
+        format!("redis://127.0.0.1:{port}"),
+    ))
+}
+
+/// Starts the sink as its own process (`loadtest_bin sink`) on `smtp_port`, with its stats at
+/// `stats`, once both listen.
+pub async fn start_sink(
+    loadtest_bin: &std::path::Path,
+    smtp_port: u16,
+    stats: SocketAddr,
+) -> anyhow::Result<Proc> {
+    use anyhow::Context;
+    let child = tokio::process::Command::new(loadtest_bin)
+        .args([
+            "sink",
+            "--listen",
+            &format!("127.0.0.1:{smtp_port}"),
+            "--stats",
+            &stats.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the sink")?;
+    wait_for_port(stats, "sink stats").await?;
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], smtp_port)), "sink").await?;
+    Ok(Proc {
+        name: "sink",
+        child,
+    })
+}

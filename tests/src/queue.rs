@@ -135,3 +135,22 @@ pub async fn wait_events(
     })
     .await
 }
+
+/// Every job in the ready streams, decoded.
+pub async fn ready_jobs(con: &mut MultiplexedConnection) -> Vec<Job> {
+    let mut out = Vec::new();
+    for shard in 0..crate::world::SHARDS {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(Keys::ready(shard))
+            .arg("-")
+            .arg("+")
+            .query_async(con)
+            .await
+            .expect("xrange");
+        for e in entries.ids {
+            let bytes: Vec<u8> = e.get("j").expect("job field");
+            out.push(Job::decode(&bytes).expect("job decodes"));
+        }
+    }
+    out
+}

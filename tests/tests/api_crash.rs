@@ -6,8 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use hikyaku_queue_schema::{Job, Keys};
+use hikyaku_queue_schema::Keys;
 use hikyaku_tests::api::TestApi;
+use hikyaku_tests::queue;
 use hikyaku_tests::redis::{free_port, TestRedis};
 use hikyaku_tests::wait_for;
 use hikyaku_tests::world::SHARDS;
@@ -113,22 +114,9 @@ async fn sigkill_mid_expansion_then_restart_enqueues_each_recipient_once() {
         Some(N),
         "each counted once: {done}"
     );
-    let mut seqs = HashSet::new();
-    let mut total = 0;
-    for shard in 0..SHARDS {
-        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(Keys::ready(shard))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut con)
-            .await
-            .expect("xrange");
-        for e in r.ids {
-            let job = Job::decode(&e.get::<Vec<u8>>("j").expect("j")).expect("job");
-            seqs.insert(job.id.seq);
-            total += 1;
-        }
-    }
+    let jobs = queue::ready_jobs(&mut con).await;
+    let total = jobs.len() as i64;
+    let seqs: HashSet<u64> = jobs.iter().map(|j| j.id.seq).collect();
     assert_eq!(
         total, N,
         "no recipient enqueued twice (killed at {at_kill})"

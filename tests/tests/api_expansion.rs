@@ -4,29 +4,10 @@
 //! enqueues no recipient twice and counts each once.
 
 use axum::http::{Method, StatusCode};
-use hikyaku_queue_schema::{Job, Keys};
 use hikyaku_tests::api::TestApi;
+use hikyaku_tests::queue;
 use hikyaku_tests::redis::TestRedis;
-use hikyaku_tests::world::SHARDS;
 use serde_json::json;
-
-async fn stream_jobs(con: &mut redis::aio::MultiplexedConnection) -> Vec<Job> {
-    let mut out = Vec::new();
-    for shard in 0..SHARDS {
-        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(Keys::ready(shard))
-            .arg("-")
-            .arg("+")
-            .query_async(con)
-            .await
-            .expect("xrange");
-        for e in r.ids {
-            let b: Vec<u8> = e.get("j").expect("job field");
-            out.push(Job::decode(&b).expect("job"));
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
@@ -97,7 +78,7 @@ async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
         .expect("expands");
 
     let mut con = redis.con().await;
-    let first = stream_jobs(&mut con).await;
+    let first = queue::ready_jobs(&mut con).await;
     assert_eq!(first.len() as i64, n);
     let j = first
         .iter()
@@ -118,7 +99,7 @@ async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
     hikyaku_api::expansion::expand(&api.state, cid)
         .await
         .expect("expands again");
-    let second = stream_jobs(&mut con).await;
+    let second = queue::ready_jobs(&mut con).await;
     assert_eq!(second.len() as i64, n, "no recipient enqueued twice");
     let (_, c) = api.get(&format!("/v1/campaigns/{cid}")).await;
     assert_eq!(c["expanded"].as_i64(), Some(n), "each counted once");

@@ -3,31 +3,12 @@
 //! managed; recorded events page with a cursor and filters, and a replayed event changes nothing.
 
 use axum::http::{Method, StatusCode};
-use hikyaku_queue_schema::{Event, EventStatus, Job, JobId, Keys};
+use hikyaku_queue_schema::{Event, EventStatus, Job, JobId};
 use hikyaku_tests::api::TestApi;
+use hikyaku_tests::queue;
 use hikyaku_tests::redis::TestRedis;
-use hikyaku_tests::world::SHARDS;
 use serde_json::json;
 use tower::ServiceExt;
-
-async fn jobs(con: &mut redis::aio::MultiplexedConnection) -> Vec<Job> {
-    let mut out = Vec::new();
-    for shard in 0..SHARDS {
-        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(Keys::ready(shard))
-            .arg("-")
-            .arg("+")
-            .query_async(con)
-            .await
-            .expect("xrange");
-        out.extend(
-            r.ids
-                .iter()
-                .map(|e| Job::decode(&e.get::<Vec<u8>>("j").expect("j")).expect("job")),
-        );
-    }
-    out
-}
 
 async fn campaign(api: &TestApi, list: i64, body: &str) -> i64 {
     let (s, c) = api
@@ -66,7 +47,7 @@ async fn one_click_unsubscribe_stops_later_sends() {
         .await
         .expect("expand");
     let mut con = redis.con().await;
-    let first = jobs(&mut con).await;
+    let first = queue::ready_jobs(&mut con).await;
     assert_eq!(first.len(), 2);
     let url = &first
         .iter()
@@ -121,7 +102,7 @@ async fn one_click_unsubscribe_stops_later_sends() {
     hikyaku_api::expansion::expand(&api.state, c2)
         .await
         .expect("expand");
-    let later: Vec<Job> = jobs(&mut con)
+    let later: Vec<Job> = queue::ready_jobs(&mut con)
         .await
         .into_iter()
         .filter(|j| j.id.campaign == c2 as u64)
@@ -167,7 +148,7 @@ async fn status_rules_suppressions_and_event_pages() {
         "{sent}"
     );
     let mut con = redis.con().await;
-    let test_jobs = jobs(&mut con).await;
+    let test_jobs = queue::ready_jobs(&mut con).await;
     assert_eq!(test_jobs.len(), 2);
     assert!(test_jobs
         .iter()
