@@ -41,11 +41,11 @@ pub fn field_names(texts: &[&str]) -> Vec<String> {
     names.into_iter().collect()
 }
 
-fn snapshot(tenant: i64, c: &Campaign) -> CampaignSnapshot {
+fn snapshot(c: &Campaign) -> CampaignSnapshot {
     let domain = c.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
     CampaignSnapshot {
         id: c.id as u64,
-        tenant: tenant.to_string(),
+        tenant: c.tenant_id.to_string(),
         from_name: c.from_name.clone(),
         from_addr: c.from_addr.clone(),
         reply_to: c.reply_to.clone(),
@@ -67,7 +67,6 @@ const TEST_ID_BASE: u64 = 1 << 48;
 /// otherwise.
 pub async fn test_send(
     state: &AppState,
-    tenant: i64,
     c: &Campaign,
     recipients: &[String],
 ) -> Result<crate::routes::campaigns::TestSent, ApiError> {
@@ -79,7 +78,7 @@ pub async fn test_send(
         .query_async(&mut con)
         .await?;
     let test_id = TEST_ID_BASE + n;
-    let mut snap = snapshot(tenant, c);
+    let mut snap = snapshot(c);
     snap.id = test_id;
     let key = Keys::campaign(test_id);
     let _: () = redis::pipe()
@@ -132,12 +131,12 @@ pub async fn test_send(
 }
 
 /// Writes the campaign's frozen snapshot to Redis (idempotent).
-pub async fn freeze(state: &AppState, tenant: i64, c: &Campaign) -> Result<(), ApiError> {
+pub async fn freeze(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
     let mut con = state.redis.clone();
     let _: () = redis::cmd("HSET")
         .arg(Keys::campaign(c.id as u64))
         .arg(SNAPSHOT_FIELD)
-        .arg(snapshot(tenant, c).encode())
+        .arg(snapshot(c).encode())
         .query_async(&mut con)
         .await?;
     Ok(())
@@ -305,17 +304,14 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
 
 /// Starts scheduled campaigns whose time has come: freeze, then `sending`.
 async fn start_due(state: &AppState) -> Result<(), ApiError> {
-    let due: Vec<crate::routes::campaigns::Campaign> = sqlx::query_as(
-        "SELECT id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, status, priority,          expires_at, expanded, skipped, expansion_done, created_at FROM campaigns          WHERE status = 'scheduled' AND send_at <= now()",
-    )
+    let due: Vec<Campaign> = sqlx::query_as(&format!(
+        "SELECT {} FROM campaigns WHERE status = 'scheduled' AND send_at <= now()",
+        crate::routes::campaigns::COLUMNS
+    ))
     .fetch_all(&state.db)
     .await?;
     for c in due {
-        let (tenant,): (i64,) = sqlx::query_as("SELECT tenant_id FROM campaigns WHERE id = $1")
-            .bind(c.id)
-            .fetch_one(&state.db)
-            .await?;
-        freeze(state, tenant, &c).await?;
+        freeze(state, &c).await?;
         sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1 AND status = 'scheduled'")
             .bind(c.id)
             .execute(&state.db)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::campaigns::{CampaignStates, RunState};
+use crate::campaigns::CampaignStates;
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::Target;
@@ -166,24 +166,13 @@ impl Dispatcher {
 
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
-        match self.campaigns.get(work.job.id.campaign) {
-            RunState::Sending => {}
-            RunState::Paused => {
-                self.metrics
-                    .requeued(&self.default_site.policy.name, "campaign-paused");
-                let delay = self.config.requeue_delay.max(Duration::from_secs(10));
-                self.reporter.requeue(
-                    work,
-                    &self.default_site.policy,
-                    delay.mul_f64(0.5 + fastrand::f64()),
-                );
-                return;
-            }
-            RunState::Cancelled => {
-                self.reporter.cancelled(work, &self.default_site.policy);
-                return;
-            }
-        }
+        let state = self.campaigns.get(work.job.id.campaign);
+        let Some(work) = self
+            .reporter
+            .campaign_gate(work, &self.default_site.policy, state)
+        else {
+            return;
+        };
         if let Err(why) = check_recipient(&work.job.rcpt) {
             let attempt = Attempt::InvalidRecipient(why.into());
             self.reporter

@@ -11,11 +11,15 @@ use hikyaku_queue_schema::scripts::{Deferred, Finished};
 use hikyaku_queue_schema::{Event, EventStatus, JobId};
 use tokio::sync::mpsc;
 
+use crate::campaigns::RunState;
 use crate::classify::{classify, Attempt, Disposition, Reason};
 use crate::clock;
 use crate::metrics::Metrics;
 use crate::policy::SitePolicy;
 use crate::work::Work;
+
+/// How long a paused campaign's job waits before it is looked at again (spread ±50%).
+const PAUSED_HOLD: Duration = Duration::from_secs(10);
 
 /// A job leaving the engine, on its way to Redis.
 #[derive(Debug)]
@@ -163,8 +167,26 @@ impl Reporter {
         );
     }
 
+    /// Applies a campaign's run state to one of its jobs: `None` if the job may go on, else the
+    /// job was held back (paused: back to the retry set for a while, no attempt counted) or
+    /// finished unsent (cancelled). The one rule for the dispatcher and the connections.
+    pub fn campaign_gate(&self, work: Work, site: &SitePolicy, state: RunState) -> Option<Work> {
+        match state {
+            RunState::Sending => Some(work),
+            RunState::Paused => {
+                self.metrics.requeued(&site.name, "campaign-paused");
+                self.requeue(work, site, PAUSED_HOLD.mul_f64(0.5 + fastrand::f64()));
+                None
+            }
+            RunState::Cancelled => {
+                self.cancelled(work, site);
+                None
+            }
+        }
+    }
+
     /// Finishes a job of a cancelled campaign without sending it.
-    pub fn cancelled(&self, work: Work, site: &SitePolicy) {
+    fn cancelled(&self, work: Work, site: &SitePolicy) {
         self.metrics.outcome(&site.name, "cancelled", "cancelled");
         let attempts = work.job.attempt;
         self.finish(

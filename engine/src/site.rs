@@ -15,13 +15,13 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
-use crate::campaigns::{CampaignStates, RunState};
+use crate::campaigns::CampaignStates;
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::{Connector, Session, Target};
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
-use crate::render::{DateLine, Renderer};
+use crate::render::{Campaign, DateLine, Renderer};
 use crate::report::Reporter;
 use crate::smtp::Envelope;
 use crate::units::Rate;
@@ -274,6 +274,7 @@ impl Site {
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
         let mut date = DateLine::default();
+        let mut current: Option<(u64, Arc<Campaign>)> = None;
         'jobs: loop {
             let prefer = session.as_ref().map(|s| s.target.clone());
             let Some(item) = self.next(prefer.as_deref()).await else {
@@ -288,29 +289,35 @@ impl Site {
                     s.client.quit().await;
                 }
             }
-            let campaign = match self.deps.renderer.campaign(item.work.job.id.campaign).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
-                    let attempt = Attempt::Unrenderable(e.to_string());
-                    self.deps
-                        .reporter
-                        .outcome(item.work, &self.policy, "", &attempt);
-                    continue;
-                }
+            // Most messages of a connection belong to the campaign of the one before: keep it
+            // rather than asking the shared cache (a lock) per message.
+            let id = item.work.job.id.campaign;
+            let campaign = match &current {
+                Some((cached, c)) if *cached == id => c.clone(),
+                _ => match self.deps.renderer.campaign(id).await {
+                    Ok(c) => {
+                        current = Some((id, c.clone()));
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
+                        let attempt = Attempt::Unrenderable(e.to_string());
+                        self.deps
+                            .reporter
+                            .outcome(item.work, &self.policy, "", &attempt);
+                        continue;
+                    }
+                },
             };
-            match self.deps.campaigns.get(item.work.job.id.campaign) {
-                RunState::Sending => {}
-                RunState::Paused => {
-                    let delay = Duration::from_secs(10).mul_f64(0.5 + fastrand::f64());
-                    self.deps.reporter.requeue(item.work, &self.policy, delay);
-                    continue;
-                }
-                RunState::Cancelled => {
-                    self.deps.reporter.cancelled(item.work, &self.policy);
-                    continue;
-                }
-            }
+            let state = self.deps.campaigns.get(item.work.job.id.campaign);
+            let Some(work) = self
+                .deps
+                .reporter
+                .campaign_gate(item.work, &self.policy, state)
+            else {
+                continue;
+            };
+            let item = Routed { work, ..item };
             body.clear();
             campaign.render(&item.work.job, date.get(), &mut body);
             self.wait_for_rate().await;

@@ -106,12 +106,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
 
 /// The demo campaign: three merge fields and a per-recipient unsubscribe link, ~2 KB.
 fn campaign_body(list_id: i64) -> serde_json::Value {
-    let paragraph = "hikyaku weekly: the express couriers of old Japan ran relay stages between \
-                     Edo and Osaka; this newsletter runs the same relay for your readers.\n";
-    let mut text = String::from("Dear {{first_name}},\n\nYour plan: {{plan}}.\n\n");
-    while text.len() < 1800 {
-        text.push_str(paragraph);
-    }
+    let mut text = crate::enqueue::newsletter_text(2048);
     text.push_str("\nUnsubscribe: {{unsubscribe_url}}\n");
     serde_json::json!({
         "name": "demo", "list_id": list_id, "from_name": "hikyaku demo", "from_addr": "news@hikyaku.test",
@@ -206,24 +201,10 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     .await?;
     let list_id = list["id"].as_i64().context("list id")?;
 
-    let total: u64 = opts
-        .domains
-        .iter()
-        .map(|(_, w)| u64::from(*w))
-        .sum::<u64>()
-        .max(1);
     let mut csv = String::with_capacity(opts.count as usize * 48 + 32);
     csv.push_str("email,first_name,plan\n");
     for i in 0..opts.count {
-        let mut slot = i % total;
-        let mut domain = opts.domains[0].0.as_str();
-        for (d, w) in &opts.domains {
-            if slot < u64::from(*w) {
-                domain = d;
-                break;
-            }
-            slot -= u64::from(*w);
-        }
+        let domain = crate::enqueue::weighted_domain(&opts.domains, i);
         csv.push_str(&format!(
             "reader{i}@{domain},Reader{i},{}\n",
             ["bronze", "silver", "gold"][(i % 3) as usize]

@@ -101,15 +101,40 @@ pub async fn write_jobs(
     Ok(total)
 }
 
-/// The benchmark campaign: about `body_bytes` of text with three merge fields and a
-/// per-recipient unsubscribe link.
-pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
+/// The benchmark newsletter body: about `body_bytes` of text (less the unsubscribe line the
+/// caller adds) with the `{{first_name}}` and `{{plan}}` merge fields.
+pub fn newsletter_text(body_bytes: usize) -> String {
     let paragraph = "hikyaku weekly: the express couriers of old Japan ran relay stages between \
                      Edo and Osaka; this newsletter runs the same relay for your readers.\n";
     let mut text = String::from("Dear {{first_name}},\n\nYour plan: {{plan}}.\n\n");
     while text.len() + paragraph.len() < body_bytes.saturating_sub(120) {
         text.push_str(paragraph);
     }
+    text
+}
+
+/// The domain of recipient `seq` when `domains` share recipients by weight (deterministic, so
+/// runs are comparable).
+pub fn weighted_domain(domains: &[(String, u32)], seq: u64) -> &str {
+    let total: u64 = domains
+        .iter()
+        .map(|(_, w)| u64::from(*w))
+        .sum::<u64>()
+        .max(1);
+    let mut slot = seq % total;
+    for (d, w) in domains {
+        if slot < u64::from(*w) {
+            return d;
+        }
+        slot -= u64::from(*w);
+    }
+    domains.first().map_or("", |(d, _)| d.as_str())
+}
+
+/// The benchmark campaign: about `body_bytes` of text with three merge fields and a
+/// per-recipient unsubscribe link.
+pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
+    let mut text = newsletter_text(body_bytes);
     text.push_str("\nUnsubscribe: https://hikyaku.test/u/{{token}}\n");
     CampaignSnapshot {
         id,
@@ -134,21 +159,8 @@ pub fn bench_jobs(
     domains: &[(String, u32)],
     queued_ms: u64,
 ) -> impl Iterator<Item = Job> + '_ {
-    let total: u64 = domains
-        .iter()
-        .map(|(_, w)| u64::from(*w))
-        .sum::<u64>()
-        .max(1);
     (0..count).map(move |seq| {
-        let mut slot = seq % total;
-        let mut domain = domains[0].0.as_str();
-        for (d, w) in domains {
-            if slot < u64::from(*w) {
-                domain = d;
-                break;
-            }
-            slot -= u64::from(*w);
-        }
+        let domain = weighted_domain(domains, seq);
         Job {
             id: JobId { campaign, seq },
             attempt: 0,

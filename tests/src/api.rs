@@ -182,6 +182,28 @@ impl TestApi {
         (s, v)
     }
 
+    /// Creates a campaign to `list` with this text body (subject "s", from n@a.test).
+    pub async fn create_campaign(&self, list: i64, text_body: &str) -> i64 {
+        let body = serde_json::json!({
+            "name": "c", "list_id": list, "from_addr": "n@a.test", "subject": "s", "text_body": text_body
+        });
+        let (s, c) = self.json(Method::POST, "/v1/campaigns", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        c["id"].as_i64().expect("campaign id")
+    }
+
+    /// Sends a campaign (202 expected).
+    pub async fn send(&self, campaign: i64) {
+        let (s, body) = self
+            .json(
+                Method::POST,
+                &format!("/v1/campaigns/{campaign}/send"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    }
+
     /// GET with this tenant's key.
     pub async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
         let (s, _, v) = self.call(Method::GET, path, Some(&self.key), None).await;

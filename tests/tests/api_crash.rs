@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use hikyaku_queue_schema::Keys;
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::queue;
@@ -60,22 +60,8 @@ async fn sigkill_mid_expansion_then_restart_enqueues_each_recipient_once() {
     .execute(&api.state.db)
     .await
     .expect("subscribers");
-    let (_, c) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({"name": "c", "list_id": l, "from_addr": "n@a.test", "subject": "s", "text_body": "hi {{email}}"}),
-        )
-        .await;
-    let cid = c["id"].as_i64().expect("campaign");
-    let (s, _) = api
-        .json(
-            Method::POST,
-            &format!("/v1/campaigns/{cid}/send"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    let cid = api.create_campaign(l, "hi {{email}}").await;
+    api.send(cid).await;
 
     let mut con = redis.con().await;
     let mut child = start_api(&api, &redis);

@@ -57,22 +57,8 @@ async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
         .collect();
     assert_eq!(invalid_lines, bad_lines);
 
-    let (_, c) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({"name": "c", "list_id": l, "from_addr": "n@a.test", "subject": "s", "text_body": "plan {{plan}}"}),
-        )
-        .await;
-    let cid = c["id"].as_i64().expect("campaign");
-    let (s, _) = api
-        .json(
-            Method::POST,
-            &format!("/v1/campaigns/{cid}/send"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    let cid = api.create_campaign(l, "plan {{plan}}").await;
+    api.send(cid).await;
     hikyaku_api::expansion::expand(&api.state, cid)
         .await
         .expect("expands");

@@ -10,18 +10,6 @@ use hikyaku_tests::redis::TestRedis;
 use serde_json::json;
 use tower::ServiceExt;
 
-async fn campaign(api: &TestApi, list: i64, body: &str) -> i64 {
-    let (s, c) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({"name": "c", "list_id": list, "from_addr": "n@a.test", "subject": "s", "text_body": body}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{c}");
-    c["id"].as_i64().expect("id")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_unsubscribe_stops_later_sends() {
     let redis = TestRedis::start();
@@ -40,7 +28,9 @@ async fn one_click_unsubscribe_stops_later_sends() {
             .await;
         assert_eq!(s, StatusCode::CREATED);
     }
-    let c1 = campaign(&api, l, "News.\nUnsubscribe: {{unsubscribe_url}}\n").await;
+    let c1 = api
+        .create_campaign(l, "News.\nUnsubscribe: {{unsubscribe_url}}\n")
+        .await;
     api.json(Method::POST, &format!("/v1/campaigns/{c1}/send"), json!({}))
         .await;
     hikyaku_api::expansion::expand(&api.state, c1)
@@ -96,7 +86,7 @@ async fn one_click_unsubscribe_stops_later_sends() {
     assert_eq!(sup[0]["email"], "a@x.test");
     assert_eq!(sup[0]["reason"], "unsubscribe");
 
-    let c2 = campaign(&api, l, "Second.\n").await;
+    let c2 = api.create_campaign(l, "Second.\n").await;
     api.json(Method::POST, &format!("/v1/campaigns/{c2}/send"), json!({}))
         .await;
     hikyaku_api::expansion::expand(&api.state, c2)
@@ -122,7 +112,7 @@ async fn status_rules_suppressions_and_event_pages() {
         .json(Method::POST, "/v1/lists", json!({"name": "l"}))
         .await;
     let l = list["id"].as_i64().expect("list");
-    let c = campaign(&api, l, "x {{email}}").await;
+    let c = api.create_campaign(l, "x {{email}}").await;
     let (s, edited) = api
         .json(
             Method::PATCH,

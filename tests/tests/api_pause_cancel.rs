@@ -36,22 +36,8 @@ async fn queued_campaign(api: &TestApi, name: &str, n: usize) -> i64 {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, c) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({"name": name, "list_id": l, "from_addr": "n@a.test", "subject": "s", "text_body": "hi"}),
-        )
-        .await;
-    let cid = c["id"].as_i64().expect("campaign");
-    let (s, _) = api
-        .json(
-            Method::POST,
-            &format!("/v1/campaigns/{cid}/send"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    let cid = api.create_campaign(l, "hi").await;
+    api.send(cid).await;
     hikyaku_api::expansion::expand(&api.state, cid)
         .await
         .expect("expand");

@@ -23,6 +23,9 @@ use crate::state::AppState;
 pub struct Campaign {
     /// Id.
     pub id: i64,
+    /// Owning tenant (implied by the key; not shown).
+    #[serde(skip)]
+    pub tenant_id: i64,
     /// The list it goes to.
     pub list_id: i64,
     /// Internal name.
@@ -103,8 +106,9 @@ pub struct Stats {
     pub by_site: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
-const COLUMNS: &str =
-    "id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, \
+/// The columns of [`Campaign`], for every query that reads one.
+pub const COLUMNS: &str =
+    "id, tenant_id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, \
      status, priority, expires_at, expanded, skipped, expansion_done, created_at";
 
 /// Routes.
@@ -253,7 +257,7 @@ async fn send(
         });
     }
     // Freeze first: the snapshot is in Redis before any job can reference it.
-    expansion::freeze(&state, tenant.0, &campaign).await?;
+    expansion::freeze(&state, &campaign).await?;
     sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -644,6 +648,6 @@ async fn test_send(
     for r in &t.recipients {
         addrs.push(address::normalize("recipients", r)?.0);
     }
-    let enqueued = expansion::test_send(&state, tenant.0, &c, &addrs).await?;
+    let enqueued = expansion::test_send(&state, &c, &addrs).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(enqueued)))
 }
