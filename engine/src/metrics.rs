@@ -4,10 +4,13 @@
 //! The recorder is process-global (the `metrics` facade); [`install`] sets it up once and
 //! returns the handle the endpoint renders.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +45,25 @@ pub const DNS_LOOKUPS: &str = "hikyaku_dns_lookups_total";
 pub const RETRY_MOVED: &str = "hikyaku_retry_moved_total";
 /// Site paused (1) or not (0).
 pub const SITE_PAUSED: &str = "hikyaku_site_paused";
+/// Time from enqueue (the job's `queued_ms`) to the accepting reply, per site.
+pub const DELIVERY_LATENCY: &str = "hikyaku_delivery_latency_seconds";
+
+/// Buckets of [`DELIVERY_LATENCY`]: from a message delivered the instant it was queued to one
+/// that waited out a long backlog or retries.
+pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Outcome counter handles: by (result, reason), then by site.
+type OutcomeHandles = HashMap<(&'static str, &'static str), HashMap<String, Counter>>;
+
+thread_local! {
+    /// Outcome counters by (result, reason) then site, per thread: the per-message path finds
+    /// its handle without building label sets or taking the registry's locks.
+    static OUTCOMES: RefCell<OutcomeHandles> = RefCell::new(HashMap::new());
+    /// Delivery-latency histograms by site, per thread.
+    static LATENCY: RefCell<HashMap<String, Histogram>> = RefCell::new(HashMap::new());
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -57,6 +79,12 @@ pub fn install() -> PrometheusHandle {
                         5.0, 10.0,
                     ],
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DELIVERY_LATENCY.into()),
+                        DELIVERY_LATENCY_BUCKETS,
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -82,6 +110,7 @@ fn describe() {
     );
     describe_gauge!(CONNECTIONS, "Open SMTP connections per site. Pinned at the site cap is normal at peak; zero with a backlog means the site is unreachable or paused.");
     describe_counter!(CONNECTS, "SMTP connection attempts by site and result. Failures rising means an MX is down or refusing us.");
+    describe_histogram!(DELIVERY_LATENCY, Unit::Seconds, "Time from a job's enqueue to the accepting reply, per site. The tail growing during a peak means the backlog (or a site's limit) is delaying mail; compare with the queue depth.");
     describe_histogram!(REPLY_SECONDS, Unit::Seconds, "Time from the final dot to the reply, per site. A rising tail means the receiver is slowing us (tarpitting) before it throttles.");
     describe_counter!(RATE_WAITS, "Times a message waited for its site's rate limiter. Rising means the site limit, not the engine, sets the pace.");
     describe_counter!(
@@ -102,8 +131,29 @@ pub struct Metrics;
 impl Metrics {
     /// A job reached a result.
     pub fn outcome(&self, site: &str, result: &'static str, reason: &'static str) {
-        counter!(MESSAGES, "site" => site.to_owned(), "result" => result, "reason" => reason)
-            .increment(1);
+        OUTCOMES.with_borrow_mut(|m| {
+            let by_site = m.entry((result, reason)).or_default();
+            match by_site.get(site) {
+                Some(c) => c.increment(1),
+                None => {
+                    let c = counter!(MESSAGES, "site" => site.to_owned(), "result" => result, "reason" => reason);
+                    c.increment(1);
+                    by_site.insert(site.to_owned(), c);
+                }
+            }
+        });
+    }
+
+    /// A job was delivered `seconds` after it was queued.
+    pub fn delivery_latency(&self, site: &str, seconds: f64) {
+        LATENCY.with_borrow_mut(|m| match m.get(site) {
+            Some(h) => h.record(seconds),
+            None => {
+                let h = histogram!(DELIVERY_LATENCY, "site" => site.to_owned());
+                h.record(seconds);
+                m.insert(site.to_owned(), h);
+            }
+        });
     }
 
     /// A job was put back without an attempt.

@@ -50,6 +50,30 @@ enum Segment {
     Field(usize),
 }
 
+/// How the content travels: after `DATA` (dot-stuffed, ended by the caller's `.`) or in a
+/// `BDAT` chunk (octets as they are, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Dot-stuffed for `DATA`.
+    Data,
+    /// Raw for `BDAT`.
+    Bdat,
+}
+
+/// The campaign's message in one framing, cut at its merge fields.
+#[derive(Debug)]
+struct Skeleton {
+    text: Vec<u8>,
+    segments: Vec<Segment>,
+}
+
+impl Skeleton {
+    fn new(text: Vec<u8>, names: &[String]) -> Self {
+        let segments = split_fields(&text, names);
+        Skeleton { text, segments }
+    }
+}
+
 /// A campaign ready to render: skeleton and per-message header parts.
 #[derive(Debug)]
 pub struct Campaign {
@@ -57,8 +81,8 @@ pub struct Campaign {
     pub return_path: String,
     /// The body contains (or may contain, via merge values) 8-bit text.
     pub eight_bit: bool,
-    text: Vec<u8>,
-    skeleton: Vec<Segment>,
+    data: Skeleton,
+    bdat: Skeleton,
     subject_template: Option<String>,
     field_names: Vec<String>,
     message_id_domain: String,
@@ -130,14 +154,16 @@ impl Campaign {
         .map_err(|e| invalid(e.to_string()))?;
         let formatted = message.formatted();
         let stripped = strip_headers(&formatted, &["to", "date", "message-id"]);
-        let text = dotstuff::stuff(&stripped);
-        let skeleton = split_fields(&text, &s.field_names);
-        let eight_bit = !text.is_ascii() || has_fields || !s.subject.is_ascii();
+        let data = Skeleton::new(dotstuff::stuff(&stripped), &s.field_names);
+        let mut raw = Vec::with_capacity(stripped.len());
+        dotstuff::canonical_into(&mut raw, &stripped);
+        let bdat = Skeleton::new(raw, &s.field_names);
+        let eight_bit = !data.text.is_ascii() || has_fields || !s.subject.is_ascii();
         Ok(Campaign {
             return_path: s.return_path.clone(),
             eight_bit,
-            text,
-            skeleton,
+            data,
+            bdat,
             subject_template: templated_subject.then(|| s.subject.clone()),
             field_names: s.field_names.clone(),
             message_id_domain: s.message_id_domain.clone(),
@@ -145,10 +171,14 @@ impl Campaign {
         })
     }
 
-    /// Appends the recipient's dot-stuffed message (ending in CRLF) to `out`.
-    /// `date` is a complete `Date: …\r\n` header line.
-    pub fn render(&self, job: &Job, date: &str, out: &mut Vec<u8>) {
-        out.reserve(self.text.len() + 256);
+    /// Appends the recipient's message (ending in CRLF) to `out`, dot-stuffed for
+    /// [`Framing::Data`]. `date` is a complete `Date: …\r\n` header line.
+    pub fn render(&self, job: &Job, date: &str, framing: Framing, out: &mut Vec<u8>) {
+        let skeleton = match framing {
+            Framing::Data => &self.data,
+            Framing::Bdat => &self.bdat,
+        };
+        out.reserve(skeleton.text.len() + 256);
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"Message-ID: <hk.");
         push_display(out, self.id);
@@ -165,15 +195,18 @@ impl Campaign {
             let mut h = Headers::new();
             h.set(Subject::from(clean_header(&subject)));
             let line = h.to_string();
-            dotstuff::stuff_into(out, line.as_bytes());
+            match framing {
+                Framing::Data => dotstuff::stuff_into(out, line.as_bytes()),
+                Framing::Bdat => dotstuff::canonical_into(out, line.as_bytes()),
+            }
         }
-        for seg in &self.skeleton {
+        for seg in &skeleton.segments {
             match seg {
-                Segment::Literal(r) => out.extend_from_slice(&self.text[r.clone()]),
+                Segment::Literal(r) => out.extend_from_slice(&skeleton.text[r.clone()]),
                 Segment::Field(i) => {
                     let value = job.fields.get(*i).map_or("", String::as_str);
                     let at_line_start = out.last() == Some(&b'\n');
-                    if at_line_start && value.starts_with('.') {
+                    if framing == Framing::Data && at_line_start && value.starts_with('.') {
                         out.push(b'.');
                     }
                     out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
@@ -370,7 +403,12 @@ mod tests {
     fn renders_fields_headers_and_mime() {
         let c = Campaign::build(&snapshot()).expect("builds");
         let mut out = Vec::new();
-        c.render(&job(&["太郎", "gold"]), "Date: x\r\n", &mut out);
+        c.render(
+            &job(&["太郎", "gold"]),
+            "Date: x\r\n",
+            Framing::Data,
+            &mut out,
+        );
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with(
             "Date: x\r\nMessage-ID: <hk.42.7@acme.test>\r\nTo: <taro@example.test>\r\n"
@@ -397,12 +435,28 @@ mod tests {
     }
 
     #[test]
+    fn bdat_framing_is_the_data_framing_unstuffed() {
+        let c = Campaign::build(&snapshot()).expect("builds");
+        let j = job(&["太郎", "gold"]);
+        let (mut data, mut raw) = (Vec::new(), Vec::new());
+        c.render(&j, "Date: x\r\n", Framing::Data, &mut data);
+        c.render(&j, "Date: x\r\n", Framing::Bdat, &mut raw);
+        let raw_text = String::from_utf8(raw.clone()).expect("utf8");
+        assert!(raw_text.contains("\r\n.gold is yours."), "{raw_text}");
+        assert!(!raw_text.contains("\r\n..gold"));
+        // Stuffing the raw form gives exactly the DATA form.
+        assert_eq!(crate::smtp::dotstuff::stuff(&raw), data);
+        assert!(raw.ends_with(b"\r\n"));
+    }
+
+    #[test]
     fn merge_values_cannot_inject_headers_or_end_data() {
         let c = Campaign::build(&snapshot()).expect("builds");
         let mut out = Vec::new();
         c.render(
             &job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]),
             "Date: x\r\n",
+            Framing::Data,
             &mut out,
         );
         let text = String::from_utf8(out).expect("utf8");
@@ -417,7 +471,7 @@ mod tests {
         s.subject = "Weekly news".into();
         let c = Campaign::build(&s).expect("builds");
         let mut out = Vec::new();
-        c.render(&job(&["a", "b"]), "Date: x\r\n", &mut out);
+        c.render(&job(&["a", "b"]), "Date: x\r\n", Framing::Data, &mut out);
         let text = String::from_utf8(out).expect("utf8");
         assert_eq!(text.matches("Subject: Weekly news").count(), 1);
         s.from_addr = "not an address".into();

@@ -79,6 +79,11 @@ impl Reporter {
                 };
                 self.metrics
                     .outcome(&site.name, status.as_str(), verdict.reason.as_str());
+                if status == EventStatus::Delivered {
+                    let waited = now.saturating_sub(work.job.queued_ms);
+                    self.metrics
+                        .delivery_latency(&site.name, waited as f64 / 1000.0);
+                }
                 self.finish(
                     work,
                     site,

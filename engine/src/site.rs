@@ -21,14 +21,27 @@ use crate::clock;
 use crate::connect::{Connector, Session, Target};
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
-use crate::render::{Campaign, DateLine, Renderer};
+use crate::render::{Campaign, DateLine, Framing, Renderer};
 use crate::report::Reporter;
-use crate::smtp::Envelope;
+use crate::smtp::{Envelope, SmtpError};
 use crate::units::Rate;
 use crate::work::Work;
 
 /// How far into the queue a connection looks for a job to its own destination.
 const PREFER_SCAN: usize = 64;
+/// Most messages a pipelined session has sent and not had replies for.
+const WINDOW: usize = 32;
+/// A pipelined session stops adding messages to one write past this many bytes.
+const WINDOW_BYTES: usize = 256 * 1024;
+
+/// A message sent on a pipelined session, waiting for its replies.
+#[derive(Debug)]
+struct Sent {
+    item: Routed,
+    /// The session had carried messages before this one.
+    reused: bool,
+    started: tokio::time::Instant,
+}
 
 /// Whether two targets are the same destination (cheap when they are the same cached `Arc`).
 fn same_target(a: &Target, b: &Target) -> bool {
@@ -268,6 +281,100 @@ impl Site {
         }
     }
 
+    /// A job for `target` only, if one is queued now and the rate limiter lets it go now: what
+    /// a pipelined session takes to keep its window full without waiting.
+    fn try_next_for(&self, target: &Target) -> Option<Routed> {
+        if self.draining.load(Ordering::SeqCst) || self.is_paused() {
+            return None;
+        }
+        let item = {
+            let mut q = self.q();
+            let at = q
+                .iter()
+                .take(PREFER_SCAN)
+                .position(|r| same_target(&r.target, target))?;
+            q.remove(at)?
+        };
+        if !self.rate_allows_now() {
+            self.q().push_front(item);
+            return None;
+        }
+        Some(item)
+    }
+
+    /// Takes a token from the rate limiter if one is free now.
+    fn rate_allows_now(&self) -> bool {
+        let l = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        l.is_none_or(|l| l.check().is_ok())
+    }
+
+    /// Puts jobs a session could not finish back at the front of the queue, in order, for the
+    /// next session — no attempt counted: they got no reply. If the site is draining or paused
+    /// they go to the retry set instead (the queue is being emptied). Checked under the queue
+    /// lock, which `drain` and `set_paused` take after setting their flags.
+    fn put_back(&self, items: impl DoubleEndedIterator<Item = Routed>) {
+        let mut refused = Vec::new();
+        {
+            let mut q = self.q();
+            let closing =
+                self.draining.load(Ordering::SeqCst) || self.paused.load(Ordering::SeqCst);
+            for r in items.rev() {
+                if closing {
+                    refused.push(r);
+                } else {
+                    q.push_front(r);
+                }
+            }
+        }
+        if !refused.is_empty() {
+            let delay = self.refusal_delay(Duration::ZERO);
+            for r in refused.into_iter().rev() {
+                self.deps.reporter.requeue(r.work, &self.policy, delay);
+            }
+        } else {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The job's campaign, from the connection's cache or the shared one, and the campaign's
+    /// run state applied (paused jobs go back, cancelled ones end). `None` when the job left.
+    async fn admit(
+        &self,
+        item: Routed,
+        current: &mut Option<(u64, Arc<Campaign>)>,
+    ) -> Option<(Routed, Arc<Campaign>)> {
+        // Most messages of a connection belong to the campaign of the one before: keep it
+        // rather than asking the shared cache (a lock) per message.
+        let id = item.work.job.id.campaign;
+        let campaign = match current {
+            Some((cached, c)) if *cached == id => c.clone(),
+            _ => match self.deps.renderer.campaign(id).await {
+                Ok(c) => {
+                    *current = Some((id, c.clone()));
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
+                    let attempt = Attempt::Unrenderable(e.to_string());
+                    self.deps
+                        .reporter
+                        .outcome(item.work, &self.policy, "", &attempt);
+                    return None;
+                }
+            },
+        };
+        let state = self.deps.campaigns.get(id);
+        let work = self
+            .deps
+            .reporter
+            .campaign_gate(item.work, &self.policy, state)?;
+        Some((Routed { work, ..item }, campaign))
+    }
+
     /// One connection: takes jobs until idle, at its message cap, paused or draining.
     async fn connection(self: Arc<Self>) {
         self.metrics.connections.increment(1.0);
@@ -289,37 +396,9 @@ impl Site {
                     s.client.quit().await;
                 }
             }
-            // Most messages of a connection belong to the campaign of the one before: keep it
-            // rather than asking the shared cache (a lock) per message.
-            let id = item.work.job.id.campaign;
-            let campaign = match &current {
-                Some((cached, c)) if *cached == id => c.clone(),
-                _ => match self.deps.renderer.campaign(id).await {
-                    Ok(c) => {
-                        current = Some((id, c.clone()));
-                        c
-                    }
-                    Err(e) => {
-                        tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
-                        let attempt = Attempt::Unrenderable(e.to_string());
-                        self.deps
-                            .reporter
-                            .outcome(item.work, &self.policy, "", &attempt);
-                        continue;
-                    }
-                },
-            };
-            let state = self.deps.campaigns.get(item.work.job.id.campaign);
-            let Some(work) = self
-                .deps
-                .reporter
-                .campaign_gate(item.work, &self.policy, state)
-            else {
+            let Some((item, campaign)) = self.admit(item, &mut current).await else {
                 continue;
             };
-            let item = Routed { work, ..item };
-            body.clear();
-            campaign.render(&item.work.job, date.get(), &mut body);
             self.wait_for_rate().await;
             // A reused session may have been closed by the server while idle, or be at the
             // server's message limit: that failure, before any transaction started, is retried
@@ -351,6 +430,19 @@ impl Site {
                 let Some(s) = session.as_mut() else {
                     continue;
                 };
+                if s.client.can_pipeline_messages() {
+                    self.pipelined(
+                        &mut session,
+                        (item, campaign),
+                        &mut current,
+                        &mut date,
+                        &mut body,
+                    )
+                    .await;
+                    continue 'jobs;
+                }
+                body.clear();
+                campaign.render(&item.work.job, date.get(), Framing::Data, &mut body);
                 let reused = s.sent > 0;
                 let env = Envelope {
                     from: &campaign.return_path,
@@ -410,6 +502,141 @@ impl Site {
         if queued > 0 && !self.draining.load(Ordering::SeqCst) && !self.is_paused() {
             self.maybe_open(queued.max(2));
         }
+    }
+
+    /// Whole-message pipelining on a session that offers PIPELINING and CHUNKING: each message
+    /// is `[RSET] MAIL RCPT BDAT <n> LAST <content>`, and up to [`WINDOW`] of them go out before
+    /// their replies are read. Every read's replies are handled together and the freed room is
+    /// refilled in one write, so under load a write and a read carry many messages (against two
+    /// round trips each with `DATA`). Returns with the window empty: when no job for this
+    /// destination is ready now, at the session's message cap (session closed), or when the
+    /// session failed (session dropped; messages that got no reply went back to the queue).
+    async fn pipelined(
+        &self,
+        session: &mut Option<Session>,
+        first: (Routed, Arc<Campaign>),
+        current: &mut Option<(u64, Arc<Campaign>)>,
+        date: &mut DateLine,
+        body: &mut Vec<u8>,
+    ) {
+        let max = self.policy.max_messages_per_connection;
+        let mut window: VecDeque<Sent> = VecDeque::new();
+        let mut next = Some(first);
+        loop {
+            let Some(s) = session.as_mut() else {
+                return;
+            };
+            // Fill: this job, then whatever is ready now for the same destination.
+            while let Some((item, campaign)) = next.take() {
+                body.clear();
+                campaign.render(&item.work.job, date.get(), Framing::Bdat, body);
+                let env = Envelope {
+                    from: &campaign.return_path,
+                    to: &item.work.job.rcpt,
+                    eight_bit: campaign.eight_bit,
+                };
+                s.client.queue_message(&env, body);
+                window.push_back(Sent {
+                    item,
+                    reused: s.sent > 0,
+                    started: clock::now(),
+                });
+                s.sent += 1;
+                if window.len() >= WINDOW
+                    || s.client.queued_bytes() >= WINDOW_BYTES
+                    || s.sent >= max
+                {
+                    break;
+                }
+                while let Some(item) = self.try_next_for(&s.target) {
+                    if let Some(admitted) = self.admit(item, current).await {
+                        next = Some(admitted);
+                        break;
+                    }
+                }
+            }
+            if window.is_empty() {
+                return;
+            }
+            if let Err(e) = s.client.flush().await {
+                self.session_failed(session, window, e);
+                return;
+            }
+            // Handle at least one result, then every one that arrived with it.
+            loop {
+                let result = s.client.message_result().await;
+                let Some(sent) = window.pop_front() else {
+                    break;
+                };
+                self.metrics
+                    .reply_seconds
+                    .record(sent.started.elapsed().as_secs_f64());
+                match result {
+                    Ok(reply) => self.deps.reporter.session_outcome(
+                        sent.item.work,
+                        &self.policy,
+                        &s.mx,
+                        &Attempt::Reply(reply),
+                        sent.reused,
+                    ),
+                    Err(e) => {
+                        window.push_front(sent);
+                        self.session_failed(session, window, e);
+                        return;
+                    }
+                }
+                if window.is_empty() || !s.client.result_buffered() {
+                    break;
+                }
+            }
+            if s.sent >= max {
+                if window.is_empty() {
+                    if let Some(s) = session.take() {
+                        s.client.quit().await;
+                    }
+                    return;
+                }
+                continue;
+            }
+            while let Some(item) = self.try_next_for(&s.target) {
+                if let Some(admitted) = self.admit(item, current).await {
+                    next = Some(admitted);
+                    break;
+                }
+            }
+            if next.is_none() && window.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// A pipelined session failed with `window` unanswered (oldest first). The oldest message
+    /// is charged with the failure — unless it was the reused session going stale before its
+    /// transaction began, which costs nothing; the messages behind it got no reply and go back
+    /// to the queue uncharged. Progress is certain: a fresh session's first message is never
+    /// "reused", so a server that keeps failing charges one job per session.
+    fn session_failed(
+        &self,
+        session: &mut Option<Session>,
+        mut window: VecDeque<Sent>,
+        e: SmtpError,
+    ) {
+        let mx = session.take().map(|s| s.mx).unwrap_or_default();
+        let stale = window
+            .front()
+            .is_some_and(|s| s.reused && e.before_transaction());
+        if stale {
+            tracing::debug!(site = %self.policy.name, error = %e, "stale session; its messages go to a fresh one");
+        } else if let Some(oldest) = window.pop_front() {
+            self.deps.reporter.session_outcome(
+                oldest.item.work,
+                &self.policy,
+                &mx,
+                &e.to_attempt(),
+                oldest.reused,
+            );
+        }
+        self.put_back(window.into_iter().map(|s| s.item));
     }
 
     /// A connection could not be opened. If no other connection to the site is alive, the

@@ -13,11 +13,16 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
+use crate::compare::{self, CompareOptions, CompareReport};
 use crate::dns::{DnsServer, Zone};
 use crate::enqueue;
-use crate::procs::{free_port, monotonic_now, start_redis, start_sink, Proc};
+use crate::latency::Latency;
+use crate::mix::{self, SiteRate, SiteSpec};
+use crate::procs::{
+    free_port, free_port_on, monotonic_now, start_engine, start_redis, start_sink,
+    start_sink_listening, Proc,
+};
 use crate::procstat;
 
 /// What to run.
@@ -29,7 +34,7 @@ pub struct BenchOptions {
     pub body_bytes: usize,
     /// Shards.
     pub shards: u16,
-    /// Recipient domains and weights.
+    /// Recipient domains and weights (one plain site each; ignored with `mix`).
     pub domains: Vec<(String, u32)>,
     /// Connection cap per site.
     pub connections: u32,
@@ -43,6 +48,25 @@ pub struct BenchOptions {
     pub progress: bool,
     /// Give up after this long.
     pub timeout: Duration,
+    /// A provider mix ([`mix::realistic`]): sites with their own MX address, engine limits
+    /// and sink profiles, reported per site. `None`: `domains`, unlimited, one plain sink.
+    pub mix: Option<Vec<SiteSpec>>,
+    /// After the run, the same count and size through Postfix's smtp-source → smtp-sink.
+    pub compare: bool,
+}
+
+impl BenchOptions {
+    /// The engine sites: the mix's, or one per domain.
+    pub fn site_count(&self) -> usize {
+        self.mix.as_ref().map_or(self.domains.len(), Vec::len)
+    }
+
+    /// The recipient domains and weights jobs are spread over.
+    pub fn job_domains(&self) -> Vec<(String, u32)> {
+        self.mix
+            .as_deref()
+            .map_or_else(|| self.domains.clone(), mix::domains)
+    }
 }
 
 /// The figures. Field names are read by scripts; keep them stable.
@@ -84,6 +108,20 @@ pub struct BenchReport {
     pub enqueue_s: f64,
     /// CPU cores of this machine.
     pub cores: usize,
+    /// Enqueue → accepted latency from the engine's histogram (`latency_p50_ms`,
+    /// `latency_p99_ms`, `latency_samples`; `latency_note` when missing).
+    #[serde(flatten)]
+    pub latency: Latency,
+    /// `realistic` with `--mix realistic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<String>,
+    /// Per-site figures of a mix run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sites: Option<Vec<SiteRate>>,
+    /// The smtp-source yardstick (`smtp_source_*`, `smtp_sink_cpu_us_per_msg`,
+    /// `ratio_vs_smtp_source`) with `--compare`.
+    #[serde(flatten)]
+    pub compare: Option<CompareReport>,
 }
 
 /// GET /stats from the sink.
@@ -101,7 +139,8 @@ pub async fn sink_stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(body)?)
 }
 
-fn num(v: &serde_json::Value, key: &str) -> u64 {
+/// A `u64` field of a JSON object, 0 if absent.
+pub fn num(v: &serde_json::Value, key: &str) -> u64 {
     v.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
 }
 
@@ -113,19 +152,24 @@ pub fn bench_zone(domains: &[(String, u32)]) -> String {
         .collect()
 }
 
-/// The engine config: one site per bench domain, rolled up by its MX host.
-pub fn bench_engine_config(
+/// The top of the engine config (everything before the site tables).
+pub fn engine_config_head(
     redis: &str,
     dns: SocketAddr,
     smtp_port: u16,
     shards: u16,
-    domains: &[(String, u32)],
-    connections: u32,
+    metrics: Option<SocketAddr>,
 ) -> String {
-    let mut cfg = format!(
+    let metrics = metrics.map_or_else(String::new, |a| format!("metrics_listen = \"{a}\"\n"));
+    format!(
         "redis_url = \"{redis}\"\nshards = {shards}\nnode_id = \"bench\"\nehlo_name = \"bench.hikyaku.test\"\n\
-         smtp_port = {smtp_port}\n\n[dns]\nnameserver = \"{dns}\"\n\n[queue]\nmax_in_flight = 20000\nread_batch = 1000\n\n"
-    );
+         smtp_port = {smtp_port}\n{metrics}\n[dns]\nnameserver = \"{dns}\"\n\n[queue]\nmax_in_flight = 20000\nread_batch = 1000\n\n"
+    )
+}
+
+/// The plain benchmark's site tables: one unlimited site per domain, rolled up by its MX host.
+pub fn bench_sites(domains: &[(String, u32)], connections: u32) -> String {
+    let mut cfg = String::new();
     for (i, (d, _)) in domains.iter().enumerate() {
         cfg.push_str(&format!(
             "[sites.bench{i}]\nmx_suffixes = [\"mx.{d}\"]\nmax_connections = {connections}\n\
@@ -135,83 +179,193 @@ pub fn bench_engine_config(
     cfg
 }
 
+/// The engine config: one site per bench domain, rolled up by its MX host.
+pub fn bench_engine_config(
+    redis: &str,
+    dns: SocketAddr,
+    smtp_port: u16,
+    shards: u16,
+    domains: &[(String, u32)],
+    connections: u32,
+) -> String {
+    engine_config_head(redis, dns, smtp_port, shards, None) + &bench_sites(domains, connections)
+}
+
+/// Puts `metrics_listen = "addr"` at the top of an engine config.
+pub fn with_metrics_listen(cfg: &str, addr: SocketAddr) -> String {
+    format!("metrics_listen = \"{addr}\"\n{cfg}")
+}
+
+/// Redis, DNS and the sink, started for a run, with a connection to Redis.
+#[derive(Debug)]
+pub(crate) struct Rig {
+    /// Scratch directory (Redis's, the engine config, logs).
+    pub dir: PathBuf,
+    /// The fresh Redis.
+    pub redis: Proc,
+    /// Its URL.
+    pub redis_url: String,
+    /// A connection to it.
+    pub con: redis::aio::MultiplexedConnection,
+    /// Shards recorded in it.
+    pub shards: u16,
+    /// The test DNS server.
+    pub dns: DnsServer,
+    /// The sink process.
+    pub sink: Proc,
+    /// The sink's `/stats`.
+    pub stats_addr: SocketAddr,
+    /// The sink's SMTP port (every listener's).
+    pub smtp_port: u16,
+}
+
+impl Rig {
+    /// Starts Redis, DNS (the mix's zone or the plain one) and the sink.
+    pub async fn start(opts: &BenchOptions, tag: &str) -> anyhow::Result<Rig> {
+        let dir = std::env::temp_dir().join(format!("hikyaku-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // Redis: fresh, nothing persisted.
+        let (redis, redis_url) = start_redis(&opts.redis_bin, &dir).await?;
+        // DNS, in this process (it answers a handful of queries).
+        let zone_text = match &opts.mix {
+            Some(sites) => mix::zone(sites),
+            None => bench_zone(&opts.domains),
+        };
+        let zone = Zone::parse(&zone_text).context("bench zone")?;
+        let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), zone).await?;
+        // Sink, its own process so its CPU is measured apart.
+        let stats_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let (sink, smtp_port) = match &opts.mix {
+            Some(sites) => {
+                let ips: Vec<_> = sites.iter().map(|s| s.mx_ip).collect();
+                let port = free_port_on(&ips)?;
+                let listens = mix::sink_listens(sites, port);
+                (
+                    start_sink_listening(&opts.loadtest_bin, &listens, stats_addr).await?,
+                    port,
+                )
+            }
+            None => {
+                let port = free_port()?;
+                (
+                    start_sink(&opts.loadtest_bin, port, stats_addr).await?,
+                    port,
+                )
+            }
+        };
+        let client = redis::Client::open(redis_url.as_str())?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let shards = enqueue::shards(&mut con, opts.shards).await?;
+        Ok(Rig {
+            dir,
+            redis,
+            redis_url,
+            con,
+            shards,
+            dns,
+            sink,
+            stats_addr,
+            smtp_port,
+        })
+    }
+
+    /// Writes the bench campaign and `count` jobs (stamped with the time they are written, so
+    /// the engine's latency histogram measures enqueue → accepted); returns the seconds taken.
+    pub async fn enqueue(
+        &mut self,
+        opts: &BenchOptions,
+        count: u64,
+        bar: Option<&ProgressBar>,
+    ) -> anyhow::Result<f64> {
+        let campaign = 1;
+        enqueue::write_snapshot(
+            &mut self.con,
+            &enqueue::bench_snapshot(campaign, opts.body_bytes),
+        )
+        .await?;
+        let domains = opts.job_domains();
+        let t = monotonic_now();
+        let jobs = enqueue::bench_jobs(campaign, count, &domains, 0).map(|mut j| {
+            j.queued_ms = now_ms();
+            j
+        });
+        enqueue::write_jobs(&mut self.con, self.shards, jobs, |n| {
+            if let Some(b) = bar {
+                b.set_position(n);
+            }
+        })
+        .await?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Writes the engine config (with `/metrics` at `metrics`) and starts the engine.
+    pub fn start_engine(&self, opts: &BenchOptions, metrics: SocketAddr) -> anyhow::Result<Proc> {
+        let head = engine_config_head(
+            &self.redis_url,
+            self.dns.local_addr(),
+            self.smtp_port,
+            self.shards,
+            Some(metrics),
+        );
+        let sites = match &opts.mix {
+            Some(sites) => mix::engine_sites(sites, opts.connections),
+            None => bench_sites(&opts.domains, opts.connections),
+        };
+        let cfg_path = self.dir.join("engine.toml");
+        std::fs::write(&cfg_path, head + &sites)?;
+        start_engine(&opts.engine_bin, &cfg_path)
+    }
+
+    /// Stops the sink, Redis and DNS (the caller stops the engine first).
+    pub async fn stop(self) {
+        self.sink.stop().await;
+        self.redis.stop().await;
+        self.dns.stop().await;
+    }
+}
+
+/// A progress bar in the bench's style.
+fn bar(len: u64) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// CPU µs per message, 0 without messages.
+pub fn per_msg(cpu_s: f64, messages: u64) -> f64 {
+    if messages > 0 {
+        cpu_s * 1e6 / messages as f64
+    } else {
+        0.0
+    }
+}
+
 /// Runs the benchmark.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    let dir = std::env::temp_dir().join(format!("hikyaku-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-
-    // Redis: fresh, nothing persisted.
-    let (redis, redis_url) = start_redis(&opts.redis_bin, &dir).await?;
-
-    // DNS, in this process (it answers a handful of queries).
-    let zone = Zone::parse(&bench_zone(&opts.domains)).context("bench zone")?;
-    let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), zone).await?;
-
-    // Sink, its own process so its CPU is measured apart.
-    let smtp_port = free_port()?;
-    let stats_port = free_port()?;
-    let stats_addr = SocketAddr::from(([127, 0, 0, 1], stats_port));
-    let sink = start_sink(&opts.loadtest_bin, smtp_port, stats_addr).await?;
+    if opts.compare {
+        // Before the long part: fail now if the yardstick cannot run.
+        compare::find_tools()?;
+    }
+    let mut rig = Rig::start(opts, "bench").await?;
 
     // Jobs, before the engine starts.
-    let client = redis::Client::open(redis_url.as_str())?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    let shards = enqueue::shards(&mut con, opts.shards).await?;
-    let campaign = 1;
-    enqueue::write_snapshot(
-        &mut con,
-        &enqueue::bench_snapshot(campaign, opts.body_bytes),
-    )
-    .await?;
-    let bar = opts.progress.then(|| {
-        let b = ProgressBar::new(opts.count);
-        b.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = opts.progress.then(|| bar(opts.count));
     if let Some(b) = &bar {
         b.set_prefix("enqueue");
     }
-    let t_enqueue = monotonic_now();
-    let jobs = enqueue::bench_jobs(campaign, opts.count, &opts.domains, 0);
-    enqueue::write_jobs(&mut con, shards, jobs, |n| {
-        if let Some(b) = &bar {
-            b.set_position(n);
-        }
-    })
-    .await?;
-    let enqueue_s = t_enqueue.elapsed().as_secs_f64();
+    let enqueue_s = rig.enqueue(opts, opts.count, bar.as_ref()).await?;
 
     // Engine.
-    let cfg_path = dir.join("engine.toml");
-    std::fs::write(
-        &cfg_path,
-        bench_engine_config(
-            &redis_url,
-            dns.local_addr(),
-            smtp_port,
-            shards,
-            &opts.domains,
-            opts.connections,
-        ),
-    )?;
-    let redis_cpu0 = procstat::cpu_seconds(redis.pid()).unwrap_or(0.0);
-    let sink_cpu0 = procstat::cpu_seconds(sink.pid()).unwrap_or(0.0);
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let redis_cpu0 = procstat::cpu_seconds(rig.redis.pid()).unwrap_or(0.0);
+    let sink_cpu0 = procstat::cpu_seconds(rig.sink.pid()).unwrap_or(0.0);
     let t0 = monotonic_now();
     let engine_start_ms = now_ms();
-    let engine = Proc {
-        name: "engine",
-        child: Command::new(&opts.engine_bin)
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", opts.engine_bin.display()))?,
-    };
+    let engine = rig.start_engine(opts, metrics_addr)?;
     if let Some(b) = &bar {
         b.set_prefix("deliver");
         b.set_position(0);
@@ -220,7 +374,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut stats = serde_json::Value::Null;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        stats = sink_stats(stats_addr).await.unwrap_or(stats);
+        stats = sink_stats(rig.stats_addr).await.unwrap_or(stats);
         let distinct = num(&stats, "distinct");
         if let Some(b) = &bar {
             b.set_position(distinct);
@@ -238,18 +392,18 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let engine_cpu = procstat::cpu_seconds(engine.pid()).unwrap_or(0.0);
     let engine_rss = procstat::peak_rss_mb(engine.pid()).unwrap_or(0.0);
-    let sink_cpu = procstat::cpu_seconds(sink.pid()).unwrap_or(0.0) - sink_cpu0;
-    let sink_rss = procstat::peak_rss_mb(sink.pid()).unwrap_or(0.0);
-    let redis_cpu = procstat::cpu_seconds(redis.pid()).unwrap_or(0.0) - redis_cpu0;
-    let redis_rss = procstat::peak_rss_mb(redis.pid()).unwrap_or(0.0);
+    let sink_cpu = procstat::cpu_seconds(rig.sink.pid()).unwrap_or(0.0) - sink_cpu0;
+    let sink_rss = procstat::peak_rss_mb(rig.sink.pid()).unwrap_or(0.0);
+    let redis_cpu = procstat::cpu_seconds(rig.redis.pid()).unwrap_or(0.0) - redis_cpu0;
+    let redis_rss = procstat::peak_rss_mb(rig.redis.pid()).unwrap_or(0.0);
     if let Some(b) = &bar {
         b.finish();
     }
+    // The histogram, once everything is delivered and before the engine goes.
+    let latency = Latency::scrape(metrics_addr).await;
     engine.stop().await;
-    sink.stop().await;
-    redis.stop().await;
-    dns.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = rig.dir.clone();
+    rig.stop().await;
 
     let delivered = num(&stats, "distinct");
     let first = stats
@@ -263,14 +417,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let elapsed_s = (last.saturating_sub(engine_start_ms) as f64 / 1000.0).max(1e-3);
     let per_sec = delivered as f64 / elapsed_s;
     let steady = steady_per_sec(&stats).unwrap_or(per_sec);
-    let per_msg = |cpu: f64| {
-        if delivered > 0 {
-            cpu * 1e6 / delivered as f64
-        } else {
-            0.0
-        }
-    };
-    Ok(BenchReport {
+    let sites = opts.mix.as_deref().map(|s| mix::site_rates(&stats, s));
+    let mut report = BenchReport {
         count: opts.count,
         body_bytes: opts.body_bytes,
         delivered,
@@ -281,40 +429,64 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         delivered_per_sec: per_sec,
         delivered_per_min: per_sec * 60.0,
         steady_per_min: steady * 60.0,
-        engine_cpu_us_per_msg: per_msg(engine_cpu),
-        sink_cpu_us_per_msg: per_msg(sink_cpu),
-        redis_cpu_us_per_msg: per_msg(redis_cpu),
+        engine_cpu_us_per_msg: per_msg(engine_cpu, delivered),
+        sink_cpu_us_per_msg: per_msg(sink_cpu, delivered),
+        redis_cpu_us_per_msg: per_msg(redis_cpu, delivered),
         engine_peak_rss_mb: engine_rss,
         sink_peak_rss_mb: sink_rss,
         redis_peak_rss_mb: redis_rss,
         enqueue_s,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-    })
-}
+        latency,
+        mix: opts.mix.as_ref().map(|_| "realistic".to_owned()),
+        sites,
+        compare: None,
+    };
 
-/// Mean of the sink's per-second counts, leaving out the first and last (partial) seconds.
-fn steady_per_sec(stats: &serde_json::Value) -> Option<f64> {
-    let profiles = stats.get("profiles")?.as_object()?;
-    let mut total: Vec<u64> = Vec::new();
-    for p in profiles.values() {
-        for (i, n) in p.get("per_second")?.as_array()?.iter().enumerate() {
-            if total.len() <= i {
-                total.resize(i + 1, 0);
+    // The yardstick, with every hikyaku process gone so it has the machine to itself.
+    if opts.compare {
+        let sessions = u32::try_from(opts.site_count())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(opts.connections);
+        let result = compare::run(
+            &CompareOptions {
+                count: opts.count,
+                body_bytes: opts.body_bytes,
+                sessions,
+                timeout: opts.timeout,
+            },
+            &dir,
+        )
+        .await;
+        match result {
+            Ok(mut c) => {
+                c.ratio_vs_smtp_source =
+                    compare::ratio(report.steady_per_min, c.smtp_source_per_min);
+                report.compare = Some(c);
             }
-            total[i] += n.as_u64().unwrap_or(0);
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.context("the smtp-source comparison failed"));
+            }
         }
     }
-    let first = total.iter().position(|&n| n > 0)?;
-    let last = total.iter().rposition(|&n| n > 0)?;
-    if last < first + 2 {
-        return None;
-    }
-    let mid = &total[first + 1..last];
-    Some(mid.iter().sum::<u64>() as f64 / mid.len() as f64)
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
 }
 
+/// The sink's steady msg/s over all its profiles (see [`mix::steady_rate`]).
+fn steady_per_sec(stats: &serde_json::Value) -> Option<f64> {
+    let profiles = stats.get("profiles")?.as_object()?;
+    let series: Vec<Vec<u64>> = profiles
+        .keys()
+        .map(|name| mix::profile_series(stats, name))
+        .collect();
+    mix::steady_rate(&mix::sum_series(series.iter().map(Vec::as_slice)))
+}
+
+/// Wall-clock ms since the epoch (job stamps and the sink's acceptance times are wall clock).
 #[allow(clippy::disallowed_methods)]
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -323,7 +495,7 @@ fn now_ms() -> u64 {
 impl BenchReport {
     /// The human table.
     pub fn table(&self) -> String {
-        format!(
+        let mut out = format!(
             "delivered          {delivered} of {count} ({lost} lost, {dup} duplicates)\n\
              elapsed            {el:.2} s (first delivery after {fd:.2} s; enqueue took {eq:.2} s)\n\
              rate               {pm:.0} msg/min whole run, {sm:.0} msg/min steady ({ps:.0} msg/s)\n\
@@ -345,6 +517,159 @@ impl BenchReport {
             er = self.engine_peak_rss_mb,
             sr = self.sink_peak_rss_mb,
             rr = self.redis_peak_rss_mb,
+        );
+        out.push_str(&self.latency.line());
+        if let Some(sites) = &self.sites {
+            out.push_str("\nper site (msg/s over each site's own first → last acceptance)\n");
+            out.push_str(&mix::sites_table(sites));
+        }
+        if let Some(c) = &self.compare {
+            out.push('\n');
+            out.push_str(&c.table());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hikyaku_engine::units::Rate;
+    use hikyaku_engine::EngineConfig;
+
+    fn head() -> String {
+        engine_config_head(
+            "redis://127.0.0.1:7000",
+            SocketAddr::from(([127, 0, 0, 1], 5353)),
+            2525,
+            4,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9101))),
         )
+    }
+
+    #[test]
+    fn plain_config_parses_with_metrics() {
+        let domains = enqueue::parse_domains("gmail.test:50,yahoo.test:20").unwrap();
+        let cfg = EngineConfig::from_toml(&(head() + &bench_sites(&domains, 8)), "t").unwrap();
+        assert_eq!(
+            cfg.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9101)))
+        );
+        let sites = cfg.site_policies();
+        assert_eq!(
+            sites["bench1"].mx_suffixes,
+            vec!["mx.yahoo.test".to_owned()]
+        );
+        assert_eq!(sites["bench1"].rate, Rate::UNLIMITED);
+        // The e2e config: metrics put on top of the plain one.
+        let e2e = with_metrics_listen(
+            &bench_engine_config(
+                "redis://x",
+                SocketAddr::from(([127, 0, 0, 1], 53)),
+                25,
+                2,
+                &domains,
+                4,
+            ),
+            SocketAddr::from(([127, 0, 0, 1], 9102)),
+        );
+        let cfg = EngineConfig::from_toml(&e2e, "t").unwrap();
+        assert_eq!(cfg.metrics_listen.map(|a| a.port()), Some(9102));
+    }
+
+    #[test]
+    fn realistic_mix_config_sets_the_limits() {
+        let sites = mix::realistic();
+        let cfg = EngineConfig::from_toml(&(head() + &mix::engine_sites(&sites, 8)), "t").unwrap();
+        let p = cfg.site_policies();
+        assert_eq!(p["yahoo"].rate, Rate::per_second(2000.0));
+        for carrier in ["docomo", "au", "softbank"] {
+            assert_eq!(p[carrier].rate, Rate::per_second(300.0), "{carrier}");
+            assert_eq!(p[carrier].max_messages_per_connection, 100);
+            assert_eq!(p[carrier].max_connections, 8);
+            assert_eq!(p[carrier].mx_suffixes, vec![format!("mx.{carrier}.test")]);
+        }
+        assert_eq!(p["google"].rate, Rate::UNLIMITED);
+        assert_eq!(p["other"].rate, Rate::UNLIMITED);
+        assert_eq!(p["google"].mx_suffixes, vec!["mx.gmail.test".to_owned()]);
+        assert_eq!(p["yahoo"].queue_capacity, 4000);
+    }
+
+    #[test]
+    fn steady_rate_sums_profiles() {
+        let stats = serde_json::json!({"profiles": {
+            "a": {"per_second": [0, 5, 10, 10, 3]},
+            "b": {"per_second": [0, 0, 10, 10, 10, 1]},
+        }});
+        // Totals 0,5,20,20,13,1: the middle seconds are 20, 20, 13.
+        assert_eq!(steady_per_sec(&stats), Some(53.0 / 3.0));
+        assert_eq!(steady_per_sec(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn report_json_keeps_its_keys() {
+        let r = BenchReport {
+            count: 10,
+            body_bytes: 2048,
+            delivered: 10,
+            lost: 0,
+            duplicates: 0,
+            elapsed_s: 1.0,
+            first_delivery_s: 0.1,
+            delivered_per_sec: 10.0,
+            delivered_per_min: 600.0,
+            steady_per_min: 600.0,
+            engine_cpu_us_per_msg: 1.0,
+            sink_cpu_us_per_msg: 1.0,
+            redis_cpu_us_per_msg: 1.0,
+            engine_peak_rss_mb: 1.0,
+            sink_peak_rss_mb: 1.0,
+            redis_peak_rss_mb: 1.0,
+            enqueue_s: 0.1,
+            cores: 2,
+            latency: Latency::missing("absent"),
+            mix: None,
+            sites: None,
+            compare: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        for k in [
+            "delivered",
+            "lost",
+            "duplicates",
+            "delivered_per_min",
+            "steady_per_min",
+            "engine_cpu_us_per_msg",
+            "engine_peak_rss_mb",
+            "redis_cpu_us_per_msg",
+            "redis_peak_rss_mb",
+            "sink_cpu_us_per_msg",
+            "sink_peak_rss_mb",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "latency_note",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert!(v["latency_p50_ms"].is_null());
+        assert!(v.get("sites").is_none() && v.get("ratio_vs_smtp_source").is_none());
+        let with = BenchReport {
+            compare: Some(CompareReport {
+                smtp_source_count: 10,
+                smtp_source_sessions: 32,
+                smtp_source_body_bytes: 2048,
+                smtp_source_elapsed_s: 1.0,
+                smtp_source_per_min: 600.0,
+                smtp_source_cpu_us_per_msg: 2.0,
+                smtp_sink_cpu_us_per_msg: 3.0,
+                ratio_vs_smtp_source: 1.0,
+                smtp_source_note: None,
+            }),
+            ..r
+        };
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["ratio_vs_smtp_source"], 1.0);
+        assert_eq!(v["smtp_sink_cpu_us_per_msg"], 3.0);
     }
 }

@@ -12,10 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::process::Command;
 
-use crate::bench::{bench_engine_config, bench_zone, sink_stats};
+use crate::bench::{bench_engine_config, bench_zone, per_msg, sink_stats, with_metrics_listen};
 use crate::dns::{DnsServer, Zone};
 use crate::httpc::request;
-use crate::procs::{free_port, monotonic_now, start_redis, start_sink, wait_for_port, Proc};
+use crate::latency::Latency;
+use crate::procs::{
+    free_port, monotonic_now, start_engine, start_redis, start_sink, wait_for_port, Proc,
+};
 use crate::procstat;
 
 /// What to run.
@@ -76,19 +79,33 @@ pub struct E2eReport {
     pub engine_peak_rss_mb: f64,
     /// Peak RSS, MiB.
     pub api_peak_rss_mb: f64,
+    /// Peak RSS, MiB.
+    pub redis_peak_rss_mb: f64,
+    /// PostgreSQL's memory: the largest sum over its processes of their proportional set size
+    /// (shared buffers counted once), sampled once a second during delivery, MiB. Like its
+    /// CPU, every `postgres` process of the machine counts.
+    pub postgres_peak_rss_mb: f64,
+    /// Peak RSS, MiB.
+    pub sink_peak_rss_mb: f64,
+    /// Enqueue (expansion) → accepted latency from the engine's histogram.
+    #[serde(flatten)]
+    pub latency: Latency,
 }
 
 /// CPU seconds of every process whose command is `postgres` (the server and its backends).
 fn postgres_cpu() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
+    procstat::pids_named("postgres")
+        .into_iter()
         .filter_map(procstat::cpu_seconds)
+        .sum()
+}
+
+/// Memory of every `postgres` process now: the sum of their PSS (their RSS where PSS is not
+/// readable), MiB.
+fn postgres_memory_mb() -> f64 {
+    procstat::pids_named("postgres")
+        .into_iter()
+        .filter_map(|pid| procstat::pss_mb(pid).or_else(|| procstat::rss_mb(pid)))
         .sum()
 }
 
@@ -239,27 +256,22 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     let cid = campaign["id"].as_i64().context("campaign id")?;
 
     let cfg_path = dir.join("engine.toml");
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     std::fs::write(
         &cfg_path,
-        bench_engine_config(
-            &redis_url,
-            dns.local_addr(),
-            smtp_port,
-            opts.shards,
-            &opts.domains,
-            opts.connections,
+        with_metrics_listen(
+            &bench_engine_config(
+                &redis_url,
+                dns.local_addr(),
+                smtp_port,
+                opts.shards,
+                &opts.domains,
+                opts.connections,
+            ),
+            metrics_addr,
         ),
     )?;
-    let engine = Proc {
-        name: "engine",
-        child: Command::new(opts.bin_dir.join("hikyaku-engine"))
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting hikyaku-engine")?,
-    };
+    let engine = start_engine(&opts.bin_dir.join("hikyaku-engine"), &cfg_path)?;
     let cpu0 = (
         procstat::cpu_seconds(api.pid()).unwrap_or(0.0),
         procstat::cpu_seconds(redis.pid()).unwrap_or(0.0),
@@ -279,8 +291,14 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     )
     .await?;
     let mut stats;
+    let mut pg_mem: f64 = postgres_memory_mb();
+    let mut polls = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        polls += 1;
+        if polls % 4 == 0 {
+            pg_mem = pg_mem.max(postgres_memory_mb());
+        }
         stats = call("GET", format!("/v1/campaigns/{cid}/stats"), None).await?;
         let done: u64 = stats["by_status"]
             .as_object()
@@ -304,9 +322,13 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     let redis_cpu = procstat::cpu_seconds(redis.pid()).unwrap_or(0.0) - cpu0.1;
     let sink_cpu = procstat::cpu_seconds(sink.pid()).unwrap_or(0.0) - cpu0.2;
     let pg_cpu = postgres_cpu() - cpu0.3;
+    let redis_rss = procstat::peak_rss_mb(redis.pid()).unwrap_or(0.0);
+    let sink_rss = procstat::peak_rss_mb(sink.pid()).unwrap_or(0.0);
+    pg_mem = pg_mem.max(postgres_memory_mb());
     if let Some(b) = &bar {
         b.finish();
     }
+    let latency = Latency::scrape(metrics_addr).await;
     let sink_json = sink_stats(stats_addr).await.unwrap_or_default();
     let recorded: u64 = stats["by_status"]
         .as_object()
@@ -323,13 +345,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let delivered = sink_json["distinct"].as_u64().unwrap_or(0);
-    let per_msg = |cpu: f64| {
-        if delivered > 0 {
-            cpu * 1e6 / delivered as f64
-        } else {
-            0.0
-        }
-    };
+    let per_msg = |cpu: f64| per_msg(cpu, delivered);
     Ok(E2eReport {
         count: opts.count,
         delivered,
@@ -346,18 +362,22 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
         postgres_cpu_us_per_msg: per_msg(pg_cpu),
         engine_peak_rss_mb: engine_rss,
         api_peak_rss_mb: api_rss,
+        redis_peak_rss_mb: redis_rss,
+        postgres_peak_rss_mb: pg_mem,
+        sink_peak_rss_mb: sink_rss,
+        latency,
     })
 }
 
 impl E2eReport {
     /// The human summary.
     pub fn table(&self) -> String {
-        format!(
+        let mut out = format!(
             "delivered          {d} of {c} ({l} lost, {dup} duplicates); {r} events recorded in PostgreSQL\n\
              import             {imp:.2} s for {c} subscribers (CSV through the API)\n\
              send → completed   {el:.2} s: {pm:.0} msg/min (expansion, delivery and recording together)\n\
              CPU per message    engine {e:.1} µs, api {a:.1} µs, redis {rd:.1} µs, postgres {pg:.1} µs, sink {s:.1} µs\n\
-             peak RSS           engine {er:.0} MiB, api {ar:.0} MiB\n",
+             peak RSS           engine {er:.0} MiB, api {ar:.0} MiB, redis {rr:.0} MiB, postgres {pr:.0} MiB (PSS), sink {sr:.0} MiB\n",
             d = self.delivered,
             c = self.count,
             l = self.lost,
@@ -373,6 +393,11 @@ impl E2eReport {
             s = self.sink_cpu_us_per_msg,
             er = self.engine_peak_rss_mb,
             ar = self.api_peak_rss_mb,
-        )
+            rr = self.redis_peak_rss_mb,
+            pr = self.postgres_peak_rss_mb,
+            sr = self.sink_peak_rss_mb,
+        );
+        out.push_str(&self.latency.line());
+        out
     }
 }

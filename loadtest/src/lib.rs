@@ -9,12 +9,20 @@
 //! - [`bench`]: the engine-mode benchmark; [`e2e`]: the whole system through the API (the
 //!   demo); [`procs`], [`procstat`]: child processes, their CPU and memory; [`httpc`]: a tiny
 //!   HTTP client for the API.
+//! - [`mix`]: provider mixes (sites, engine limits, sink profiles, per-site rates);
+//!   [`backlog`]: the memory run; [`compare`]: the Postfix smtp-source yardstick;
+//!   [`latency`], [`promtext`]: enqueue → delivery latency from the engine's `/metrics`.
 
+pub mod backlog;
 pub mod bench;
+pub mod compare;
 pub mod dns;
 pub mod e2e;
 pub mod enqueue;
 pub mod httpc;
+pub mod latency;
+pub mod mix;
 pub mod procs;
 pub mod procstat;
+pub mod promtext;
 pub mod sink;

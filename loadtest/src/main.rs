@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hikyaku_loadtest::backlog;
 use hikyaku_loadtest::bench::{self, BenchOptions};
 use hikyaku_loadtest::dns::{DnsServer, Zone};
 use hikyaku_loadtest::e2e::{self, E2eOptions};
@@ -77,7 +78,21 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         shards: u16,
     },
-    /// Sink + engine against a fresh Redis: delivered msg/min, CPU µs per message, memory.
+    /// Sink + engine against a fresh Redis: delivered msg/min, CPU µs per message and peak
+    /// memory of every process, enqueue → delivery latency.
+    ///
+    /// Engine mode (default): N jobs pre-enqueued, then the engine delivers them to the sink;
+    /// per-process figures for engine, redis and sink. `--mode e2e`: a campaign through the
+    /// API; figures for engine, api, redis, postgres and sink. `--mix realistic`: the
+    /// provider mix with throttled sites, reported per site. `--compare`: then the same load
+    /// through Postfix's smtp-source → smtp-sink. `--backlog N`: the memory run.
+    ///
+    /// `--json` prints one JSON object; keys include delivered, lost, duplicates,
+    /// delivered_per_min, steady_per_min, <process>_cpu_us_per_msg and <process>_peak_rss_mb,
+    /// latency_p50_ms and latency_p99_ms (null, with latency_note, when the engine does not
+    /// export hikyaku_delivery_latency_seconds). Latency runs from each job's enqueue to the
+    /// accepting reply: in engine mode every job is enqueued before the engine starts, so it is
+    /// mostly the wait in that backlog; in e2e mode it starts at the API's expansion.
     Bench(BenchArgs),
     /// The local demo: a campaign through the API (tenant, list import, send) delivered by the
     /// engine to the sink, with a progress bar and a summary.
@@ -86,7 +101,7 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// Messages.
+    /// Messages [default: 1000000; 400000 with --mix realistic; 100000 for the demo].
     #[arg(long)]
     count: Option<u64>,
     /// Approximate message size (2048 or 20480 for the 20 KB variant).
@@ -95,7 +110,7 @@ struct BenchArgs {
     /// Shards.
     #[arg(long, default_value_t = 4)]
     shards: u16,
-    /// Recipient domains with weights.
+    /// Recipient domains with weights, one unlimited site each (ignored with --mix).
     #[arg(
         long,
         default_value = "gmail.test:50,yahoo.test:20,docomo.test:15,other.test:15"
@@ -127,6 +142,30 @@ struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
+    /// After the hikyaku run, send the same count (at most 300000) of the same body size
+    /// with Postfix's smtp-source (one session per hikyaku connection: sites × --connections,
+    /// connections reused, no pipelining) into smtp-sink, and report smtp_source_per_min,
+    /// smtp_source_cpu_us_per_msg, smtp_sink_cpu_us_per_msg and ratio_vs_smtp_source
+    /// (hikyaku steady msg/min ÷ smtp-source msg/min). Needs `apt-get install postfix`.
+    /// Engine mode, without --mix.
+    #[arg(long)]
+    compare: bool,
+    /// A provider mix instead of --domains. `realistic`: google 50%, yahoo 20%, docomo, au
+    /// and softbank 5% each, other 15%; engine limits yahoo 2000/s and the carriers 300/s
+    /// each (google and other unlimited); the sink emulates each provider (reply texts,
+    /// messages per session, throttling 20% above the engine's limit). Reports `sites`:
+    /// delivered, msg/s over each site's own active window, and its limit. Engine mode only.
+    #[arg(long, value_parser = ["realistic"])]
+    mix: Option<String>,
+    /// Memory run: enqueue N jobs [default N: 10000000], start the engine, sample its RSS
+    /// every second for --duration-s while it delivers, then stop. Reports engine_peak_rss_mb,
+    /// engine_rss_first_mb, engine_rss_last_mb, engine_rss_samples_mb, delivered in the
+    /// window and Redis memory. Engine mode only.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10000000")]
+    backlog: Option<u64>,
+    /// Seconds the memory run (--backlog) samples the engine.
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -213,7 +252,28 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
             );
         }
     }
-    let count = b.count.unwrap_or(if demo { 100_000 } else { 1_000_000 });
+    let extras = [
+        (b.compare, "--compare"),
+        (b.mix.is_some(), "--mix"),
+        (b.backlog.is_some(), "--backlog"),
+    ];
+    if let Some((_, flag)) = extras.iter().find(|(on, _)| *on).filter(|_| e2e) {
+        bail!("{flag} is an engine-mode option (not for --mode e2e or the demo)");
+    }
+    if b.backlog.is_some() && (b.compare || b.mix.is_some()) {
+        bail!("--backlog runs alone: leave out --compare and --mix");
+    }
+    if b.compare && b.mix.is_some() {
+        bail!("--compare measures a full-speed run against smtp-source: leave out --mix");
+    }
+    let mix = b.mix.as_deref().map(|_| hikyaku_loadtest::mix::realistic());
+    let count = b.count.unwrap_or(if demo {
+        100_000
+    } else if mix.is_some() {
+        400_000
+    } else {
+        1_000_000
+    });
     let domains = enqueue::parse_domains(&b.domains)?;
     if e2e {
         let opts = E2eOptions {
@@ -257,9 +317,24 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         engine_bin: engine,
         loadtest_bin: me,
         redis_bin: b.redis_server,
-        progress: false,
+        progress: b.backlog.is_some() && !b.json,
         timeout: Duration::from_secs(b.timeout_s),
+        mix,
+        compare: b.compare,
     };
+    if let Some(n) = b.backlog {
+        let report = backlog::run(&opts, n, Duration::from_secs(b.duration_s)).await?;
+        if b.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            print!("{}", report.table());
+        }
+        if report.duplicates > 0 {
+            bail!("{} duplicated", report.duplicates);
+        }
+        return Ok(());
+    }
     let report = bench::run(&opts).await?;
     if b.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -1,6 +1,6 @@
 //! Child processes of the benchmark and the demo: start, wait for a port, stop gracefully.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -9,6 +9,17 @@ use tokio::process::Child;
 /// A free port on 127.0.0.1 (free when checked).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A port free on every address of `ips` at once (each bound and released to check).
+pub fn free_port_on(ips: &[Ipv4Addr]) -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let port = free_port()?;
+        if ips.iter().all(|ip| StdListener::bind((*ip, port)).is_ok()) {
+            return Ok(port);
+        }
+    }
+    bail!("no port is free on all of {ips:?}")
 }
 
 /// A child process with a name for messages.
@@ -100,23 +111,54 @@ pub async fn start_sink(
     smtp_port: u16,
     stats: SocketAddr,
 ) -> anyhow::Result<Proc> {
+    start_sink_listening(loadtest_bin, &[format!("127.0.0.1:{smtp_port}")], stats).await
+}
+
+/// Starts the sink as its own process with one `--listen` per entry of `listens`
+/// (`ADDR[=KIND[,opt…]]`) and its stats at `stats`, once every listener accepts.
+pub async fn start_sink_listening(
+    loadtest_bin: &std::path::Path,
+    listens: &[String],
+    stats: SocketAddr,
+) -> anyhow::Result<Proc> {
     use anyhow::Context;
-    let child = tokio::process::Command::new(loadtest_bin)
-        .args([
-            "sink",
-            "--listen",
-            &format!("127.0.0.1:{smtp_port}"),
-            "--stats",
-            &stats.to_string(),
-        ])
+    let mut cmd = tokio::process::Command::new(loadtest_bin);
+    cmd.arg("sink");
+    for l in listens {
+        cmd.arg("--listen").arg(l);
+    }
+    let child = cmd
+        .arg("--stats")
+        .arg(stats.to_string())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("starting the sink")?;
     wait_for_port(stats, "sink stats").await?;
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], smtp_port)), "sink").await?;
+    for l in listens {
+        let addr = l.split_once('=').map_or(l.as_str(), |(a, _)| a);
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("sink listen address {addr:?}"))?;
+        wait_for_port(addr, "sink").await?;
+    }
     Ok(Proc {
         name: "sink",
         child,
+    })
+}
+
+/// Starts `hikyaku-engine --config cfg` (warnings only on stderr).
+pub fn start_engine(bin: &std::path::Path, cfg: &std::path::Path) -> anyhow::Result<Proc> {
+    use anyhow::Context;
+    Ok(Proc {
+        name: "engine",
+        child: tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(cfg)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
     })
 }

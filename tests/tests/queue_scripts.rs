@@ -139,7 +139,12 @@ fn the_bench_campaign_renders() {
         .next()
         .expect("a job");
     let mut out = Vec::new();
-    c.render(&job, "Date: x\r\n", &mut out);
+    c.render(
+        &job,
+        "Date: x\r\n",
+        hikyaku_engine::render::Framing::Bdat,
+        &mut out,
+    );
     let text = String::from_utf8(out).expect("utf8");
     assert!(
         text.contains("Dear Reader0,") && text.contains("/u/100000000"),

@@ -1,5 +1,6 @@
 //! The SMTP client protocol engine, generic over the byte stream.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -97,6 +98,8 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// RFC 3207.
     pub starttls: bool,
+    /// RFC 3030 (BDAT).
+    pub chunking: bool,
     /// RFC 1870 size limit, if announced.
     pub size: Option<u64>,
 }
@@ -112,6 +115,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
+                "CHUNKING" => caps.chunking = true,
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
                 _ => {}
             }
@@ -143,6 +147,9 @@ pub struct SmtpClient<S> {
     /// A transaction was left open (RCPT refused after MAIL accepted): the next send starts
     /// with RSET, pipelined with its MAIL.
     needs_rset: bool,
+    /// Whole messages queued or sent with [`SmtpClient::queue_message`] whose replies are not
+    /// read yet, oldest first: whether each began with RSET.
+    pending: VecDeque<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
@@ -156,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             caps: Capabilities::default(),
             timeouts,
             needs_rset: false,
+            pending: VecDeque::new(),
         }
     }
 
@@ -353,6 +361,128 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         let end = self.read_reply("data-end", t.data).await?;
         self.check_alive(&end, "data-end")?;
         Ok(end)
+    }
+
+    /// Whether whole messages can be pipelined on this session: the server offers PIPELINING
+    /// and CHUNKING, so `MAIL`, `RCPT` and `BDAT <n> LAST` with the content go in one write and
+    /// need no 354 round trip, and the next messages can follow before the replies arrive.
+    pub fn can_pipeline_messages(&self) -> bool {
+        self.caps.pipelining && self.caps.chunking
+    }
+
+    /// Messages queued with [`SmtpClient::queue_message`] whose replies are not read yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Queues one whole message (`content` raw, not dot-stuffed) as `MAIL`, `RCPT`,
+    /// `BDAT <n> LAST` and the content; nothing is written until [`SmtpClient::flush`]. Only
+    /// when [`SmtpClient::can_pipeline_messages`].
+    ///
+    /// A message queued behind others whose replies are unknown starts with `RSET`: if one of
+    /// them left its transaction open (MAIL accepted, RCPT or BDAT refused), the RSET closes it,
+    /// so every message's replies stand on their own.
+    pub fn queue_message(&mut self, env: &Envelope<'_>, content: &[u8]) {
+        if self.pending.is_empty() {
+            self.wbuf.clear();
+        }
+        let rset = std::mem::take(&mut self.needs_rset) || !self.pending.is_empty();
+        if rset {
+            self.wbuf.extend_from_slice(b"RSET\r\n");
+        }
+        let body_opt = if env.eight_bit && self.caps.eight_bit_mime {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
+            " SMTPUTF8"
+        } else {
+            ""
+        };
+        let _ = write!(
+            self.wbuf,
+            "MAIL FROM:<{}>{body_opt}{utf8}\r\nRCPT TO:<{}>\r\nBDAT {} LAST\r\n",
+            env.from,
+            env.to,
+            content.len()
+        );
+        self.wbuf.extend_from_slice(content);
+        self.pending.push_back(rset);
+    }
+
+    /// Writes what [`SmtpClient::queue_message`] queued.
+    pub async fn flush(&mut self) -> Result<(), SmtpError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        // A write that fails found the session closed before these transactions began (the
+        // stale-session case), as far as the client can tell.
+        self.flush_wbuf("mail", self.timeouts.data).await?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Whether the replies of the oldest pending message are all buffered already, so that
+    /// [`SmtpClient::message_result`] returns without reading (or an error is waiting).
+    pub fn result_buffered(&self) -> bool {
+        let Some(&rset) = self.pending.front() else {
+            return false;
+        };
+        let mut at = self.rstart;
+        for _ in 0..(3 + usize::from(rset)) {
+            match parse_reply(&self.rbuf[at..]) {
+                Ok(Some((_, used))) => at += used,
+                Ok(None) => return false,
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+
+    /// Reads the replies of the oldest pending message and returns its deciding reply: the
+    /// first negative one among MAIL and RCPT, else the reply to `BDAT … LAST`. `Err` means the
+    /// session is unusable (the messages behind it got no replies and were not delivered by
+    /// this session as far as the client knows).
+    pub async fn message_result(&mut self) -> Result<Reply, SmtpError> {
+        let t = self.timeouts;
+        let Some(rset) = self.pending.pop_front() else {
+            return Err(SmtpError::Garbage {
+                phase: "bdat",
+                error: ReplyError::Malformed("no message pending".into()),
+            });
+        };
+        if rset {
+            let r = self.read_reply("rset", t.command).await?;
+            self.check_alive(&r, "rset")?;
+        }
+        let mail = self.read_reply("mail", t.command).await?;
+        self.check_alive(&mail, "mail")?;
+        let rcpt = self.read_reply("rcpt", t.command).await?;
+        self.check_alive(&rcpt, "rcpt")?;
+        let bdat = self.read_reply("bdat", t.data).await?;
+        self.check_alive(&bdat, "bdat")?;
+        if !bdat.is_positive() && mail.is_positive() {
+            self.needs_rset = true;
+        }
+        if !mail.is_positive() {
+            return Ok(mail);
+        }
+        if !rcpt.is_positive() {
+            return Ok(rcpt);
+        }
+        if bdat.is_intermediate() {
+            return Err(SmtpError::Garbage {
+                phase: "bdat",
+                error: ReplyError::Malformed(format!("{} to BDAT LAST", bdat.code)),
+            });
+        }
+        Ok(bdat)
     }
 
     /// Sends QUIT and waits briefly for the reply; errors are ignored (the session is over).
@@ -626,6 +756,162 @@ mod tests {
         };
         let err = c.send(&env, b"x\r\n").await.expect_err("protocol error");
         assert!(matches!(err.to_attempt(), Attempt::Garbage(_)));
+    }
+
+    /// A BDAT-speaking server: reads commands and chunks as bytes, answers each command with
+    /// `reply(command)`, and records what it saw (commands, and each LAST chunk's content).
+    fn bdat_server(
+        reply: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> (
+        tokio::io::DuplexStream,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let (client, mut server) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let _ = server.write_all(b"220 test ESMTP\r\n").await;
+            let mut buf: Vec<u8> = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                // One command line, or a whole BDAT chunk.
+                let line_end = buf.windows(2).position(|w| w == b"\r\n");
+                let Some(end) = line_end else {
+                    match server.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    continue;
+                };
+                let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let mut used = end + 2;
+                if let Some(rest) = line.strip_prefix("BDAT ") {
+                    let n: usize = rest
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < used + n {
+                        match server.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let content = String::from_utf8_lossy(&buf[used..used + n]).into_owned();
+                    log.lock().expect("log").push(format!("content:{content}"));
+                    used += n;
+                }
+                buf.drain(..used);
+                log.lock().expect("log").push(line.clone());
+                let out = if line.starts_with("EHLO") {
+                    Some("250-test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n".into())
+                } else {
+                    reply(&line)
+                };
+                if let Some(out) = out {
+                    if server.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (client, seen)
+    }
+
+    fn bdat_good(line: &str) -> Option<String> {
+        Some(match line.split(' ').next().unwrap_or("") {
+            "RSET" | "MAIL" => "250 2.0.0 Ok\r\n".into(),
+            "RCPT" if line.contains("unknown") => "550 5.1.1 no such user\r\n".into(),
+            "RCPT" => "250 2.1.5 Ok\r\n".into(),
+            "BDAT" => "250 2.0.0 queued\r\n".into(),
+            _ => "500 what\r\n".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn whole_messages_pipeline_with_bdat() {
+        // The server refuses BDAT after a refused RCPT, as RFC 3030 has it.
+        let refused_rcpt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = refused_rcpt.clone();
+        let (stream, seen) = bdat_server(move |line| {
+            use std::sync::atomic::Ordering;
+            if line.starts_with("RCPT") && line.contains("unknown") {
+                flag.store(true, Ordering::SeqCst);
+            }
+            if line.starts_with("BDAT") && flag.swap(false, Ordering::SeqCst) {
+                return Some("554 5.5.1 No valid recipients\r\n".into());
+            }
+            bdat_good(line)
+        });
+        let mut c = SmtpClient::new(stream, timeouts());
+        c.greeting().await.expect("greeting");
+        let caps = c.ehlo("me").await.expect("ehlo");
+        assert!(caps.chunking && c.can_pipeline_messages());
+        for to in ["a@x.test", "unknown@x.test", "b@x.test"] {
+            let env = Envelope {
+                from: "bounce@me.test",
+                to,
+                eight_bit: false,
+            };
+            c.queue_message(&env, b"Subject: hi\r\n\r\n.not stuffed\r\n");
+        }
+        assert_eq!(c.pending(), 3);
+        c.flush().await.expect("flush");
+        let codes: Vec<u16> = [
+            c.message_result().await.expect("1").code,
+            c.message_result().await.expect("2").code,
+            c.message_result().await.expect("3").code,
+        ]
+        .into();
+        assert_eq!(codes, [250, 550, 250]);
+        assert_eq!(c.pending(), 0);
+        let seen = seen.lock().expect("seen").clone();
+        // Messages behind unanswered ones start with RSET; the content goes as it is.
+        assert_eq!(seen.iter().filter(|l| *l == "RSET").count(), 2, "{seen:?}");
+        assert!(seen[0].starts_with("EHLO"));
+        assert_eq!(seen[1], "MAIL FROM:<bounce@me.test>");
+        assert!(seen.contains(&"content:Subject: hi\r\n\r\n.not stuffed\r\n".to_owned()));
+        assert!(seen.contains(&"BDAT 29 LAST".to_owned()), "{seen:?}");
+
+        // After the window drained cleanly, the next message needs no RSET.
+        let env = Envelope {
+            from: "bounce@me.test",
+            to: "c@x.test",
+            eight_bit: false,
+        };
+        c.queue_message(&env, b"x\r\n");
+        c.flush().await.expect("flush");
+        assert_eq!(c.pending(), 1);
+        assert_eq!(c.message_result().await.expect("4").code, 250);
+    }
+
+    #[tokio::test]
+    async fn a_421_in_a_window_ends_the_session_at_that_message() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = count.clone();
+        let (stream, _) = bdat_server(move |line| {
+            if line.starts_with("BDAT") && n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+            {
+                return Some("421 4.7.0 Max message per connection reached\r\n".into());
+            }
+            bdat_good(line)
+        });
+        let mut c = SmtpClient::new(stream, timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        let env = Envelope {
+            from: "f@me",
+            to: "t@x",
+            eight_bit: false,
+        };
+        for _ in 0..3 {
+            c.queue_message(&env, b"x\r\n");
+        }
+        c.flush().await.expect("flush");
+        assert_eq!(c.message_result().await.expect("first").code, 250);
+        let err = c.message_result().await.expect_err("421");
+        assert!(matches!(err.to_attempt(), Attempt::Reply(r) if r.code == 421));
+        assert!(!err.before_transaction(), "the message itself was sent");
     }
 
     #[tokio::test]

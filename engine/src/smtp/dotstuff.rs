@@ -6,6 +6,16 @@
 /// CRLF), every line that starts with `.` given a second `.`, and a final CRLF if missing.
 /// The caller then appends the terminating `.\r\n`.
 pub fn stuff_into(out: &mut Vec<u8>, input: &[u8]) {
+    normalize_into(out, input, true);
+}
+
+/// Appends `input` to `out` with canonical CRLF line endings and a final CRLF if missing, but
+/// no dot-stuffing: the form `BDAT` carries (RFC 3030 sends the octets as they are).
+pub fn canonical_into(out: &mut Vec<u8>, input: &[u8]) {
+    normalize_into(out, input, false);
+}
+
+fn normalize_into(out: &mut Vec<u8>, input: &[u8], stuff: bool) {
     out.reserve(input.len() + input.len() / 64 + 4);
     let mut at_line_start = true;
     let mut i = 0;
@@ -24,7 +34,7 @@ pub fn stuff_into(out: &mut Vec<u8>, input: &[u8]) {
                 at_line_start = true;
             }
             _ => {
-                if at_line_start && b == b'.' {
+                if stuff && at_line_start && b == b'.' {
                     out.push(b'.');
                 }
                 out.push(b);

@@ -5,6 +5,12 @@
 //! per-phase timeouts and every failure turned into a classifiable [`SmtpError`] — lettre's
 //! transport does a round trip per command and was measured about 4× slower here. The client is
 //! generic over `AsyncRead + AsyncWrite`, so it is tested without sockets.
+//!
+//! Where the server offers CHUNKING (RFC 3030) as well as PIPELINING, whole messages are
+//! pipelined: `[RSET] MAIL RCPT BDAT <n> LAST <content>`, no 354 round trip, many messages per
+//! write and their replies read together ([`SmtpClient::queue_message`],
+//! [`SmtpClient::message_result`]; the window is run by [`crate::site`]). Otherwise each message
+//! takes two round trips: `[RSET] MAIL RCPT DATA`, then the dot-stuffed body and the dot.
 
 pub mod client;
 pub mod dotstuff;

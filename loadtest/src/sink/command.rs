@@ -13,6 +13,16 @@ pub enum Command<'a> {
     Rcpt(&'a [u8]),
     /// `DATA`.
     Data,
+    /// `BDAT <size> [LAST]` (RFC 3030): `size` octets of content follow the line.
+    Bdat {
+        /// Octets of content that follow the command line.
+        size: u64,
+        /// Whether this chunk ends the message.
+        last: bool,
+    },
+    /// `BDAT` whose size is missing or not a number, or with extra arguments: the length of
+    /// the content that follows is unknown, so the session cannot find the next command.
+    BadBdat,
     /// `RSET`.
     Rset,
     /// `NOOP [text]`.
@@ -50,6 +60,11 @@ impl<'a> Command<'a> {
                 Some(path) if !path.is_empty() => Command::Rcpt(path),
                 _ => Command::BadArguments,
             }
+        } else if is(b"BDAT") {
+            bdat_args(arg).map_or(Command::BadBdat, |(size, last)| Command::Bdat {
+                size,
+                last,
+            })
         } else if is(b"DATA") {
             no_arg(Command::Data)
         } else if is(b"EHLO") || is(b"HELO") {
@@ -89,6 +104,28 @@ fn path_after<'a>(arg: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
         let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
         Some(&rest[..end])
     }
+}
+
+/// Parses `<size> [LAST]` (case-insensitive `LAST`, decimal digits only); `None` if the size
+/// is missing, not a number, overflows `u64`, or anything else follows.
+fn bdat_args(arg: &[u8]) -> Option<(u64, bool)> {
+    let mut words = arg
+        .split(|b| matches!(b, b' ' | b'\t'))
+        .filter(|word| !word.is_empty());
+    let digits = words.next()?;
+    let mut size = 0u64;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        size = size.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    let last = match words.next() {
+        None => false,
+        Some(word) if word.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then_some((size, last))
 }
 
 /// Strips spaces and tabs at both ends.
@@ -135,7 +172,55 @@ mod tests {
         assert_eq!(Command::parse(b"HELO"), Command::BadArguments);
         assert_eq!(Command::parse(b"NOOP hi"), Command::Noop);
         assert_eq!(Command::parse(b"StartTLS"), Command::StartTls);
-        assert_eq!(Command::parse(b"BDAT 10 LAST"), Command::Unknown);
         assert_eq!(Command::parse(b""), Command::Unknown);
+    }
+
+    #[test]
+    fn parses_bdat() {
+        assert_eq!(
+            Command::parse(b"BDAT 10 LAST"),
+            Command::Bdat {
+                size: 10,
+                last: true
+            }
+        );
+        assert_eq!(
+            Command::parse(b"bdat 0 last"),
+            Command::Bdat {
+                size: 0,
+                last: true
+            }
+        );
+        assert_eq!(
+            Command::parse(b"BDAT  2048 \t"),
+            Command::Bdat {
+                size: 2048,
+                last: false
+            }
+        );
+        assert_eq!(
+            Command::parse(b"BDAT 18446744073709551615"),
+            Command::Bdat {
+                size: u64::MAX,
+                last: false
+            }
+        );
+        for bad in [
+            &b"BDAT"[..],
+            b"BDAT LAST",
+            b"BDAT 12x LAST",
+            b"BDAT -1",
+            b"BDAT +1",
+            b"BDAT 18446744073709551616",
+            b"BDAT 10 FIRST",
+            b"BDAT 10 LAST now",
+        ] {
+            assert_eq!(
+                Command::parse(bad),
+                Command::BadBdat,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -21,7 +21,8 @@ pub struct ListenerCtx {
     pub tls: Option<TlsAcceptor>,
     /// `220 <hostname> ESMTP hikyaku-sink`.
     pub greeting: Vec<u8>,
-    /// EHLO answer advertising STARTTLS (used before the TLS upgrade when TLS is offered).
+    /// EHLO answer advertising STARTTLS (used before the TLS upgrade when TLS is offered);
+    /// both EHLO answers advertise CHUNKING when the profile allows it.
     pub ehlo_with_tls: Vec<u8>,
     /// EHLO answer without STARTTLS (after the upgrade, or when TLS is not offered).
     pub ehlo_without_tls: Vec<u8>,
@@ -39,13 +40,13 @@ impl ListenerCtx {
         tls: Option<TlsAcceptor>,
     ) -> Self {
         ListenerCtx {
+            greeting: replies::greeting(hostname),
+            ehlo_with_tls: replies::ehlo(hostname, tls.is_some(), profile.chunking),
+            ehlo_without_tls: replies::ehlo(hostname, false, profile.chunking),
+            helo: replies::helo(hostname),
             profile,
             counters,
             stats,
-            greeting: replies::greeting(hostname),
-            ehlo_with_tls: replies::ehlo(hostname, tls.is_some()),
-            ehlo_without_tls: replies::ehlo(hostname, false),
-            helo: replies::helo(hostname),
             tls,
         }
     }

@@ -17,9 +17,10 @@ pub enum Magic {
     Unknown,
     /// `garbage…`: RCPT gets a line that is not an SMTP reply.
     Garbage,
-    /// `reset…`: RCPT accepted, then the connection is reset when body bytes arrive.
+    /// `reset…`: RCPT accepted, then the connection is reset when body bytes (or an
+    /// accepted BDAT chunk) arrive.
     Reset,
-    /// `hang…`: RCPT accepted, then end-of-DATA is never answered.
+    /// `hang…`: RCPT accepted, then end-of-DATA (or `BDAT … LAST`) is never answered.
     Hang,
 }
 

@@ -97,10 +97,17 @@ pub struct Profile {
     /// Messages per connection before the next MAIL gets `421 Max message per connection
     /// reached…` and the connection closes; 0 means unlimited.
     pub max_msgs_per_conn: u32,
-    /// Delay before the reply to end-of-DATA, to emulate a slow receiver.
+    /// Delay before the reply to end-of-DATA or `BDAT … LAST` (not to other chunks), to
+    /// emulate a slow receiver.
     pub latency: Duration,
     /// Accept TCP but never send a byte, to emulate a server that never answers.
     pub silent: bool,
+    /// RFC 3030 CHUNKING: EHLO advertises `CHUNKING` and `BDAT <size> [LAST]` is accepted
+    /// alongside DATA. On by default ([`Profile::plain`], [`Profile::provider`]). Set it to
+    /// `false` to emulate a DATA-only server: EHLO then omits CHUNKING and BDAT is an unknown
+    /// verb (`500 5.5.2 Syntax error`, its content read as command lines), so senders must
+    /// fall back to `DATA`. Per listener, so one sink can emulate both kinds of peer.
+    pub chunking: bool,
 }
 
 impl Profile {
@@ -114,6 +121,7 @@ impl Profile {
             max_msgs_per_conn: 0,
             latency: Duration::ZERO,
             silent: false,
+            chunking: true,
         }
     }
 
@@ -149,5 +157,6 @@ mod tests {
         assert_eq!(p.name, "docomo");
         assert_eq!(p.kind, ProviderKind::Docomo);
         assert_eq!((p.max_rate, p.max_conns, p.max_msgs_per_conn), (0, 0, 0));
+        assert!(p.chunking);
     }
 }

@@ -1,6 +1,7 @@
 //! The exact reply texts the sink sends, in one place so tests and the engine's classifier
 //! can be checked against them.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use super::profile::ProviderKind;
@@ -13,7 +14,12 @@ pub const RCPT_OK: &[u8] = b"250 2.1.5 Ok\r\n";
 pub const DATA_GO_AHEAD: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
 /// Answer to DATA when no recipient was accepted (RFC 2920 §3.1).
 pub const NO_VALID_RECIPIENTS: &[u8] = b"554 5.5.1 No valid recipients\r\n";
-/// Prefix of the end-of-DATA answer; the queue id and CRLF follow.
+/// Answer to a BDAT whose size is not a number; the sink then closes, since it cannot tell
+/// where the chunk ends and the next command begins.
+pub const BAD_BDAT: &[u8] = b"501 5.5.4 Syntax error in BDAT\r\n";
+/// Answer to a chunk that takes the message past [`MAX_SIZE`] (after consuming it).
+pub const MESSAGE_TOO_BIG: &[u8] = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+/// Prefix of the end-of-DATA (and `BDAT … LAST`) answer; the queue id and CRLF follow.
 pub const QUEUED_PREFIX: &[u8] = b"250 2.0.0 Ok: queued as ";
 /// Answer to RSET and NOOP.
 pub const OK: &[u8] = b"250 2.0.0 Ok\r\n";
@@ -51,13 +57,20 @@ pub const TOO_MANY_CONNECTIONS: &[u8] =
 /// `SIZE` advertised in EHLO (Gmail's value).
 pub const MAX_SIZE: u64 = 35_882_577;
 
+/// Appends the answer to an accepted BDAT chunk that is not the last:
+/// `250 2.0.0 <size> octets received`.
+pub fn chunk_received(out: &mut Vec<u8>, size: u64) {
+    let _ = write!(out, "250 2.0.0 {size} octets received\r\n");
+}
+
 /// The greeting line.
 pub fn greeting(hostname: &str) -> Vec<u8> {
     format!("220 {hostname} ESMTP hikyaku-sink\r\n").into_bytes()
 }
 
-/// The multi-line EHLO answer; `starttls` says whether to advertise STARTTLS.
-pub fn ehlo(hostname: &str, starttls: bool) -> Vec<u8> {
+/// The multi-line EHLO answer; `starttls` and `chunking` say whether to advertise STARTTLS
+/// and CHUNKING.
+pub fn ehlo(hostname: &str, starttls: bool, chunking: bool) -> Vec<u8> {
     let mut lines = vec![
         hostname.to_owned(),
         "PIPELINING".to_owned(),
@@ -66,6 +79,9 @@ pub fn ehlo(hostname: &str, starttls: bool) -> Vec<u8> {
         "ENHANCEDSTATUSCODES".to_owned(),
         format!("SIZE {MAX_SIZE}"),
     ];
+    if chunking {
+        lines.push("CHUNKING".to_owned());
+    }
     if starttls {
         lines.push("STARTTLS".to_owned());
     }
@@ -118,7 +134,7 @@ mod tests {
 
     #[test]
     fn ehlo_uses_dash_on_all_but_the_last_line() {
-        let text = String::from_utf8(ehlo("mx.test", true)).unwrap();
+        let text = String::from_utf8(ehlo("mx.test", true, true)).unwrap();
         let lines: Vec<&str> = text.split_terminator("\r\n").collect();
         assert_eq!(lines.first(), Some(&"250-mx.test"));
         assert_eq!(lines.last(), Some(&"250 HELP"));
@@ -126,9 +142,18 @@ mod tests {
             .iter()
             .all(|l| l.starts_with("250-")));
         assert!(lines.contains(&"250-STARTTLS"));
-        assert!(!String::from_utf8(ehlo("mx.test", false))
-            .unwrap()
-            .contains("STARTTLS"));
+        assert!(lines.contains(&"250-CHUNKING"));
+        let plain = String::from_utf8(ehlo("mx.test", false, false)).unwrap();
+        assert!(!plain.contains("STARTTLS"));
+        assert!(!plain.contains("CHUNKING"));
+        assert!(plain.contains("250-PIPELINING\r\n"));
+    }
+
+    #[test]
+    fn chunk_received_names_the_chunk_size() {
+        let mut out = b"250 2.1.5 Ok\r\n".to_vec();
+        chunk_received(&mut out, 2048);
+        assert_eq!(out, b"250 2.1.5 Ok\r\n250 2.0.0 2048 octets received\r\n");
     }
 
     #[test]

@@ -45,6 +45,36 @@ enum Mode {
     SkipLongLine,
     /// Inside a DATA body.
     Body(BodyScanner),
+    /// Inside the content of a BDAT chunk.
+    Chunk(Chunk),
+}
+
+/// A BDAT chunk being consumed. Its content is only counted, never scanned or copied: the
+/// sink needs nothing from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunk {
+    /// Octets still to consume.
+    remaining: u64,
+    /// The chunk's size, quoted in the reply to a non-last chunk.
+    size: u64,
+    /// `BDAT … LAST`: the chunk ends the message (and its reply is the message's reply).
+    last: bool,
+    /// `None` if the chunk is accepted, else the refusal sent once it is consumed.
+    refusal: Option<&'static [u8]>,
+}
+
+/// Where the current transaction is with BDAT (RFC 3030).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunking {
+    /// No BDAT yet in this transaction (DATA and RCPT are still allowed).
+    Idle,
+    /// Chunks accepted so far add up to `octets`.
+    Open {
+        /// Message size so far, checked against [`replies::MAX_SIZE`].
+        octets: u64,
+    },
+    /// A chunk was refused: every further chunk up to LAST is consumed and gets this reply.
+    Failed(&'static [u8]),
 }
 
 /// One connection's SMTP state.
@@ -65,12 +95,15 @@ pub struct Session {
     recipients: Vec<String>,
     /// Number of recipients accepted in the current transaction.
     accepted: usize,
-    /// A `reset…` recipient was accepted: reset the connection when body bytes arrive.
+    /// A `reset…` recipient was accepted: reset the connection when body (or accepted
+    /// chunk) bytes arrive.
     reset_on_body: bool,
-    /// A `hang…` recipient was accepted: never answer end-of-DATA.
+    /// A `hang…` recipient was accepted: never answer end-of-DATA or `BDAT … LAST`.
     hang_after_body: bool,
     /// Where in the input we are.
     mode: Mode,
+    /// BDAT progress of the current transaction.
+    chunking: Chunking,
     /// Messages accepted on this connection, for `max_msgs_per_conn`.
     messages: u32,
 }
@@ -89,6 +122,7 @@ impl Session {
             reset_on_body: false,
             hang_after_body: false,
             mode: Mode::Command,
+            chunking: Chunking::Idle,
             messages: 0,
         }
     }
@@ -112,14 +146,37 @@ impl Session {
                     };
                     pos += len;
                     self.mode = Mode::Command;
-                    if self.hang_after_body {
-                        self.end_transaction();
-                        return (pos, Step::Hang);
+                    let step = self.message_end(out);
+                    if step != Step::NeedInput {
+                        return (pos, step);
                     }
-                    if !self.ctx.profile.latency.is_zero() {
-                        return (pos, Step::Deliver);
+                }
+                Mode::Chunk(chunk) => {
+                    let accepted = chunk.refusal.is_none();
+                    if chunk.remaining > 0 {
+                        if rest.is_empty() {
+                            return (pos, Step::NeedInput);
+                        }
+                        if accepted && self.reset_on_body {
+                            return (pos, Step::Reset);
+                        }
+                        let take = usize::try_from(chunk.remaining)
+                            .map_or(rest.len(), |remaining| remaining.min(rest.len()));
+                        pos += take;
+                        chunk.remaining -= take as u64;
+                        if chunk.remaining > 0 {
+                            return (pos, Step::NeedInput);
+                        }
+                    } else if accepted && self.reset_on_body {
+                        // An empty chunk is still the start of the content.
+                        return (pos, Step::Reset);
                     }
-                    self.deliver(out);
+                    let chunk = *chunk;
+                    self.mode = Mode::Command;
+                    let step = self.chunk_end(chunk, out);
+                    if step != Step::NeedInput {
+                        return (pos, step);
+                    }
                 }
                 Mode::SkipLongLine => {
                     let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
@@ -151,6 +208,37 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The message's content is complete (end-of-DATA dot or the `BDAT … LAST` chunk):
+    /// applies the `hang…` magic and the profile's latency, else delivers at once.
+    fn message_end(&mut self, out: &mut Vec<u8>) -> Step {
+        if self.hang_after_body {
+            self.end_transaction();
+            return Step::Hang;
+        }
+        if !self.ctx.profile.latency.is_zero() {
+            return Step::Deliver;
+        }
+        self.deliver(out);
+        Step::NeedInput
+    }
+
+    /// A BDAT chunk was consumed: sends its refusal (ending the transaction after LAST), its
+    /// `octets received` reply, or, for LAST, the message's final reply as at end-of-DATA.
+    fn chunk_end(&mut self, chunk: Chunk, out: &mut Vec<u8>) -> Step {
+        if let Some(refusal) = chunk.refusal {
+            out.extend_from_slice(refusal);
+            if chunk.last {
+                self.end_transaction();
+            }
+            return Step::NeedInput;
+        }
+        if !chunk.last {
+            replies::chunk_received(out, chunk.size);
+            return Step::NeedInput;
+        }
+        self.message_end(out)
     }
 
     /// Accepts the message whose body just ended: tallies its recipients and appends the
@@ -197,7 +285,7 @@ impl Session {
             Command::Mail(_) => return self.mail(out),
             Command::Rcpt(address) => return self.rcpt(address, out),
             Command::Data => {
-                if !self.in_mail {
+                if !self.in_mail || self.chunking != Chunking::Idle {
                     out.extend_from_slice(replies::BAD_SEQUENCE);
                 } else if self.accepted == 0 {
                     out.extend_from_slice(replies::NO_VALID_RECIPIENTS);
@@ -205,6 +293,14 @@ impl Session {
                     self.mode = Mode::Body(BodyScanner::new());
                     out.extend_from_slice(replies::DATA_GO_AHEAD);
                 }
+            }
+            Command::Bdat { .. } | Command::BadBdat if !self.ctx.profile.chunking => {
+                out.extend_from_slice(replies::SYNTAX_ERROR);
+            }
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::BadBdat => {
+                out.extend_from_slice(replies::BAD_BDAT);
+                return Step::Close;
             }
             Command::Rset => {
                 self.end_transaction();
@@ -259,9 +355,43 @@ impl Session {
         Step::NeedInput
     }
 
+    /// BDAT: decides whether the chunk is accepted, then consumes its content; the reply
+    /// follows once the content is in ([`Session::chunk_end`]). A refusal still consumes the
+    /// content (RFC 3030 §2), and after one every chunk up to LAST is refused too.
+    fn bdat(&mut self, size: u64, last: bool) {
+        let refusal = if !self.in_mail {
+            Some(replies::BAD_SEQUENCE)
+        } else {
+            let octets = match self.chunking {
+                Chunking::Failed(refusal) => Err(refusal),
+                _ if self.accepted == 0 => Err(replies::NO_VALID_RECIPIENTS),
+                Chunking::Idle => Ok(size),
+                Chunking::Open { octets } => Ok(octets.saturating_add(size)),
+            }
+            .and_then(|octets| {
+                if octets > replies::MAX_SIZE {
+                    Err(replies::MESSAGE_TOO_BIG)
+                } else {
+                    Ok(octets)
+                }
+            });
+            self.chunking = match octets {
+                Ok(octets) => Chunking::Open { octets },
+                Err(refusal) => Chunking::Failed(refusal),
+            };
+            octets.err()
+        };
+        self.mode = Mode::Chunk(Chunk {
+            remaining: size,
+            size,
+            last,
+            refusal,
+        });
+    }
+
     /// RCPT TO: counts the attempt, then applies the recipient's magic.
     fn rcpt(&mut self, address: &[u8], out: &mut Vec<u8>) -> Step {
-        if !self.in_mail {
+        if !self.in_mail || self.chunking != Chunking::Idle {
             out.extend_from_slice(replies::BAD_SEQUENCE);
             return Step::NeedInput;
         }
@@ -306,5 +436,6 @@ impl Session {
         self.accepted = 0;
         self.reset_on_body = false;
         self.hang_after_body = false;
+        self.chunking = Chunking::Idle;
     }
 }

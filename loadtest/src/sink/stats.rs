@@ -50,7 +50,7 @@ impl SinkStats {
         }
     }
 
-    /// Total messages accepted (250 after DATA), counting each recipient of a transaction.
+    /// Total messages accepted (250 after DATA or `BDAT … LAST`), counting each recipient of a transaction.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod chunking;
 mod client;
 mod limits;
 mod magic;

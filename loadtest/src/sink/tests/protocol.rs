@@ -15,7 +15,8 @@ async fn ehlo_is_a_correct_multi_line_reply() {
     assert_eq!(
         ehlo,
         "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n\
-         250-ENHANCEDSTATUSCODES\r\n250-SIZE 35882577\r\n250-STARTTLS\r\n250 HELP\r\n"
+         250-ENHANCEDSTATUSCODES\r\n250-SIZE 35882577\r\n250-CHUNKING\r\n250-STARTTLS\r\n\
+         250 HELP\r\n"
     );
     sink.stop().await;
 }
