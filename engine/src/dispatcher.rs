@@ -276,10 +276,7 @@ impl Dispatcher {
                         "site-busy"
                     };
                     self.metrics.requeued(&site.policy.name, reason);
-                    // Spread returns so a busy site is offered a trickle, not a wave.
-                    let delay = site
-                        .refusal_delay(self.config.requeue_delay)
-                        .mul_f64(0.5 + fastrand::f64());
+                    let delay = site.refusal_delay(self.config.requeue_delay);
                     self.reporter.requeue(r.work, &site.policy, delay);
                 }
             }

@@ -51,7 +51,8 @@ pub const DELIVERY_LATENCY: &str = "hikyaku_delivery_latency_seconds";
 /// Buckets of [`DELIVERY_LATENCY`]: from a message delivered the instant it was queued to one
 /// that waited out a long backlog or retries.
 pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0,
+    60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Outcome counter handles: by (result, reason), then by site.

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ use crate::work::Work;
 
 /// How far into the queue a connection looks for a job to its own destination.
 const PREFER_SCAN: usize = 64;
+/// Longest a refused job is told to wait for its return slot (it expires on its own schedule).
+const MAX_RETURN_DELAY: Duration = Duration::from_secs(3600);
 /// Most messages a pipelined session has sent and not had replies for.
 const WINDOW: usize = 32;
 /// A pipelined session stops adding messages to one write past this many bytes.
@@ -46,6 +48,12 @@ struct Sent {
 /// Whether two targets are the same destination (cheap when they are the same cached `Arc`).
 fn same_target(a: &Target, b: &Target) -> bool {
     std::ptr::eq(a, b) || a == b
+}
+
+/// The return slot for the next refused job: the end of the virtual queue, or — when that is
+/// past — the time the real queue will have drained (`drain_us` from `now_us`).
+fn return_slot(end_us: u64, now_us: u64, drain_us: u64) -> u64 {
+    end_us.max(now_us.saturating_add(drain_us))
 }
 
 /// A job routed to a site, with the target its domain resolved to.
@@ -85,6 +93,12 @@ pub struct Site {
     current_rate: Mutex<Rate>,
     /// Connection tasks alive.
     open: AtomicU32,
+    /// Rate-limiter tokens taken by a connection and not used (see
+    /// [`Site::give_back_tokens`]).
+    spare_tokens: AtomicU32,
+    /// End of the virtual queue of refused jobs, µs since the epoch (see
+    /// [`Site::refusal_delay`]).
+    return_slot_us: AtomicU64,
     /// Operator pause.
     paused: AtomicBool,
     /// Shutting down: take no new jobs, start no new messages.
@@ -114,6 +128,8 @@ impl Site {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             open: AtomicU32::new(0),
+            spare_tokens: AtomicU32::new(0),
+            return_slot_us: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             policy,
@@ -203,13 +219,18 @@ impl Site {
         self.q().drain(..).collect()
     }
 
-    /// How long a job refused by this site should wait before it is offered again: about the
-    /// time the site needs to work through a full queue at its rate (spread by the caller), so
-    /// a throttled site's backlog circulates through Redis slowly instead of crowding the shard
-    /// streams that other sites' jobs share.
+    /// How long a job refused by this site should wait before it is offered again.
+    ///
+    /// A rate-limited site hands out return slots: the refused jobs form a virtual queue
+    /// behind the real one, each due back one rate step after the one before, starting when the
+    /// real queue will have drained. So a throttled site's backlog comes back from Redis about
+    /// once per job, at the pace the site takes it, instead of circulating through the shard
+    /// streams (and the CPU) that other sites share. Otherwise (no rate, or paused) the delay is
+    /// `base` (at least 10 s when paused), spread ±50% so returns are a trickle, not a wave.
     pub fn refusal_delay(&self, base: Duration) -> Duration {
+        let spread = |d: Duration| d.mul_f64(0.5 + fastrand::f64());
         if self.is_paused() {
-            return base.max(Duration::from_secs(10));
+            return spread(base.max(Duration::from_secs(10)));
         }
         let rate = self
             .current_rate
@@ -218,10 +239,20 @@ impl Site {
             .0;
         match rate {
             Some(r) if r > 0.0 => {
-                let drain_secs = (self.policy.queue_capacity as f64 / r).min(300.0);
-                base.max(Duration::from_secs_f64(drain_secs))
+                let now_us = clock::now_ms().saturating_mul(1000);
+                let drain_us = (self.policy.queue_capacity as f64 / r * 1e6) as u64;
+                let step_us = ((1e6 / r) as u64).max(1);
+                let prev = self
+                    .return_slot_us
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                        Some(return_slot(cur, now_us, drain_us) + step_us)
+                    })
+                    .unwrap_or(now_us);
+                let slot = return_slot(prev, now_us, drain_us);
+                let delay = Duration::from_micros(slot - now_us).min(MAX_RETURN_DELAY);
+                base.max(delay)
             }
-            _ => base,
+            _ => spread(base),
         }
     }
 
@@ -267,23 +298,55 @@ impl Site {
         }
     }
 
-    async fn wait_for_rate(&self) {
+    /// Waits for the rate limiter and returns how many messages may go now (tokens taken,
+    /// at least 1, at most `batch`). With a backlog, a rate-limited site takes up to 20 ms of its rate at once
+    /// (within the limiter's burst), so a pipelined session sends them in one write instead of
+    /// waking per message. The wait is a tokio timer, not the limiter's own thread-based one.
+    async fn wait_for_rate(&self, batch: u32) -> u32 {
         let l = self
             .limiter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(l) = l {
-            if l.check().is_err() {
-                self.metrics.rate_waits.increment(1);
-                l.until_ready().await;
+        let Some(l) = l else {
+            return u32::MAX;
+        };
+        let rate = self
+            .current_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .unwrap_or(1.0);
+        let backlog = u32::try_from(self.queued().saturating_add(1)).unwrap_or(u32::MAX);
+        if self.take_spare() {
+            return 1;
+        }
+        let want = ((rate / 50.0) as u32)
+            .clamp(1, WINDOW as u32)
+            .min(backlog)
+            .min(batch);
+        let mut n = NonZeroU32::new(want).unwrap_or(NonZeroU32::MIN);
+        let mut waited = false;
+        loop {
+            match l.check_n(n) {
+                Ok(Ok(())) => return n.get(),
+                Ok(Err(not_until)) => {
+                    if !waited {
+                        self.metrics.rate_waits.increment(1);
+                        waited = true;
+                    }
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(l.clock()));
+                    tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
+                }
+                // More than the burst: ask for one.
+                Err(_) => n = NonZeroU32::MIN,
             }
         }
     }
 
     /// A job for `target` only, if one is queued now and the rate limiter lets it go now: what
     /// a pipelined session takes to keep its window full without waiting.
-    fn try_next_for(&self, target: &Target) -> Option<Routed> {
+    fn try_next_for(&self, target: &Target, credits: &mut u32) -> Option<Routed> {
         if self.draining.load(Ordering::SeqCst) || self.is_paused() {
             return None;
         }
@@ -295,15 +358,47 @@ impl Site {
                 .position(|r| same_target(&r.target, target))?;
             q.remove(at)?
         };
-        if !self.rate_allows_now() {
+        if *credits > 0 {
+            *credits -= 1;
+        } else if !self.rate_allows_now() {
             self.q().push_front(item);
             return None;
         }
         Some(item)
     }
 
+    /// Takes a token a connection gave back, if any.
+    fn take_spare(&self) -> bool {
+        self.spare_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives back tokens a connection took and could not use, up to the limiter's burst (so
+    /// spare tokens never let a second carry more than the burst over the rate).
+    fn give_back_tokens(&self, n: u32) {
+        if n == 0 || n == u32::MAX {
+            return;
+        }
+        let rate = self
+            .current_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        let Some(r) = rate else { return };
+        let cap = ((r / 20.0) as u32).max(1);
+        let _ = self
+            .spare_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
+                Some(have.saturating_add(n).min(cap))
+            });
+    }
+
     /// Takes a token from the rate limiter if one is free now.
     fn rate_allows_now(&self) -> bool {
+        if self.take_spare() {
+            return true;
+        }
         let l = self
             .limiter
             .lock()
@@ -399,7 +494,18 @@ impl Site {
             let Some((item, campaign)) = self.admit(item, &mut current).await else {
                 continue;
             };
-            self.wait_for_rate().await;
+            // Only a pipelining session can use more than one token at once, and no more than
+            // it may still send.
+            let batch = session
+                .as_ref()
+                .filter(|s| s.client.can_pipeline_messages())
+                .map_or(1, |s| {
+                    self.policy
+                        .max_messages_per_connection
+                        .saturating_sub(s.sent)
+                        .max(1)
+                });
+            let credits = self.wait_for_rate(batch).await.saturating_sub(1);
             // A reused session may have been closed by the server while idle, or be at the
             // server's message limit: that failure, before any transaction started, is retried
             // once on a fresh session without charging the job an attempt.
@@ -431,14 +537,17 @@ impl Site {
                     continue;
                 };
                 if s.client.can_pipeline_messages() {
+                    let mut credits = credits;
                     self.pipelined(
                         &mut session,
                         (item, campaign),
+                        &mut credits,
                         &mut current,
                         &mut date,
                         &mut body,
                     )
                     .await;
+                    self.give_back_tokens(credits);
                     continue 'jobs;
                 }
                 body.clear();
@@ -515,6 +624,7 @@ impl Site {
         &self,
         session: &mut Option<Session>,
         first: (Routed, Arc<Campaign>),
+        credits: &mut u32,
         current: &mut Option<(u64, Arc<Campaign>)>,
         date: &mut DateLine,
         body: &mut Vec<u8>,
@@ -548,7 +658,7 @@ impl Site {
                 {
                     break;
                 }
-                while let Some(item) = self.try_next_for(&s.target) {
+                while let Some(item) = self.try_next_for(&s.target, credits) {
                     if let Some(admitted) = self.admit(item, current).await {
                         next = Some(admitted);
                         break;
@@ -598,7 +708,7 @@ impl Site {
                 }
                 continue;
             }
-            while let Some(item) = self.try_next_for(&s.target) {
+            while let Some(item) = self.try_next_for(&s.target, credits) {
                 if let Some(admitted) = self.admit(item, current).await {
                     next = Some(admitted);
                     break;
@@ -665,5 +775,28 @@ impl Site {
                 .reporter
                 .outcome(r.work, &self.policy, mx, attempt);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_jobs_get_successive_return_slots_at_the_site_rate() {
+        // 300/s, a queue of 600: the first refused job is due when the queue has drained (2 s),
+        // each next one a rate step (3,333 µs) later; an idle site starts over from now.
+        let (drain, step) = (2_000_000, 3_333);
+        let now = 10_000_000;
+        let mut end = 0;
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            let slot = return_slot(end, now, drain);
+            end = slot + step;
+            slots.push(slot - now);
+        }
+        assert_eq!(slots, [2_000_000, 2_003_333, 2_006_666]);
+        let later = now + 60_000_000;
+        assert_eq!(return_slot(end, later, drain), later + drain);
     }
 }

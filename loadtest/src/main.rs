@@ -43,6 +43,9 @@ enum Cmd {
         /// Name in the greeting.
         #[arg(long, default_value = "sink.hikyaku.test")]
         hostname: String,
+        /// Do not offer CHUNKING (BDAT): behave like a DATA-only server.
+        #[arg(long)]
+        no_chunking: bool,
     },
     /// A small authoritative DNS server for test zones.
     Dns {
@@ -188,7 +191,8 @@ fn main() -> anyhow::Result<()> {
                 stats,
                 starttls,
                 hostname,
-            } => sink(listen, stats, starttls, hostname).await,
+                no_chunking,
+            } => sink(listen, stats, starttls, hostname, !no_chunking).await,
             Cmd::Dns { listen, zone } => {
                 let text = std::fs::read_to_string(&zone)
                     .with_context(|| format!("reading {}", zone.display()))?;
@@ -389,11 +393,15 @@ async fn sink(
     stats: Option<SocketAddr>,
     starttls: bool,
     hostname: String,
+    chunking: bool,
 ) -> anyhow::Result<()> {
-    let listeners = listen
+    let mut listeners = listen
         .iter()
         .map(|s| parse_listen(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for l in &mut listeners {
+        l.profile.chunking = chunking;
+    }
     let sink = Sink::start(SinkConfig {
         listeners,
         starttls,

@@ -1,5 +1,6 @@
 //! Scenario 1: 10,000 messages over five domains on four sites are each received exactly once,
-//! each job yields exactly one event, and the queues are empty at the end.
+//! each job yields exactly one event, and the queues are empty at the end — with whole messages
+//! pipelined over CHUNKING, and again with servers that offer only DATA.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use hikyaku_queue_schema::EventStatus;
 use hikyaku_tests::queue::{self, job};
 use hikyaku_tests::wait_for;
-use hikyaku_tests::world::{World, SHARDS, STANDARD_SITES};
+use hikyaku_tests::world::{standard_sinks, World, SHARDS, STANDARD_SITES, STANDARD_ZONE};
 
 const DOMAINS: [&str; 6] = [
     "gmail.test",
@@ -20,7 +21,22 @@ const DOMAINS: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_arrive_exactly_once() {
-    let world = World::standard().await;
+    exactly_once(World::standard().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_arrive_exactly_once_over_data() {
+    let sinks = standard_sinks()
+        .into_iter()
+        .map(|(ip, mut profile)| {
+            profile.chunking = false;
+            (ip, profile)
+        })
+        .collect();
+    exactly_once(World::start(STANDARD_ZONE, sinks).await).await;
+}
+
+async fn exactly_once(world: World) {
     let mut con = world.redis.con().await;
     let n = 10_000u64;
     let jobs = (0..n)
