@@ -38,6 +38,14 @@ pub fn install() -> PrometheusHandle {
             describe_counter!(RECORDED, "Delivery events recorded in PostgreSQL, by status. Falling behind the engine's hikyaku_messages_total means recorder lag.");
             describe_histogram!(RECORD_SECONDS, "Seconds to record one batch of events. Rising means PostgreSQL is the bottleneck.");
             describe_counter!(IMPORTED, "Subscribers accepted by bulk imports.");
+            // The exporter keeps histogram samples until upkeep (or a scrape) drains them.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
