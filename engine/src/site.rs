@@ -232,11 +232,7 @@ impl Site {
         if self.is_paused() {
             return spread(base.max(Duration::from_secs(10)));
         }
-        let rate = self
-            .current_rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let rate = self.rate();
         match rate {
             Some(r) if r > 0.0 => {
                 let now_us = clock::now_ms().saturating_mul(1000);
@@ -254,6 +250,14 @@ impl Site {
             }
             _ => spread(base),
         }
+    }
+
+    /// Messages per second in force (`None` = unlimited).
+    fn rate(&self) -> Option<f64> {
+        self.current_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     /// Jobs waiting.
@@ -311,12 +315,7 @@ impl Site {
         let Some(l) = l else {
             return u32::MAX;
         };
-        let rate = self
-            .current_rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .unwrap_or(1.0);
+        let rate = self.rate().unwrap_or(1.0);
         let backlog = u32::try_from(self.queued().saturating_add(1)).unwrap_or(u32::MAX);
         if self.take_spare() {
             return 1;
@@ -380,11 +379,7 @@ impl Site {
         if n == 0 || n == u32::MAX {
             return;
         }
-        let rate = self
-            .current_rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let rate = self.rate();
         let Some(r) = rate else { return };
         let cap = ((r / 20.0) as u32).max(1);
         let _ = self
@@ -468,6 +463,22 @@ impl Site {
             .reporter
             .campaign_gate(item.work, &self.policy, state)?;
         Some((Routed { work, ..item }, campaign))
+    }
+
+    /// The next job for `target` that is ready now and admitted (see [`Site::try_next_for`],
+    /// [`Site::admit`]); jobs that leave at admission are skipped.
+    async fn next_admitted(
+        &self,
+        target: &Target,
+        credits: &mut u32,
+        current: &mut Option<(u64, Arc<Campaign>)>,
+    ) -> Option<(Routed, Arc<Campaign>)> {
+        while let Some(item) = self.try_next_for(target, credits) {
+            if let Some(admitted) = self.admit(item, current).await {
+                return Some(admitted);
+            }
+        }
+        None
     }
 
     /// One connection: takes jobs until idle, at its message cap, paused or draining.
@@ -658,12 +669,7 @@ impl Site {
                 {
                     break;
                 }
-                while let Some(item) = self.try_next_for(&s.target, credits) {
-                    if let Some(admitted) = self.admit(item, current).await {
-                        next = Some(admitted);
-                        break;
-                    }
-                }
+                next = self.next_admitted(&s.target, credits, current).await;
             }
             if window.is_empty() {
                 return;
@@ -708,12 +714,7 @@ impl Site {
                 }
                 continue;
             }
-            while let Some(item) = self.try_next_for(&s.target, credits) {
-                if let Some(admitted) = self.admit(item, current).await {
-                    next = Some(admitted);
-                    break;
-                }
-            }
+            next = self.next_admitted(&s.target, credits, current).await;
             if next.is_none() && window.is_empty() {
                 return;
             }

@@ -252,16 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if rset {
             self.wbuf.extend_from_slice(b"RSET\r\n");
         }
-        let body_opt = if env.eight_bit && self.caps.eight_bit_mime {
-            " BODY=8BITMIME"
-        } else {
-            ""
-        };
-        let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
-            " SMTPUTF8"
-        } else {
-            ""
-        };
+        let (body_opt, utf8) = self.mail_params(env);
         let _ = write!(self.wbuf, "MAIL FROM:<{}>{body_opt}{utf8}\r\n", env.from);
         if !self.caps.pipelining {
             return self.send_unpipelined(env, body, rset).await;
@@ -370,6 +361,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.caps.pipelining && self.caps.chunking
     }
 
+    /// The MAIL FROM parameters `env` needs on this session: `BODY=8BITMIME`, `SMTPUTF8`.
+    fn mail_params(&self, env: &Envelope<'_>) -> (&'static str, &'static str) {
+        let body = if env.eight_bit && self.caps.eight_bit_mime {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
+            " SMTPUTF8"
+        } else {
+            ""
+        };
+        (body, utf8)
+    }
+
     /// Messages queued with [`SmtpClient::queue_message`] whose replies are not read yet.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -395,16 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if rset {
             self.wbuf.extend_from_slice(b"RSET\r\n");
         }
-        let body_opt = if env.eight_bit && self.caps.eight_bit_mime {
-            " BODY=8BITMIME"
-        } else {
-            ""
-        };
-        let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
-            " SMTPUTF8"
-        } else {
-            ""
-        };
+        let (body_opt, utf8) = self.mail_params(env);
         let _ = write!(
             self.wbuf,
             "MAIL FROM:<{}>{body_opt}{utf8}\r\nRCPT TO:<{}>\r\nBDAT {} LAST\r\n",
@@ -434,15 +431,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         let Some(&rset) = self.pending.front() else {
             return false;
         };
-        let mut at = self.rstart;
-        for _ in 0..(3 + usize::from(rset)) {
-            match parse_reply(&self.rbuf[at..]) {
-                Ok(Some((_, used))) => at += used,
-                Ok(None) => return false,
-                Err(_) => return true,
-            }
-        }
-        true
+        // Count final reply lines (`NNN ` rather than `NNN-`) without building the replies:
+        // `message_result` parses them (and reports any malformed one) right after.
+        let needed = 3 + usize::from(rset);
+        let finals = self.rbuf[self.rstart..]
+            .split_inclusive(|&b| b == b'\n')
+            .take_while(|line| line.ends_with(b"\n"))
+            .filter(|line| line.get(3) != Some(&b'-'))
+            .take(needed)
+            .count();
+        finals >= needed
     }
 
     /// Reads the replies of the oldest pending message and returns its deciding reply: the
