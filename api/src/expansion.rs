@@ -20,6 +20,17 @@ use crate::state::AppState;
 /// Subscribers read per page.
 const PAGE: i64 = 10_000;
 
+/// One page of a list's recipients after the cursor, with the merge attributes the campaign
+/// uses and whether the address is excluded (inactive or suppressed for the tenant).
+/// Parameters: list, cursor, tenant, page size, attribute names. Served in order by the
+/// `subscribers (list_id, id)` index — no sort, whatever the list's size.
+pub const PAGE_QUERY: &str = "SELECT s.id, s.email, \
+       COALESCE((SELECT jsonb_object_agg(k, s.attributes -> k) FROM unnest($5::text[]) AS k \
+                 WHERE s.attributes ? k), '{}'::jsonb) AS attributes, \
+       (s.status <> 'active' OR EXISTS (SELECT 1 FROM suppressions x \
+          WHERE x.tenant_id = $3 AND x.email_lower = s.email_lower)) AS excluded \
+     FROM subscribers s WHERE s.list_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $4";
+
 /// The merge fields a campaign uses: every `{{name}}` in its subject and bodies.
 pub fn field_names(texts: &[&str]) -> Vec<String> {
     let mut names = BTreeSet::new();
@@ -204,21 +215,14 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
             tracing::info!(campaign = c.id, %status, "expansion stops: campaign left sending");
             return Ok(());
         }
-        let rows = sqlx::query_as::<_, Recipient>(
-            "SELECT s.id, s.email, \
-               COALESCE((SELECT jsonb_object_agg(k, s.attributes -> k) FROM unnest($5::text[]) AS k \
-                         WHERE s.attributes ? k), '{}'::jsonb) AS attributes, \
-               (s.status <> 'active' OR EXISTS (SELECT 1 FROM suppressions x \
-                  WHERE x.tenant_id = $3 AND x.email_lower = s.email_lower)) AS excluded \
-             FROM subscribers s WHERE s.list_id = $1 AND s.id > $2 ORDER BY s.id LIMIT $4",
-        )
-        .bind(c.list_id)
-        .bind(cursor)
-        .bind(c.tenant_id)
-        .bind(PAGE)
-        .bind(&names)
-        .fetch_all(&state.db)
-        .await?;
+        let rows = sqlx::query_as::<_, Recipient>(PAGE_QUERY)
+            .bind(c.list_id)
+            .bind(cursor)
+            .bind(c.tenant_id)
+            .bind(PAGE)
+            .bind(&names)
+            .fetch_all(&state.db)
+            .await?;
         let Some(last) = rows.last().map(|r| r.id) else {
             sqlx::query(
                 "UPDATE campaigns SET expansion_done = true, updated_at = now() WHERE id = $1",

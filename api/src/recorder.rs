@@ -6,7 +6,8 @@
 //! deleted only after the transaction commits — so a replayed event changes nothing and a crash
 //! loses nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use hikyaku_queue_schema::keys::{EVENT_FIELD, RECORDER_GROUP};
@@ -49,6 +50,10 @@ pub async fn complete_all(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Records a batch of events; returns how many were new.
+///
+/// One statement, so one round trip and one implicit transaction: the insert, the counter
+/// upserts, the hard-bounce suppressions and the subscriber marks are data-modifying CTEs over
+/// the rows really inserted, and only per-(campaign, status) totals come back.
 pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
     let events: Vec<&Event> = events.iter().filter(|e| e.id.campaign > 0).collect();
     if events.is_empty() {
@@ -56,117 +61,87 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     }
     // PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
     // reply would block its shard's recording forever.
-    let col = |f: fn(&Event) -> String| {
+    fn text<'e>(events: &[&'e Event], f: fn(&'e Event) -> &'e str) -> Vec<Cow<'e, str>> {
         events
             .iter()
-            .map(|e| f(e).replace('\0', ""))
-            .collect::<Vec<String>>()
-    };
+            .map(|e| {
+                let s = f(e);
+                if s.contains('\0') {
+                    Cow::Owned(s.replace('\0', ""))
+                } else {
+                    Cow::Borrowed(s)
+                }
+            })
+            .collect()
+    }
     let campaign: Vec<i64> = events.iter().map(|e| e.id.campaign as i64).collect();
     let seq: Vec<i64> = events.iter().map(|e| e.id.seq as i64).collect();
     let attempt: Vec<i32> = events.iter().map(|e| e.attempt as i32).collect();
+    let status: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
     let code: Vec<i32> = events.iter().map(|e| i32::from(e.code)).collect();
     let queued: Vec<f64> = events.iter().map(|e| e.queued_ms as f64 / 1000.0).collect();
     let at: Vec<f64> = events.iter().map(|e| e.at_ms as f64 / 1000.0).collect();
     let started = tokio::time::Instant::now();
-    let mut tx = state.db.begin().await?;
-    let inserted: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
-        "INSERT INTO delivery_events (campaign_id, seq, attempt, tenant_id, status, reason, code, enhanced, \
-           detail, site, mx, rcpt, queued_at, at) \
-         SELECT u.c, u.s, u.a, k.tenant_id, u.st, u.r, u.code, u.e, u.d, u.site, u.mx, u.rcpt, \
-           to_timestamp(u.q), to_timestamp(u.t) \
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], \
-           $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[]) \
-           AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
-         JOIN campaigns k ON k.id = u.c \
-         ON CONFLICT (campaign_id, seq, attempt) DO NOTHING \
-         RETURNING campaign_id, tenant_id, status, site, reason, lower(rcpt)",
+    // Counter rows are upserted in key order, so concurrent shard recorders lock them in the
+    // same order (no deadlocks).
+    let totals: Vec<(i64, String, i64)> = sqlx::query_as(
+        "WITH ins AS ( \
+           INSERT INTO delivery_events (campaign_id, seq, attempt, tenant_id, status, reason, code, enhanced, \
+             detail, site, mx, rcpt, queued_at, at) \
+           SELECT u.c, u.s, u.a, k.tenant_id, u.st, u.r, u.code, u.e, u.d, u.site, u.mx, u.rcpt, \
+             to_timestamp(u.q), to_timestamp(u.t) \
+           FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[]) \
+             AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
+           JOIN campaigns k ON k.id = u.c \
+           ON CONFLICT (campaign_id, seq, attempt) DO NOTHING \
+           RETURNING campaign_id, tenant_id, status, site, reason, rcpt \
+         ), counted AS ( \
+           INSERT INTO campaign_counters (campaign_id, status, site, n) \
+           SELECT campaign_id, status, site, count(*) FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
+           ON CONFLICT (campaign_id, status, site) DO UPDATE SET n = campaign_counters.n + EXCLUDED.n \
+         ), hard AS ( \
+           SELECT DISTINCT ON (tenant_id, lower(rcpt)) tenant_id, lower(rcpt) AS e, reason FROM ins \
+           WHERE status = 'bounced' AND reason = ANY($14::text[]) \
+         ), suppressed AS ( \
+           INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
+           SELECT tenant_id, e, reason, 'bounce' FROM hard ON CONFLICT DO NOTHING \
+         ), marked AS ( \
+           UPDATE subscribers s SET status = 'bounced', updated_at = now() FROM hard h \
+           WHERE s.tenant_id = h.tenant_id AND s.email_lower = h.e AND s.status = 'active' \
+         ) \
+         SELECT campaign_id, status, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(&campaign)
     .bind(&seq)
     .bind(&attempt)
-    .bind(col(|e| e.status.as_str().to_owned()))
-    .bind(col(|e| e.reason.clone()))
+    .bind(&status)
+    .bind(text(&events, |e| &e.reason))
     .bind(&code)
-    .bind(col(|e| e.enhanced.clone()))
-    .bind(col(|e| e.text.clone()))
-    .bind(col(|e| e.site.clone()))
-    .bind(col(|e| e.mx.clone()))
-    .bind(col(|e| e.rcpt.clone()))
+    .bind(text(&events, |e| &e.enhanced))
+    .bind(text(&events, |e| &e.text))
+    .bind(text(&events, |e| &e.site))
+    .bind(text(&events, |e| &e.mx))
+    .bind(text(&events, |e| &e.rcpt))
     .bind(&queued)
     .bind(&at)
-    .fetch_all(&mut *tx)
+    .bind(&HARD_BOUNCES[..])
+    .fetch_all(&state.db)
     .await?;
-    // Ordered, so concurrent shard recorders lock counter rows in the same order (no deadlocks).
-    let mut counts: BTreeMap<(i64, String, String), i64> = BTreeMap::new();
-    let mut suppress: Vec<(i64, String, String)> = Vec::new();
-    for (c, tenant, status, site, reason, rcpt) in &inserted {
-        *counts
-            .entry((*c, status.clone(), site.clone()))
-            .or_insert(0) += 1;
-        if status == "bounced" && HARD_BOUNCES.contains(&reason.as_str()) {
-            suppress.push((*tenant, rcpt.clone(), reason.clone()));
-        }
-    }
-    if !counts.is_empty() {
-        let (mut c, mut st, mut si, mut n) = (vec![], vec![], vec![], vec![]);
-        for ((cid, status, site), k) in counts {
-            c.push(cid);
-            st.push(status);
-            si.push(site);
-            n.push(k);
-        }
-        sqlx::query(
-            "INSERT INTO campaign_counters (campaign_id, status, site, n) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
-             ON CONFLICT (campaign_id, status, site) DO UPDATE SET n = campaign_counters.n + EXCLUDED.n",
-        )
-        .bind(&c)
-        .bind(&st)
-        .bind(&si)
-        .bind(&n)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !suppress.is_empty() {
-        let t: Vec<i64> = suppress.iter().map(|s| s.0).collect();
-        let e: Vec<&str> = suppress.iter().map(|s| s.1.as_str()).collect();
-        let r: Vec<&str> = suppress.iter().map(|s| s.2.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
-             SELECT t, e, r, 'bounce' FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS u(t, e, r) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&t)
-        .bind(&e)
-        .bind(&r)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE subscribers s SET status = 'bounced', updated_at = now() \
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(t, e) \
-             WHERE s.tenant_id = u.t AND s.email_lower = u.e AND s.status = 'active'",
-        )
-        .bind(&t)
-        .bind(&e)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
+    let secs = started.elapsed().as_secs_f64();
     let mut by_status: HashMap<&str, u64> = HashMap::new();
-    for r in &inserted {
-        *by_status.entry(r.2.as_str()).or_insert(0) += 1;
+    for (_, status, n) in &totals {
+        *by_status.entry(status.as_str()).or_insert(0) += *n as u64;
     }
     for (status, n) in by_status {
-        crate::metrics::recorded(status, n, started.elapsed().as_secs_f64());
+        crate::metrics::recorded(status, n, secs);
     }
-    let mut touched: Vec<i64> = inserted.iter().map(|r| r.0).collect();
-    touched.sort_unstable();
-    touched.dedup();
+    let mut touched: Vec<i64> = totals.iter().map(|r| r.0).collect();
+    touched.dedup(); // sorted by the query
     for c in touched {
         maybe_complete(state, c).await?;
     }
-    Ok(inserted.len())
+    Ok(totals.iter().map(|r| r.2 as usize).sum())
 }
 
 async fn read(

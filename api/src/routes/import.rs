@@ -4,7 +4,9 @@
 //! parsed as chunks arrive and inserted in batches; the report names duplicate and invalid rows by
 //! line number. Batches commit as they go (a 10-million-row import is not one transaction): if
 //! the body breaks off or a line is over 64 KiB, the error names the line and the rows before
-//! it stay imported — importing the same file again reports them as duplicates.
+//! it stay imported — importing the same file again reports them as duplicates. An import that
+//! added many rows ends with `ANALYZE subscribers`, so the first campaign sent to the list is
+//! planned from its real size.
 
 use std::collections::HashSet;
 
@@ -26,6 +28,8 @@ use crate::state::AppState;
 
 /// Rows per INSERT.
 const BATCH: usize = 5_000;
+/// Imports adding at least this many rows refresh the planner's statistics of `subscribers`.
+const ANALYZE_AFTER: u64 = 10_000;
 /// Line numbers listed per category in the report (counts are always exact).
 const MAX_LISTED: usize = 1_000;
 /// Longest accepted line.
@@ -333,6 +337,13 @@ async fn import(
         }
     }
     flush(&state, tenant.0, list, &mut batch, &mut report).await?;
+    if report.accepted >= ANALYZE_AFTER {
+        // Statistics taken while the list was small make the planner sort the whole list for
+        // every expansion page; refresh them now rather than at autovacuum's leisure.
+        sqlx::query("ANALYZE subscribers")
+            .execute(&state.db)
+            .await?;
+    }
     crate::metrics::imported(report.accepted);
     Ok(axum::Json(report))
 }
