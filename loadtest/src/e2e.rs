@@ -26,6 +26,8 @@ use crate::procstat;
 pub struct E2eOptions {
     /// Recipients.
     pub count: u64,
+    /// Approximate message size (2048, or 20480 for the 20 KB variant).
+    pub body_bytes: usize,
     /// Recipient domains and weights.
     pub domains: Vec<(String, u32)>,
     /// Shards.
@@ -51,6 +53,8 @@ pub struct E2eOptions {
 pub struct E2eReport {
     /// Recipients imported.
     pub count: u64,
+    /// Approximate message size asked for.
+    pub body_bytes: usize,
     /// Accepted at the sink (distinct recipients).
     pub delivered: u64,
     /// Imported but never delivered.
@@ -121,9 +125,9 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo campaign: three merge fields and a per-recipient unsubscribe link, ~2 KB.
-fn campaign_body(list_id: i64) -> serde_json::Value {
-    let mut text = crate::enqueue::newsletter_text(2048);
+/// The demo campaign: three merge fields and a per-recipient unsubscribe link, ~`body_bytes`.
+fn campaign_body(list_id: i64, body_bytes: usize) -> serde_json::Value {
+    let mut text = crate::enqueue::newsletter_text(body_bytes);
     text.push_str("\nUnsubscribe: {{unsubscribe_url}}\n");
     serde_json::json!({
         "name": "demo", "list_id": list_id, "from_name": "hikyaku demo", "from_addr": "news@hikyaku.test",
@@ -252,7 +256,12 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     if report["accepted"].as_u64() != Some(opts.count) {
         bail!("import did not accept every row: {report}");
     }
-    let campaign = call("POST", "/v1/campaigns".into(), Some(campaign_body(list_id))).await?;
+    let campaign = call(
+        "POST",
+        "/v1/campaigns".into(),
+        Some(campaign_body(list_id, opts.body_bytes)),
+    )
+    .await?;
     let cid = campaign["id"].as_i64().context("campaign id")?;
 
     let cfg_path = dir.join("engine.toml");
@@ -348,6 +357,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     let per_msg = |cpu: f64| per_msg(cpu, delivered);
     Ok(E2eReport {
         count: opts.count,
+        body_bytes: opts.body_bytes,
         delivered,
         lost: opts.count.saturating_sub(delivered),
         duplicates: sink_json["duplicates"].as_u64().unwrap_or(0),

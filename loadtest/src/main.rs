@@ -282,6 +282,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     if e2e {
         let opts = E2eOptions {
             count,
+            body_bytes: b.body_bytes,
             domains,
             shards: b.shards,
             connections: b.connections,
@@ -297,8 +298,8 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             println!(
-                "\nhikyaku demo — a campaign through the API to {} recipients\n",
-                report.count
+                "\nhikyaku demo — a campaign through the API to {} recipients (~{} B messages)\n",
+                report.count, report.body_bytes
             );
             print!("{}", report.table());
         }
