@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 hk_ensure_rust
 hk_ensure_redis
 hk_ensure_postgres
+hk_ensure_dkimpy
 cargo test --workspace --locked "$@"

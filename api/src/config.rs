@@ -38,6 +38,10 @@ pub struct ApiConfig {
     /// File holding the key of unsubscribe tokens.
     #[arg(long, env = "HIKYAKU_TOKEN_SECRET_FILE")]
     pub token_secret_file: Option<std::path::PathBuf>,
+    /// Mailbox offered beside the one-click URL in `List-Unsubscribe`
+    /// (`<mailto:MAILBOX?subject=unsubscribe%20TOKEN>`); none: the URL alone.
+    #[arg(long, env = "HIKYAKU_UNSUBSCRIBE_MAILBOX")]
+    pub unsubscribe_mailbox: Option<String>,
     /// PostgreSQL connections.
     #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,

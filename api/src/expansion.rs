@@ -52,7 +52,44 @@ pub fn field_names(texts: &[&str]) -> Vec<String> {
     names.into_iter().collect()
 }
 
-fn snapshot(c: &Campaign) -> CampaignSnapshot {
+/// The fields jobs of a campaign carry, in order: every `{{name}}` of its texts, plus the
+/// computed ones its headers need (`unsubscribe_url`, and `unsubscribe_token` when a mailto
+/// unsubscribe address is offered).
+pub fn campaign_fields(state: &AppState, texts: &[&str]) -> Vec<String> {
+    let mut names = field_names(texts);
+    let mut computed = vec![UNSUBSCRIBE_URL];
+    if state.unsubscribe_mailbox.is_some() {
+        computed.push(UNSUBSCRIBE_TOKEN);
+    }
+    for n in computed {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_owned());
+        }
+    }
+    names
+}
+
+/// Name of the Feedback-ID sender field (5–15 characters, as Gmail's feedback loop asks).
+pub const FEEDBACK_SENDER_ID: &str = "hikyaku";
+
+/// The bulk-sender headers of every message: RFC 8058 one-click unsubscribe (HTTPS URL with
+/// the recipient's signed token, plus a mailto when configured) and Gmail's
+/// `Feedback-ID: campaign:tenant:type:sender`.
+pub fn bulk_headers(state: &AppState, campaign: i64, tenant: i64) -> Vec<String> {
+    let unsubscribe = match &state.unsubscribe_mailbox {
+        Some(m) => format!(
+            "List-Unsubscribe: <{{{{{UNSUBSCRIBE_URL}}}}}>, <mailto:{m}?subject=unsubscribe%20{{{{{UNSUBSCRIBE_TOKEN}}}}}>"
+        ),
+        None => format!("List-Unsubscribe: <{{{{{UNSUBSCRIBE_URL}}}}}>"),
+    };
+    vec![
+        unsubscribe,
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click".to_owned(),
+        format!("Feedback-ID: {campaign}:{tenant}:newsletter:{FEEDBACK_SENDER_ID}"),
+    ]
+}
+
+fn snapshot(state: &AppState, c: &Campaign) -> CampaignSnapshot {
     let domain = c.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
     CampaignSnapshot {
         id: c.id as u64,
@@ -63,9 +100,10 @@ fn snapshot(c: &Campaign) -> CampaignSnapshot {
         subject: c.subject.clone(),
         text_body: c.text_body.clone(),
         html_body: c.html_body.clone(),
-        field_names: field_names(&[&c.subject, &c.text_body, &c.html_body]),
+        field_names: campaign_fields(state, &[&c.subject, &c.text_body, &c.html_body]),
         return_path: c.from_addr.clone(),
         message_id_domain: domain.to_owned(),
+        headers: bulk_headers(state, c.id, c.tenant_id),
     }
 }
 
@@ -89,7 +127,7 @@ pub async fn test_send(
         .query_async(&mut con)
         .await?;
     let test_id = TEST_ID_BASE + n;
-    let mut snap = snapshot(c);
+    let mut snap = snapshot(state, c);
     snap.id = test_id;
     let key = Keys::campaign(test_id);
     let _: () = redis::pipe()
@@ -120,12 +158,25 @@ pub async fn test_send(
             fields: snap
                 .field_names
                 .iter()
-                .map(|n| {
-                    if n == "email" {
-                        rcpt.clone()
-                    } else {
-                        String::new()
+                .map(|n| match n.as_str() {
+                    "email" => rcpt.clone(),
+                    // A token of no subscriber: the link works and unsubscribes nobody.
+                    UNSUBSCRIBE_URL | UNSUBSCRIBE_TOKEN => {
+                        let token = crate::tokens::sign(
+                            &state.token_secret,
+                            crate::tokens::Unsubscribe {
+                                tenant: c.tenant_id,
+                                campaign: c.id,
+                                subscriber: 0,
+                            },
+                        );
+                        if n == UNSUBSCRIBE_URL {
+                            format!("{}/u/{token}", state.public_url)
+                        } else {
+                            token
+                        }
                     }
+                    _ => String::new(),
                 })
                 .collect(),
         };
@@ -147,7 +198,7 @@ pub async fn freeze(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
     let _: () = redis::cmd("HSET")
         .arg(Keys::campaign(c.id as u64))
         .arg(SNAPSHOT_FIELD)
-        .arg(snapshot(c).encode())
+        .arg(snapshot(state, c).encode())
         .query_async(&mut con)
         .await?;
     Ok(())
@@ -176,6 +227,8 @@ struct Recipient {
 
 /// Merge fields the expander computes rather than reads from attributes.
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
+/// The recipient's unsubscribe token alone (for the mailto link).
+pub const UNSUBSCRIBE_TOKEN: &str = "unsubscribe_token";
 
 fn value_of(attrs: &serde_json::Value, name: &str, email: &str) -> String {
     if name == "email" {
@@ -200,7 +253,7 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    let names = field_names(&[&c.subject, &c.text_body, &c.html_body]);
+    let names = campaign_fields(state, &[&c.subject, &c.text_body, &c.html_body]);
     let expires_ms = c
         .expires_at
         .map_or(0, |t| t.timestamp_millis().max(1) as u64);
@@ -252,24 +305,24 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 expires_ms,
                 priority: c.priority.clamp(0, 9) as u8,
                 rcpt: r.email.clone(),
-                fields: names
-                    .iter()
-                    .map(|n| {
-                        if n == UNSUBSCRIBE_URL {
-                            let token = crate::tokens::sign(
-                                &state.token_secret,
-                                crate::tokens::Unsubscribe {
-                                    tenant: c.tenant_id,
-                                    campaign: c.id,
-                                    subscriber: r.id,
-                                },
-                            );
-                            format!("{}/u/{token}", state.public_url)
-                        } else {
-                            value_of(&r.attributes, n, &r.email)
-                        }
-                    })
-                    .collect(),
+                fields: {
+                    let token = crate::tokens::sign(
+                        &state.token_secret,
+                        crate::tokens::Unsubscribe {
+                            tenant: c.tenant_id,
+                            campaign: c.id,
+                            subscriber: r.id,
+                        },
+                    );
+                    names
+                        .iter()
+                        .map(|n| match n.as_str() {
+                            UNSUBSCRIBE_URL => format!("{}/u/{token}", state.public_url),
+                            UNSUBSCRIBE_TOKEN => token.clone(),
+                            _ => value_of(&r.attributes, n, &r.email),
+                        })
+                        .collect()
+                },
             };
             let shard = shard_for_domain(job.domain(), state.shards);
             by_shard

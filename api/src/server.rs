@@ -64,6 +64,21 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
     let mut redis = client.get_multiplexed_async_connection().await?;
     let layout = hikyaku_queue_schema::meta::record_or_read(&mut redis, config.shards).await?;
     let token_secret = token_secret(config, &db).await?;
+    if let Some(m) = &config.unsubscribe_mailbox {
+        let ok = m.parse::<lettre::Address>().is_ok()
+            && m.bytes().all(|b| b.is_ascii_graphic() && !b"<>?&%,".contains(&b));
+        if !ok {
+            return Err(StartError::Config(format!(
+                "unsubscribe mailbox {m:?} is not a plain ASCII address"
+            )));
+        }
+    }
+    if !config.public_url.is_ascii() || config.public_url.contains(['<', '>', ' ', ',']) {
+        return Err(StartError::Config(format!(
+            "public URL {:?} cannot go into a List-Unsubscribe header",
+            config.public_url
+        )));
+    }
     Ok((
         AppState {
             db,
@@ -71,6 +86,7 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
             shards: layout.shards,
             token_secret,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
+            unsubscribe_mailbox: config.unsubscribe_mailbox.clone(),
             expander: Arc::new(tokio::sync::Notify::new()),
         },
         client,

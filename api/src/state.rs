@@ -16,6 +16,8 @@ pub struct AppState {
     pub token_secret: std::sync::Arc<[u8]>,
     /// Public base URL of this API (for unsubscribe links), without a trailing slash.
     pub public_url: String,
+    /// Mailbox of the `mailto:` unsubscribe link, if one is offered.
+    pub unsubscribe_mailbox: Option<String>,
     /// Wakes the expander when a campaign starts sending.
     pub expander: std::sync::Arc<tokio::sync::Notify>,
 }

@@ -95,6 +95,10 @@ pub struct EngineConfig {
     /// Per-site overrides of the shipped policies, and extra sites.
     #[serde(default)]
     pub sites: BTreeMap<String, SitePolicyConfig>,
+    /// DKIM keys (`[[dkim]]` entries), read once at start; messages whose From domain (or a
+    /// parent of it) has keys are signed with each of them.
+    #[serde(default)]
+    pub dkim: Vec<crate::dkim::DkimKeyConfig>,
 }
 
 /// DNS settings.

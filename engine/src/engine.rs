@@ -85,6 +85,9 @@ pub async fn run(
     } else {
         None
     };
+    let dkim = Arc::new(
+        crate::dkim::DkimKeys::load(&config.dkim).map_err(|e| EngineError::Config(e.to_string()))?,
+    );
     let inflight = InFlight::new(q.max_in_flight, config.shards);
     let mut txs = Vec::new();
     let mut flushers = Vec::new();
@@ -107,7 +110,7 @@ pub async fn run(
             ehlo: config.ehlo_name.clone(),
             tls,
         },
-        renderer: Arc::new(Renderer::new(con.clone(), campaigns.clone())),
+        renderer: Arc::new(Renderer::new(con.clone(), campaigns.clone(), dkim)),
         reporter: reporter.clone(),
         campaigns: campaigns.clone(),
     };

@@ -13,7 +13,8 @@
 //!   replay, idle refresh, XAUTOCLAIM of dead nodes' entries); [`streams`] parses the replies.
 //! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
 //! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
-//!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message.
+//!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
+//!   [`dkim`] signs it.
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod connect;
 pub mod control;
 pub mod dispatcher;
+pub mod dkim;
 pub mod engine;
 pub mod flusher;
 pub mod inflight;

@@ -4,7 +4,10 @@
 //! syntax) with placeholders, the result is dot-stuffed and cut into a skeleton of literal
 //! segments and merge-field slots. Per recipient: the skeleton is copied with the slots filled,
 //! behind a few per-message headers (Date, Message-ID, To, and Subject when it has merge
-//! fields). That is one memcpy-like pass per message instead of a MIME build.
+//! fields, and the snapshot's extra header lines — List-Unsubscribe, Feedback-ID … — with
+//! their per-recipient values). That is one memcpy-like pass per message instead of a MIME
+//! build. A campaign whose From domain has DKIM keys ([`crate::dkim`]) is rendered raw into a
+//! scratch buffer, signed with every key, and written behind its `DKIM-Signature` lines.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::campaigns::{CampaignStates, RunState};
 use crate::clock;
+use crate::dkim::{DkimKey, DkimKeys};
 use crate::smtp::dotstuff;
 
 /// Why a campaign cannot be rendered.
@@ -84,16 +88,27 @@ pub struct Campaign {
     data: Skeleton,
     bdat: Skeleton,
     subject_template: Option<String>,
+    /// The snapshot's extra header lines, CRLF-ended, cut at their merge fields.
+    headers: Skeleton,
+    /// Keys signing every message (none: unsigned).
+    dkim: Vec<Arc<DkimKey>>,
     field_names: Vec<String>,
     message_id_domain: String,
     id: u64,
 }
 
+thread_local! {
+    /// The raw message being signed, reused across messages of a thread.
+    static UNSIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 const PLACEHOLDER_RCPT: &str = "hk-rcpt@placeholder.invalid";
 
 impl Campaign {
-    /// Builds the skeleton from a snapshot.
-    pub fn build(s: &CampaignSnapshot) -> Result<Self, RenderError> {
+    /// Builds the skeleton from a snapshot, signing with the keys `dkim` holds for the From
+    /// domain. A sample message is signed once here, so a key that cannot sign this campaign
+    /// fails the campaign, not each message.
+    pub fn build(s: &CampaignSnapshot, dkim: &DkimKeys) -> Result<Self, RenderError> {
         let invalid = |error: String| RenderError::Invalid { id: s.id, error };
         let from_addr = s
             .from_addr
@@ -159,21 +174,82 @@ impl Campaign {
         dotstuff::canonical_into(&mut raw, &stripped);
         let bdat = Skeleton::new(raw, &s.field_names);
         let eight_bit = !data.text.is_ascii() || has_fields || !s.subject.is_ascii();
-        Ok(Campaign {
+        let mut lines = Vec::new();
+        for h in &s.headers {
+            let valid_name = h.split_once(':').is_some_and(|(n, _)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            });
+            if !valid_name || !h.is_ascii() || h.contains(['\r', '\n', '\0']) || h.len() > 998 {
+                return Err(invalid(format!(
+                    "header {h:?} is not one ASCII `Name: value` line"
+                )));
+            }
+            lines.extend_from_slice(h.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        let headers = Skeleton::new(lines, &s.field_names);
+        let from_domain = s.from_addr.rsplit_once('@').map_or("", |(_, d)| d);
+        let campaign = Campaign {
             return_path: s.return_path.clone(),
             eight_bit,
             data,
             bdat,
             subject_template: templated_subject.then(|| s.subject.clone()),
+            headers,
+            dkim: dkim.for_domain(from_domain),
             field_names: s.field_names.clone(),
             message_id_domain: s.message_id_domain.clone(),
             id: s.id,
-        })
+        };
+        if !campaign.dkim.is_empty() {
+            let mut sample = Vec::new();
+            let job = Job {
+                id: hikyaku_queue_schema::JobId { campaign: s.id, seq: 0 },
+                attempt: 0,
+                queued_ms: 0,
+                expires_ms: 0,
+                priority: 0,
+                rcpt: "sample@example.invalid".into(),
+                fields: vec![String::new(); s.field_names.len()],
+            };
+            campaign.render_unsigned(&job, "Date: x\r\n", Framing::Bdat, &mut sample);
+            for key in &campaign.dkim {
+                key.sign_into(&sample, &mut Vec::new())
+                    .map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        Ok(campaign)
+    }
+
+    /// Whether messages are DKIM-signed.
+    pub fn signed(&self) -> bool {
+        !self.dkim.is_empty()
     }
 
     /// Appends the recipient's message (ending in CRLF) to `out`, dot-stuffed for
-    /// [`Framing::Data`]. `date` is a complete `Date: …\r\n` header line.
+    /// [`Framing::Data`], DKIM-signed when the campaign has keys. `date` is a complete
+    /// `Date: …\r\n` header line.
     pub fn render(&self, job: &Job, date: &str, framing: Framing, out: &mut Vec<u8>) {
+        if self.dkim.is_empty() {
+            return self.render_unsigned(job, date, framing, out);
+        }
+        UNSIGNED.with_borrow_mut(|raw| {
+            raw.clear();
+            self.render_unsigned(job, date, Framing::Bdat, raw);
+            for key in &self.dkim {
+                if let Err(e) = key.sign_into(raw, out) {
+                    // The campaign signed a sample at build time: this is not expected.
+                    tracing::error!(campaign = self.id, domain = key.domain(), error = %e, "message sent without this DKIM signature");
+                }
+            }
+            match framing {
+                Framing::Bdat => out.extend_from_slice(raw),
+                Framing::Data => dotstuff::stuff_into(out, raw),
+            }
+        });
+    }
+
+    fn render_unsigned(&self, job: &Job, date: &str, framing: Framing, out: &mut Vec<u8>) {
         let skeleton = match framing {
             Framing::Data => &self.data,
             Framing::Bdat => &self.bdat,
@@ -198,6 +274,16 @@ impl Campaign {
             match framing {
                 Framing::Data => dotstuff::stuff_into(out, line.as_bytes()),
                 Framing::Bdat => dotstuff::canonical_into(out, line.as_bytes()),
+            }
+        }
+        // Header lines never start with '.', and values lose CR/LF/NUL: no framing needed.
+        for seg in &self.headers.segments {
+            match seg {
+                Segment::Literal(r) => out.extend_from_slice(&self.headers.text[r.clone()]),
+                Segment::Field(i) => {
+                    let value = job.fields.get(*i).map_or("", String::as_str);
+                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+                }
             }
         }
         for seg in &skeleton.segments {
@@ -296,15 +382,22 @@ fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
 pub struct Renderer {
     con: MultiplexedConnection,
     states: Arc<CampaignStates>,
+    dkim: Arc<DkimKeys>,
     cache: Mutex<HashMap<u64, Arc<Campaign>>>,
 }
 
 impl Renderer {
-    /// A renderer reading snapshots over `con`, recording run states in `states`.
-    pub fn new(con: MultiplexedConnection, states: Arc<CampaignStates>) -> Self {
+    /// A renderer reading snapshots over `con`, recording run states in `states`, signing
+    /// with `dkim`.
+    pub fn new(
+        con: MultiplexedConnection,
+        states: Arc<CampaignStates>,
+        dkim: Arc<DkimKeys>,
+    ) -> Self {
         Renderer {
             con,
             states,
+            dkim,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -331,7 +424,7 @@ impl Renderer {
             id,
             error: e.to_string(),
         })?;
-        let campaign = Arc::new(Campaign::build(&snap)?);
+        let campaign = Arc::new(Campaign::build(&snap, &self.dkim)?);
         self.lock().insert(id, campaign.clone());
         Ok(campaign)
     }
@@ -381,6 +474,7 @@ mod tests {
             field_names: vec!["first_name".into(), "plan".into()],
             return_path: "bounce@acme.test".into(),
             message_id_domain: "acme.test".into(),
+            headers: Vec::new(),
         }
     }
 
@@ -401,7 +495,7 @@ mod tests {
 
     #[test]
     fn renders_fields_headers_and_mime() {
-        let c = Campaign::build(&snapshot()).expect("builds");
+        let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
         let mut out = Vec::new();
         c.render(
             &job(&["太郎", "gold"]),
@@ -436,7 +530,7 @@ mod tests {
 
     #[test]
     fn bdat_framing_is_the_data_framing_unstuffed() {
-        let c = Campaign::build(&snapshot()).expect("builds");
+        let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
         let j = job(&["太郎", "gold"]);
         let (mut data, mut raw) = (Vec::new(), Vec::new());
         c.render(&j, "Date: x\r\n", Framing::Data, &mut data);
@@ -451,7 +545,7 @@ mod tests {
 
     #[test]
     fn merge_values_cannot_inject_headers_or_end_data() {
-        let c = Campaign::build(&snapshot()).expect("builds");
+        let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
         let mut out = Vec::new();
         c.render(
             &job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]),
@@ -469,16 +563,91 @@ mod tests {
     fn static_subject_is_in_the_skeleton_and_bad_from_is_an_error() {
         let mut s = snapshot();
         s.subject = "Weekly news".into();
-        let c = Campaign::build(&s).expect("builds");
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
         let mut out = Vec::new();
         c.render(&job(&["a", "b"]), "Date: x\r\n", Framing::Data, &mut out);
         let text = String::from_utf8(out).expect("utf8");
         assert_eq!(text.matches("Subject: Weekly news").count(), 1);
         s.from_addr = "not an address".into();
         assert!(matches!(
-            Campaign::build(&s),
+            Campaign::build(&s, &DkimKeys::default()),
             Err(RenderError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn extra_headers_carry_per_recipient_values_safely() {
+        let mut s = snapshot();
+        s.field_names.push("unsubscribe_url".into());
+        s.headers = vec![
+            "List-Unsubscribe: <{{unsubscribe_url}}>".into(),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
+            "Feedback-ID: 42:acme:newsletter:hikyaku".into(),
+        ];
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        assert!(!c.signed());
+        let mut out = Vec::new();
+        c.render(
+            &job(&["a", "b", "https://u.test/u/t1\r\nBcc: x@evil.test"]),
+            "Date: x\r\n",
+            Framing::Bdat,
+            &mut out,
+        );
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("\r\nList-Unsubscribe: <https://u.test/u/t1Bcc: x@evil.test>\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+        assert!(text.contains("\r\nFeedback-ID: 42:acme:newsletter:hikyaku\r\n"));
+        assert!(!text.contains("\r\nBcc:"));
+        let head = &text[..text.find("\r\n\r\n").expect("header end")];
+        assert!(head.contains("List-Unsubscribe:"), "extra headers are in the header");
+
+        for bad in ["No-Colon", "X-Bad: a\r\nBcc: b", "X-Kana: カナ", ": empty name"] {
+            s.headers = vec![bad.into()];
+            assert!(
+                matches!(
+                    Campaign::build(&s, &DkimKeys::default()),
+                    Err(RenderError::Invalid { .. })
+                ),
+                "{bad:?} refused"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_campaigns_put_one_signature_per_key_first() {
+        let ed = crate::dkim::DkimKey::from_pem(
+            "acme.test",
+            "ed",
+            crate::dkim::Algorithm::Ed25519Sha256,
+            include_bytes!("dkim/testdata/rfc8463-ed25519.pem"),
+            "ed",
+        )
+        .expect("key");
+        let rsa = crate::dkim::DkimKey::from_pem(
+            "acme.test",
+            "rsa",
+            crate::dkim::Algorithm::RsaSha256,
+            include_bytes!("dkim/testdata/rsa2048.pem"),
+            "rsa",
+        )
+        .expect("key");
+        let keys = DkimKeys::from_keys(vec![rsa, ed]);
+        let c = Campaign::build(&snapshot(), &keys).expect("builds");
+        assert!(c.signed());
+        let mut out = Vec::new();
+        c.render(&job(&["太郎", "gold"]), "Date: x\r\n", Framing::Data, &mut out);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("DKIM-Signature:"), "{text}");
+        assert_eq!(text.matches("DKIM-Signature:").count(), 2);
+        assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
+        assert!(text.contains("\r\n..gold is yours."), "DATA framing still stuffs");
+        // Another From domain: unsigned.
+        let mut s = snapshot();
+        s.from_addr = "news@elsewhere.test".into();
+        assert!(!Campaign::build(&s, &keys).expect("builds").signed());
     }
 
     #[test]

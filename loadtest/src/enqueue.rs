@@ -148,6 +148,12 @@ pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
         field_names: vec!["first_name".into(), "plan".into(), "token".into()],
         return_path: "bounce@hikyaku.test".into(),
         message_id_domain: "hikyaku.test".into(),
+        // The bulk-sender headers the API gives every campaign.
+        headers: vec![
+            "List-Unsubscribe: <https://hikyaku.test/u/{{token}}>".into(),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
+            format!("Feedback-ID: {id}:bench:newsletter:hikyaku"),
+        ],
     }
 }
 

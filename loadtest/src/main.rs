@@ -407,6 +407,7 @@ async fn sink(
         listeners,
         starttls,
         hostname,
+        capture: 0,
     })
     .await
     .context("starting the sink")?;

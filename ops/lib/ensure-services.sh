@@ -26,6 +26,14 @@ hk_ensure_rust() {
     fi
 }
 
+# dkimpy, the independent DKIM verifier the deliverability test checks signatures with.
+hk_ensure_dkimpy() {
+    if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+        hk_log "dkimpy not found: installing Debian's python3-dkim (test-only DKIM verifier)"
+        hk_apt_install python3 python3-dkim python3-nacl
+    fi
+}
+
 hk_ensure_redis() {
     if ! command -v redis-server >/dev/null 2>&1; then
         hk_log "redis-server not found: installing Debian's redis-server"

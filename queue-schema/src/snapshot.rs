@@ -3,7 +3,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 
 const TAG: u8 = b'C';
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A campaign as it was when sending started. Written once to `hk:camp:{id}` and never changed,
 /// so every engine renders the same message for the same job.
@@ -34,6 +34,11 @@ pub struct CampaignSnapshot {
     pub return_path: String,
     /// Domain used on the right of generated Message-IDs.
     pub message_id_domain: String,
+    /// Extra header lines, each `Name: value` without the line end, in order; values may hold
+    /// `{{name}}` placeholders of `field_names` (the per-recipient `List-Unsubscribe`, say).
+    /// ASCII only: the writer encodes anything else before it gets here. Version 2 on; a
+    /// version-1 snapshot has none.
+    pub headers: Vec<String>,
 }
 
 impl CampaignSnapshot {
@@ -54,13 +59,14 @@ impl CampaignSnapshot {
             .str(&self.html_body)
             .strs(&self.field_names)
             .str(&self.return_path)
-            .str(&self.message_id_domain);
+            .str(&self.message_id_domain)
+            .strs(&self.headers);
         w.finish()
     }
 
     /// Decodes a snapshot written by [`CampaignSnapshot::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (mut r, _version) = Reader::new(bytes, TAG, VERSION)?;
+        let (mut r, version) = Reader::new(bytes, TAG, VERSION)?;
         let s = CampaignSnapshot {
             id: r.u64("id")?,
             tenant: r.str("tenant")?.to_owned(),
@@ -73,6 +79,11 @@ impl CampaignSnapshot {
             field_names: r.strs("field_names")?,
             return_path: r.str("return_path")?.to_owned(),
             message_id_domain: r.str("message_id_domain")?.to_owned(),
+            headers: if version >= 2 {
+                r.strs("headers")?
+            } else {
+                Vec::new()
+            },
         };
         r.end()?;
         Ok(s)
@@ -97,11 +108,41 @@ mod tests {
             field_names: vec!["first_name".into()],
             return_path: "bounce@acme.test".into(),
             message_id_domain: "acme.test".into(),
+            headers: vec![
+                "List-Unsubscribe: <{{unsubscribe_url}}>".into(),
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
+            ],
         };
         let bytes = s.encode();
         assert_eq!(CampaignSnapshot::decode(&bytes), Ok(s));
         for cut in 0..bytes.len() {
             assert!(CampaignSnapshot::decode(&bytes[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn version_one_decodes_without_headers() {
+        let mut s = CampaignSnapshot {
+            id: 3,
+            from_addr: "news@acme.test".into(),
+            subject: "Hi".into(),
+            ..CampaignSnapshot::default()
+        };
+        let mut w = Writer::new(TAG, 1, 64);
+        w.u64(s.id)
+            .str(&s.tenant)
+            .str(&s.from_name)
+            .str(&s.from_addr)
+            .str(&s.reply_to)
+            .str(&s.subject)
+            .str(&s.text_body)
+            .str(&s.html_body)
+            .strs(&s.field_names)
+            .str(&s.return_path)
+            .str(&s.message_id_domain);
+        let v1 = w.finish();
+        assert_eq!(CampaignSnapshot::decode(&v1), Ok(s.clone()));
+        s.headers = vec!["Feedback-ID: 3:acme:newsletter:hikyaku".into()];
+        assert_eq!(CampaignSnapshot::decode(&s.encode()), Ok(s));
     }
 }

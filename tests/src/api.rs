@@ -105,6 +105,7 @@ impl TestApi {
             public_url: "http://127.0.0.1:8080".into(),
             token_secret: Some("test-secret-of-at-least-32-bytes!".into()),
             token_secret_file: None,
+            unsubscribe_mailbox: Some("unsubscribe@bounces.acme.test".into()),
             db_pool: 8,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)

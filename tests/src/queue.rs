@@ -21,6 +21,7 @@ pub fn snapshot() -> CampaignSnapshot {
         field_names: vec!["name".into()],
         return_path: "bounce@sender.test".into(),
         message_id_domain: "sender.test".into(),
+        headers: Vec::new(),
     }
 }
 

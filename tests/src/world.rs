@@ -89,6 +89,9 @@ pub fn standard_sinks() -> Vec<(Ipv4Addr, Profile)> {
 /// Shards used by the scenarios.
 pub const SHARDS: u16 = 2;
 
+/// Messages the world's sink keeps whole for inspection (the first ones accepted).
+pub const CAPTURED: usize = 32;
+
 /// Redis, DNS and sinks.
 #[derive(Debug)]
 pub struct World {
@@ -123,6 +126,7 @@ impl World {
                 listeners,
                 starttls: false,
                 hostname: "sink.test".into(),
+                capture: CAPTURED,
             };
             if let Ok(sink) = Sink::start(config).await {
                 return World {

@@ -90,10 +90,13 @@ async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
         .find(|j| j.rcpt == "user7@d0.test")
         .expect("job for user7");
     assert_eq!(
-        j.fields,
-        vec!["p7".to_owned()],
+        j.fields[0], "p7",
         "merge values come from the attributes"
     );
+    // Then the computed fields every message's List-Unsubscribe needs: URL and token.
+    assert_eq!(j.fields.len(), 3, "{:?}", j.fields);
+    let token = &j.fields[2];
+    assert_eq!(j.fields[1], format!("http://127.0.0.1:8080/u/{token}"));
 
     // Crash simulation: the record forgets all progress; the queues keep what was enqueued.
     sqlx::query("UPDATE campaigns SET expansion_cursor = 0, expanded = 0, expansion_done = false WHERE id = $1")

@@ -34,6 +34,7 @@ async fn mx_fallback_starttls_and_metrics() {
         }],
         starttls: true,
         hostname: "tls.sink.test".into(),
+        capture: 0,
     })
     .await
     .expect("tls sink");

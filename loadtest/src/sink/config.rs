@@ -13,6 +13,10 @@ pub struct SinkConfig {
     pub starttls: bool,
     /// Name used in the greeting, the EHLO reply and the certificate.
     pub hostname: String,
+    /// Keep the content of the first this-many accepted messages for
+    /// [`SinkStats::captured`](super::SinkStats::captured) (tests inspect real messages); 0
+    /// keeps none and costs nothing.
+    pub capture: usize,
 }
 
 /// One listening socket and the behaviour of its sessions.

@@ -44,7 +44,7 @@ pub use http::serve_stats;
 pub use magic::Magic;
 pub use profile::{Profile, ProviderKind, UnknownProviderKind};
 pub use profile_stats::ProfileStats;
-pub use stats::SinkStats;
+pub use stats::{Captured, SinkStats};
 
 use context::ListenerCtx;
 
@@ -77,7 +77,7 @@ impl Sink {
             .iter()
             .map(|spec| (spec.profile.name.as_str(), ()))
             .collect();
-        let stats = Arc::new(SinkStats::new(names.into_keys()));
+        let stats = Arc::new(SinkStats::new(names.into_keys(), config.capture));
 
         let mut bound = Vec::with_capacity(config.listeners.len());
         for spec in &config.listeners {

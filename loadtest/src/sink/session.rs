@@ -106,6 +106,35 @@ pub struct Session {
     chunking: Chunking,
     /// Messages accepted on this connection, for `max_msgs_per_conn`.
     messages: u32,
+    /// The current message's content, when the sink keeps it.
+    capture: Capture,
+}
+
+/// The current message's content as received, while it is being captured.
+#[derive(Debug, Default)]
+struct Capture {
+    /// The bytes so far; `None` when this message is not captured.
+    buf: Option<Vec<u8>>,
+    /// Whether this transaction's content already had the chance to be captured.
+    decided: bool,
+    /// The content came in BDAT chunks (raw), not after DATA (dot-stuffed).
+    raw: bool,
+}
+
+impl Capture {
+    /// Keeps content bytes of the current message when the sink captures messages.
+    fn add(&mut self, stats: &super::SinkStats, bytes: &[u8], raw: bool) {
+        if !self.decided {
+            self.decided = true;
+            self.raw = raw;
+            if stats.wants_capture() {
+                self.buf = Some(Vec::new());
+            }
+        }
+        if let Some(b) = &mut self.buf {
+            b.extend_from_slice(bytes);
+        }
+    }
 }
 
 impl Session {
@@ -124,8 +153,10 @@ impl Session {
             mode: Mode::Command,
             chunking: Chunking::Idle,
             messages: 0,
+            capture: Capture::default(),
         }
     }
+
 
     /// Consumes as much of `input` as possible, appending every reply to `out`. Returns how
     /// many bytes were consumed (the rest is an incomplete line to keep) and what to do next.
@@ -142,8 +173,10 @@ impl Session {
                         return (pos, Step::Reset);
                     }
                     let Some(len) = scanner.scan(rest) else {
+                        self.capture.add(&self.ctx.stats, rest, false);
                         return (input.len(), Step::NeedInput);
                     };
+                    self.capture.add(&self.ctx.stats, rest.get(..len).unwrap_or_default(), false);
                     pos += len;
                     self.mode = Mode::Command;
                     let step = self.message_end(out);
@@ -162,6 +195,9 @@ impl Session {
                         }
                         let take = usize::try_from(chunk.remaining)
                             .map_or(rest.len(), |remaining| remaining.min(rest.len()));
+                        if accepted {
+                            self.capture.add(&self.ctx.stats, rest.get(..take).unwrap_or_default(), true);
+                        }
                         pos += take;
                         chunk.remaining -= take as u64;
                         if chunk.remaining > 0 {
@@ -249,6 +285,13 @@ impl Session {
             stats.record_accept(rcpt);
         }
         stats.stamp_accept_time();
+        if let Some(raw) = self.capture.buf.take() {
+            let content = if self.capture.raw { raw } else { unstuff(&raw) };
+            stats.capture(super::stats::Captured {
+                recipients: self.recipients.iter().take(self.accepted).cloned().collect(),
+                content,
+            });
+        }
         self.ctx.counters.add_accepted(self.accepted as u64);
         self.messages = self.messages.saturating_add(1);
         self.end_transaction();
@@ -437,5 +480,16 @@ impl Session {
         self.reset_on_body = false;
         self.hang_after_body = false;
         self.chunking = Chunking::Idle;
+        self.capture = Capture::default();
     }
+}
+
+/// A DATA body as sent (dot-stuffed, ending `.\r\n`) → the message it carries.
+fn unstuff(raw: &[u8]) -> Vec<u8> {
+    let body = raw.strip_suffix(b".\r\n").unwrap_or(raw);
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -29,11 +29,27 @@ pub struct SinkStats {
     next_queue_id: AtomicU64,
     /// Counters per profile name, fixed at start (sorted for stable JSON).
     profiles: BTreeMap<String, Arc<ProfileCounters>>,
+    /// Messages kept whole (the first `capture_limit`).
+    captured: Mutex<Vec<Captured>>,
+    /// How many messages to keep.
+    capture_limit: usize,
+}
+
+/// One accepted message, kept whole.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Its accepted recipients (normalised).
+    pub recipients: Vec<String>,
+    /// The message (headers and body, CRLF lines), un-dot-stuffed.
+    pub content: Vec<u8>,
 }
 
 impl SinkStats {
     /// Empty statistics for the given profile names, with time buckets starting now.
-    pub(crate) fn new<'a>(profile_names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(
+        profile_names: impl IntoIterator<Item = &'a str>,
+        capture_limit: usize,
+    ) -> Self {
         let start = Instant::now();
         SinkStats {
             tally: Tally::new(),
@@ -47,7 +63,30 @@ impl SinkStats {
                 .into_iter()
                 .map(|name| (name.to_owned(), Arc::new(ProfileCounters::new(start))))
                 .collect(),
+            captured: Mutex::new(Vec::new()),
+            capture_limit,
         }
+    }
+
+    /// Whether another message should be kept whole.
+    pub(crate) fn wants_capture(&self) -> bool {
+        self.capture_limit > 0 && self.captured_lock().len() < self.capture_limit
+    }
+
+    pub(crate) fn capture(&self, message: Captured) {
+        let mut c = self.captured_lock();
+        if c.len() < self.capture_limit {
+            c.push(message);
+        }
+    }
+
+    /// The messages kept whole, in acceptance order (see `SinkConfig::capture`).
+    pub fn captured(&self) -> Vec<Captured> {
+        self.captured_lock().clone()
+    }
+
+    fn captured_lock(&self) -> std::sync::MutexGuard<'_, Vec<Captured>> {
+        self.captured.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Total messages accepted (250 after DATA or `BDAT … LAST`), counting each recipient of a transaction.
@@ -186,7 +225,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_distinct() {
-        let s = SinkStats::new(["plain"]);
+        let s = SinkStats::new(["plain"], 0);
         for rcpt in ["a@x.test", "b@x.test", "a@x.test", "a@x.test"] {
             s.record_accept(rcpt);
         }

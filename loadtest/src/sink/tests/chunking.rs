@@ -76,7 +76,7 @@ async fn deliver_data(c: &mut Client, rcpt: &str) -> String {
 
 /// A session of a fresh listener with `profile`, outside any socket, and its statistics.
 fn session(profile: Profile) -> (Session, Arc<SinkStats>) {
-    let stats = Arc::new(SinkStats::new([profile.name.as_str()]));
+    let stats = Arc::new(SinkStats::new([profile.name.as_str()], 0));
     let counters = stats
         .counters(&profile.name)
         .expect("counters of the profile");

@@ -31,6 +31,7 @@ async fn start_with(profile: Profile, starttls: bool) -> (Sink, SocketAddr) {
         }],
         starttls,
         hostname: HOST.to_owned(),
+        capture: 0,
     })
     .await
     .unwrap();

@@ -1,0 +1,255 @@
+//! A real hikyaku message, as the receiving side sees it: campaign through the API, engine with
+//! DKIM keys (RSA-2048 and Ed25519, dual-signed), delivered to the sink. Its signatures verify
+//! with dkimpy (an independent implementation, run through `/usr/bin/python3`; the test command
+//! installs `python3-dkim`), the one-click headers are present and signed (changing them breaks
+//! the signature), and POSTing the one-click URL unsubscribes and suppresses the recipient. Also
+//! the RFC 8463 example message, signed here with the RFC's key, verifies against the RFC's
+//! published record.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use hikyaku_engine::dkim::{Algorithm, DkimKey};
+use hikyaku_tests::api::TestApi;
+use hikyaku_tests::wait_for;
+use hikyaku_tests::world::{World, STANDARD_SITES};
+use serde_json::json;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/src/dkim/testdata")
+        .join(name)
+}
+
+const ED25519_RECORD: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+fn rsa_record() -> String {
+    let p = std::fs::read_to_string(testdata("rsa2048.pub.b64")).expect("public key");
+    format!("v=DKIM1; k=rsa; p={}", p.trim())
+}
+
+static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs dkimpy on `message` with `records` (selector → TXT); its output and success.
+fn dkimpy(message: &[u8], records: &[(&str, &str)]) -> (bool, String) {
+    let python = std::env::var("HIKYAKU_DKIM_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let file = std::env::temp_dir().join(format!(
+        "hikyaku-dkim-{}-{}.eml",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&file, message).expect("write message");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/dkim_verify.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&file)
+        .args(records.iter().map(|(s, t)| format!("{s}={t}")))
+        .output()
+        .unwrap_or_else(|e| panic!("{python} runs (ops/run-tests.sh installs python3-dkim): {e}"));
+    let _ = std::fs::remove_file(&file);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named"),
+        "dkimpy missing (ops/run-tests.sh installs python3-dkim): {text}"
+    );
+    (out.status.success(), text)
+}
+
+/// The unfolded value of the first header `name`.
+fn header(message: &str, name: &str) -> Option<String> {
+    let head = &message[..message.find("\r\n\r\n")?];
+    let mut lines = head.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        let Some((n, v)) = line.split_once(':') else {
+            continue;
+        };
+        if n.eq_ignore_ascii_case(name) {
+            let mut value = v.trim().to_owned();
+            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                value.push(' ');
+                value.push_str(next.trim());
+                lines.next();
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[test]
+fn rfc8463_example_signed_here_verifies_with_the_rfc_record() {
+    let message: &[u8] = b"From: Joe SixPack <joe@football.example.com>\r\n\
+To: Suzie Q <suzie@shopping.example.net>\r\n\
+Subject: Is dinner ready?\r\n\
+Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n\
+Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n\
+\r\n\
+Hi.\r\n\
+\r\n\
+We lost the game.  Are you hungry yet?\r\n\
+\r\n\
+Joe.\r\n";
+    let pem = std::fs::read(testdata("rfc8463-ed25519.pem")).expect("key");
+    let key = DkimKey::from_pem(
+        "football.example.com",
+        "brisbane",
+        Algorithm::Ed25519Sha256,
+        &pem,
+        "rfc8463",
+    )
+    .expect("key");
+    let mut signed = Vec::new();
+    key.sign_into(message, &mut signed).expect("signs");
+    signed.extend_from_slice(message);
+    let (ok, out) = dkimpy(&signed, &[("brisbane", ED25519_RECORD)]);
+    assert!(ok, "{out}");
+    // Another key's record does not verify it.
+    let (ok, out) = dkimpy(&signed, &[("brisbane", &rsa_record())]);
+    assert!(!ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_message_is_signed_with_one_click_headers_that_work() {
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let (_, list) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+        .await;
+    let l = list["id"].as_i64().expect("list");
+    let (s, _, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/lists/{l}/subscribers/import"),
+            Some(&api.key),
+            Some((
+                "text/csv",
+                b"email,first_name\nhanako@gmail.test,Hanako\nichiro@other.test,Ichiro\n".to_vec(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let cid = api
+        .create_campaign(l, "Hello {{first_name}},\n.dot line\nnews.\n")
+        .await;
+    api.send(cid).await;
+    hikyaku_api::expansion::expand(&api.state, cid)
+        .await
+        .expect("expand");
+
+    let dkim = format!(
+        "[[dkim]]\ndomain = \"a.test\"\nselector = \"rsa2026\"\nalgorithm = \"rsa-sha256\"\nkey_file = {rsa:?}\n\n\
+         [[dkim]]\ndomain = \"a.test\"\nselector = \"ed2026\"\nalgorithm = \"ed25519-sha256\"\nkey_file = {ed:?}\n",
+        rsa = testdata("rsa2048.pem").display().to_string(),
+        ed = testdata("rfc8463-ed25519.pem").display().to_string(),
+    );
+    let engine = world.engine(world.config("", &format!("{STANDARD_SITES}\n{dkim}")));
+    let stats = world.sink.stats();
+    let messages = wait_for(Duration::from_secs(30), "2 messages at the sink", || {
+        let stats = stats.clone();
+        async move {
+            let c = stats.captured();
+            (c.len() >= 2).then_some(c)
+        }
+    })
+    .await;
+    engine.stop().await.expect("engine stops cleanly");
+
+    let records = [("rsa2026", rsa_record()), ("ed2026", ED25519_RECORD.to_owned())];
+    let records: Vec<(&str, &str)> = records.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    let hanako = messages
+        .iter()
+        .find(|m| m.recipients == ["hanako@gmail.test"])
+        .expect("hanako's message");
+    let text = String::from_utf8(hanako.content.clone()).expect("utf-8 message");
+
+    // Both signatures verify with an independent verifier.
+    let (ok, out) = dkimpy(&hanako.content, &records);
+    assert!(ok, "{out}\n{text}");
+    assert_eq!(out.lines().filter(|l| l.ends_with(" ok")).count(), 2, "{out}");
+    assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
+
+    // One-click headers, signed.
+    let lu = header(&text, "List-Unsubscribe").expect("List-Unsubscribe");
+    let url = lu
+        .split_once("<http://127.0.0.1:8080")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(path, _)| path.to_owned())
+        .unwrap_or_else(|| panic!("https/http one-click URL in {lu}"));
+    assert!(url.starts_with("/u/"), "{lu}");
+    let token = url.trim_start_matches("/u/");
+    assert!(
+        lu.contains(&format!(
+            "<mailto:unsubscribe@bounces.acme.test?subject=unsubscribe%20{token}>"
+        )),
+        "{lu}"
+    );
+    assert_eq!(
+        header(&text, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let feedback = header(&text, "Feedback-ID").expect("Feedback-ID");
+    assert_eq!(feedback, format!("{cid}:{}:newsletter:hikyaku", api.tenant));
+    for sig in text.match_indices("DKIM-Signature:") {
+        let value = header(&text[sig.0..], "DKIM-Signature").expect("signature");
+        let h: String = value
+            .split(';')
+            .find_map(|t| t.trim().strip_prefix("h="))
+            .expect("h=")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for name in [
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "mime-version",
+            "content-type",
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+            "feedback-id",
+        ] {
+            assert!(
+                h.split(':').any(|x| x.eq_ignore_ascii_case(name)),
+                "{name} in h={h}"
+            );
+        }
+    }
+    assert!(text.contains("\r\n.dot line\r\n"), "content arrives unstuffed");
+    let tampered = text.replacen(&url, "/u/forged", 1);
+    let (ok, out) = dkimpy(tampered.as_bytes(), &records);
+    assert!(!ok, "a changed List-Unsubscribe must fail: {out}");
+
+    // The receiver's one-click POST unsubscribes and suppresses at once.
+    let (s, _, _) = api
+        .call(
+            Method::POST,
+            &url,
+            None,
+            Some((
+                "application/x-www-form-urlencoded",
+                b"List-Unsubscribe=One-Click".to_vec(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (status,): (String,) =
+        sqlx::query_as("SELECT status FROM subscribers WHERE email_lower = 'hanako@gmail.test'")
+            .fetch_one(&api.state.db)
+            .await
+            .expect("subscriber");
+    assert_eq!(status, "unsubscribed");
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM suppressions WHERE email_lower = 'hanako@gmail.test'",
+    )
+    .fetch_one(&api.state.db)
+    .await
+    .expect("suppression");
+    assert_eq!(n, 1);
+}
