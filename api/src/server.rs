@@ -66,7 +66,8 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
     let token_secret = token_secret(config, &db).await?;
     if let Some(m) = &config.unsubscribe_mailbox {
         let ok = m.parse::<lettre::Address>().is_ok()
-            && m.bytes().all(|b| b.is_ascii_graphic() && !b"<>?&%,".contains(&b));
+            && m.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"<>?&%,".contains(&b));
         if !ok {
             return Err(StartError::Config(format!(
                 "unsubscribe mailbox {m:?} is not a plain ASCII address"

@@ -7,15 +7,21 @@
 //! canonicalization; the signed header set is [`SIGNED_HEADERS`], which covers the RFC 8058
 //! one-click headers and `Feedback-ID` as the providers require.
 //!
+//! RSA signatures are made by the system's OpenSSL (through mail-auth's `SigningKey` trait):
+//! measured on the development machine, ring — mail-auth's own backend — signs RSA-2048 at 1,463
+//! signatures/s per core against OpenSSL's 2,593 (`openssl speed rsa2048`), and with RSA
+//! signing on, that rate is the engine's whole throughput. Ed25519 stays on ring (fast either
+//! way).
+//!
 //! Body hash: mail-auth hashes the body on every signature. A 2 KB body costs ~2 µs of SHA-256
-//! against ~1 ms for an RSA-2048 signature, so it is not cached separately.
+//! against ~400 µs for an RSA-2048 signature, so it is not cached separately.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
-use mail_auth::common::headers::HeaderWriter;
+use mail_auth::common::crypto::{Ed25519Key, Sha256, SigningKey};
+use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
@@ -98,8 +104,29 @@ pub enum DkimError {
     Sign(String),
 }
 
+/// An RSA private key signing with OpenSSL (PKCS#1 v1.5, SHA-256).
+struct OpensslRsa(openssl::pkey::PKey<openssl::pkey::Private>);
+
+impl SigningKey for OpensslRsa {
+    type Hasher = Sha256;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(1024);
+        input.write(&mut data);
+        let crypto = |e: openssl::error::ErrorStack| mail_auth::Error::CryptoError(e.to_string());
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.0)
+                .map_err(crypto)?;
+        signer.sign_oneshot_to_vec(&data).map_err(crypto)
+    }
+
+    fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
+        mail_auth::common::crypto::Algorithm::RsaSha256
+    }
+}
+
 enum Signer {
-    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    Rsa(DkimSigner<OpensslRsa, Done>),
     Ed25519(DkimSigner<Ed25519Key, Done>),
 }
 
@@ -125,7 +152,8 @@ fn valid_label_list(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -148,13 +176,19 @@ impl DkimKey {
             path: origin.into(),
             error,
         };
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(e.to_string()))?;
         let domain = domain.to_ascii_lowercase();
         let signer = match algorithm {
             Algorithm::RsaSha256 => {
-                let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| bad(e.to_string()))?;
+                let key = openssl::pkey::PKey::private_key_from_pem(pem)
+                    .map_err(|e| bad(format!("not an RSA private key in PEM: {e}")))?;
+                let bits = key.rsa().map_err(|_| bad("not an RSA key".into()))?.size() * 8;
+                if bits < 1024 {
+                    return Err(bad(format!(
+                        "{bits}-bit RSA is too short (2048 recommended)"
+                    )));
+                }
                 Signer::Rsa(
-                    DkimSigner::from_key(key)
+                    DkimSigner::from_key(OpensslRsa(key))
                         .domain(domain.clone())
                         .selector(selector)
                         .headers(SIGNED_HEADERS)
@@ -163,6 +197,7 @@ impl DkimKey {
                 )
             }
             Algorithm::Ed25519Sha256 => {
+                let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(e.to_string()))?;
                 let PrivateKeyDer::Pkcs8(p8) = der else {
                     return Err(bad("an Ed25519 key must be PKCS#8".into()));
                 };

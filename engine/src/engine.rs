@@ -86,7 +86,8 @@ pub async fn run(
         None
     };
     let dkim = Arc::new(
-        crate::dkim::DkimKeys::load(&config.dkim).map_err(|e| EngineError::Config(e.to_string()))?,
+        crate::dkim::DkimKeys::load(&config.dkim)
+            .map_err(|e| EngineError::Config(e.to_string()))?,
     );
     let inflight = InFlight::new(q.max_in_flight, config.shards);
     let mut txs = Vec::new();

@@ -204,7 +204,10 @@ impl Campaign {
         if !campaign.dkim.is_empty() {
             let mut sample = Vec::new();
             let job = Job {
-                id: hikyaku_queue_schema::JobId { campaign: s.id, seq: 0 },
+                id: hikyaku_queue_schema::JobId {
+                    campaign: s.id,
+                    seq: 0,
+                },
                 attempt: 0,
                 queued_ms: 0,
                 expires_ms: 0,
@@ -602,9 +605,17 @@ mod tests {
         assert!(text.contains("\r\nFeedback-ID: 42:acme:newsletter:hikyaku\r\n"));
         assert!(!text.contains("\r\nBcc:"));
         let head = &text[..text.find("\r\n\r\n").expect("header end")];
-        assert!(head.contains("List-Unsubscribe:"), "extra headers are in the header");
+        assert!(
+            head.contains("List-Unsubscribe:"),
+            "extra headers are in the header"
+        );
 
-        for bad in ["No-Colon", "X-Bad: a\r\nBcc: b", "X-Kana: カナ", ": empty name"] {
+        for bad in [
+            "No-Colon",
+            "X-Bad: a\r\nBcc: b",
+            "X-Kana: カナ",
+            ": empty name",
+        ] {
             s.headers = vec![bad.into()];
             assert!(
                 matches!(
@@ -638,12 +649,20 @@ mod tests {
         let c = Campaign::build(&snapshot(), &keys).expect("builds");
         assert!(c.signed());
         let mut out = Vec::new();
-        c.render(&job(&["太郎", "gold"]), "Date: x\r\n", Framing::Data, &mut out);
+        c.render(
+            &job(&["太郎", "gold"]),
+            "Date: x\r\n",
+            Framing::Data,
+            &mut out,
+        );
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with("DKIM-Signature:"), "{text}");
         assert_eq!(text.matches("DKIM-Signature:").count(), 2);
         assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
-        assert!(text.contains("\r\n..gold is yours."), "DATA framing still stuffs");
+        assert!(
+            text.contains("\r\n..gold is yours."),
+            "DATA framing still stuffs"
+        );
         // Another From domain: unsigned.
         let mut s = snapshot();
         s.from_addr = "news@elsewhere.test".into();

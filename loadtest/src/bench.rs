@@ -53,6 +53,8 @@ pub struct BenchOptions {
     pub mix: Option<Vec<SiteSpec>>,
     /// After the run, the same count and size through Postfix's smtp-source → smtp-sink.
     pub compare: bool,
+    /// Sign every message with a fresh RSA-2048 DKIM key; measure OpenSSL's raw sign rate.
+    pub dkim: bool,
 }
 
 impl BenchOptions {
@@ -118,6 +120,18 @@ pub struct BenchReport {
     /// Per-site figures of a mix run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sites: Option<Vec<SiteRate>>,
+    /// Every message RSA-2048 DKIM-signed (`--dkim`).
+    pub dkim: bool,
+    /// OpenSSL's RSA-2048 signatures/s on all cores (`openssl speed`), with `--dkim`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openssl_rsa2048_sign_per_sec: Option<f64>,
+    /// Steady signed msg/s ÷ that rate, with `--dkim` (the sink and Redis share the cores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim_ratio_vs_openssl: Option<f64>,
+    /// Signed messages per engine CPU second ÷ OpenSSL's signatures per core second, with
+    /// `--dkim`: how close the engine's own cost per message is to a bare signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim_engine_ratio_vs_openssl: Option<f64>,
     /// The smtp-source yardstick (`smtp_source_*`, `smtp_sink_cpu_us_per_msg`,
     /// `ratio_vs_smtp_source`) with `--compare`.
     #[serde(flatten)]
@@ -311,8 +325,14 @@ impl Rig {
             Some(sites) => mix::engine_sites(sites, opts.connections),
             None => bench_sites(&opts.domains, opts.connections),
         };
+        let mut dkim = String::new();
+        if opts.dkim {
+            let key = self.dir.join("dkim-rsa2048.pem");
+            crate::dkim_cost::generate_key(&key)?;
+            dkim = crate::dkim_cost::engine_table(enqueue::BENCH_FROM_DOMAIN, &key);
+        }
         let cfg_path = self.dir.join("engine.toml");
-        std::fs::write(&cfg_path, head + &sites)?;
+        std::fs::write(&cfg_path, head + &sites + &dkim)?;
         start_engine(&opts.engine_bin, &cfg_path)
     }
 
@@ -440,8 +460,23 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         latency,
         mix: opts.mix.as_ref().map(|_| "realistic".to_owned()),
         sites,
+        dkim: opts.dkim,
+        openssl_rsa2048_sign_per_sec: None,
+        dkim_ratio_vs_openssl: None,
+        dkim_engine_ratio_vs_openssl: None,
         compare: None,
     };
+    if opts.dkim {
+        // With every hikyaku process gone, so OpenSSL has the machine to itself.
+        let rate = crate::dkim_cost::openssl_sign_rate(report.cores)?;
+        report.openssl_rsa2048_sign_per_sec = Some(rate);
+        report.dkim_ratio_vs_openssl = Some(steady / rate);
+        let per_core = rate / report.cores.max(1) as f64;
+        if report.engine_cpu_us_per_msg > 0.0 {
+            report.dkim_engine_ratio_vs_openssl =
+                Some(1e6 / report.engine_cpu_us_per_msg / per_core);
+        }
+    }
 
     // The yardstick, with every hikyaku process gone so it has the machine to itself.
     if opts.compare {
@@ -519,6 +554,19 @@ impl BenchReport {
             rr = self.redis_peak_rss_mb,
         );
         out.push_str(&self.latency.line());
+        if let (Some(rate), Some(ratio)) = (
+            self.openssl_rsa2048_sign_per_sec,
+            self.dkim_ratio_vs_openssl,
+        ) {
+            out.push_str(&format!(
+                "DKIM RSA-2048      every message signed: {:.0} msg/s steady; openssl speed rsa2048 \
+                 on {} cores: {rate:.0} sign/s → {:.0}% of the raw sign rate ({:.0}% per engine CPU second)\n",
+                self.steady_per_min / 60.0,
+                self.cores,
+                ratio * 100.0,
+                self.dkim_engine_ratio_vs_openssl.unwrap_or(0.0) * 100.0
+            ));
+        }
         if let Some(sites) = &self.sites {
             out.push_str("\nper site (msg/s over each site's own first → last acceptance)\n");
             out.push_str(&mix::sites_table(sites));
@@ -631,6 +679,10 @@ mod tests {
             latency: Latency::missing("absent"),
             mix: None,
             sites: None,
+            dkim: false,
+            openssl_rsa2048_sign_per_sec: None,
+            dkim_ratio_vs_openssl: None,
+            dkim_engine_ratio_vs_openssl: None,
             compare: None,
         };
         let v = serde_json::to_value(&r).unwrap();

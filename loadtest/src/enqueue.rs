@@ -131,6 +131,9 @@ pub fn weighted_domain(domains: &[(String, u32)], seq: u64) -> &str {
     domains.first().map_or("", |(d, _)| d.as_str())
 }
 
+/// Domain of the bench campaign's From address (what `--dkim` signs for).
+pub const BENCH_FROM_DOMAIN: &str = "hikyaku.test";
+
 /// The benchmark campaign: about `body_bytes` of text with three merge fields and a
 /// per-recipient unsubscribe link.
 pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
@@ -140,7 +143,7 @@ pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
         id,
         tenant: "bench".into(),
         from_name: "hikyaku bench".into(),
-        from_addr: "news@hikyaku.test".into(),
+        from_addr: format!("news@{BENCH_FROM_DOMAIN}"),
         reply_to: String::new(),
         subject: "Weekly news for {{first_name}}".into(),
         text_body: text,

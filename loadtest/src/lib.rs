@@ -11,11 +11,13 @@
 //!   HTTP client for the API.
 //! - [`mix`]: provider mixes (sites, engine limits, sink profiles, per-site rates);
 //!   [`backlog`]: the memory run; [`compare`]: the Postfix smtp-source yardstick;
-//!   [`latency`], [`promtext`]: enqueue → delivery latency from the engine's `/metrics`.
+//!   [`latency`], [`promtext`]: enqueue → delivery latency from the engine's `/metrics`;
+//!   [`dkim_cost`]: the DKIM-signing run's key and OpenSSL's raw sign rate.
 
 pub mod backlog;
 pub mod bench;
 pub mod compare;
+pub mod dkim_cost;
 pub mod dns;
 pub mod e2e;
 pub mod enqueue;

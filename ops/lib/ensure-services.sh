@@ -16,6 +16,11 @@ hk_apt_install() {
 }
 
 hk_ensure_rust() {
+    # The engine signs DKIM RSA with the system OpenSSL: its headers and pkg-config to build.
+    if ! pkg-config --exists openssl 2>/dev/null; then
+        hk_log "OpenSSL headers not found: installing Debian's libssl-dev and pkg-config"
+        hk_apt_install libssl-dev pkg-config
+    fi
     if ! command -v cargo >/dev/null 2>&1; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
             export PATH="$HOME/.cargo/bin:$PATH"

@@ -89,10 +89,7 @@ async fn expansion_replayed_from_scratch_enqueues_nobody_twice() {
         .iter()
         .find(|j| j.rcpt == "user7@d0.test")
         .expect("job for user7");
-    assert_eq!(
-        j.fields[0], "p7",
-        "merge values come from the attributes"
-    );
+    assert_eq!(j.fields[0], "p7", "merge values come from the attributes");
     // Then the computed fields every message's List-Unsubscribe needs: URL and token.
     assert_eq!(j.fields.len(), 3, "{:?}", j.fields);
     let token = &j.fields[2];

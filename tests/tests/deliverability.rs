@@ -159,7 +159,10 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
     .await;
     engine.stop().await.expect("engine stops cleanly");
 
-    let records = [("rsa2026", rsa_record()), ("ed2026", ED25519_RECORD.to_owned())];
+    let records = [
+        ("rsa2026", rsa_record()),
+        ("ed2026", ED25519_RECORD.to_owned()),
+    ];
     let records: Vec<(&str, &str)> = records.iter().map(|(s, t)| (*s, t.as_str())).collect();
     let hanako = messages
         .iter()
@@ -170,7 +173,11 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
     // Both signatures verify with an independent verifier.
     let (ok, out) = dkimpy(&hanako.content, &records);
     assert!(ok, "{out}\n{text}");
-    assert_eq!(out.lines().filter(|l| l.ends_with(" ok")).count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" ok")).count(),
+        2,
+        "{out}"
+    );
     assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
 
     // One-click headers, signed.
@@ -221,7 +228,10 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
             );
         }
     }
-    assert!(text.contains("\r\n.dot line\r\n"), "content arrives unstuffed");
+    assert!(
+        text.contains("\r\n.dot line\r\n"),
+        "content arrives unstuffed"
+    );
     let tampered = text.replacen(&url, "/u/forged", 1);
     let (ok, out) = dkimpy(tampered.as_bytes(), &records);
     assert!(!ok, "a changed List-Unsubscribe must fail: {out}");
@@ -245,11 +255,10 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
             .await
             .expect("subscriber");
     assert_eq!(status, "unsubscribed");
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM suppressions WHERE email_lower = 'hanako@gmail.test'",
-    )
-    .fetch_one(&api.state.db)
-    .await
-    .expect("suppression");
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM suppressions WHERE email_lower = 'hanako@gmail.test'")
+            .fetch_one(&api.state.db)
+            .await
+            .expect("suppression");
     assert_eq!(n, 1);
 }

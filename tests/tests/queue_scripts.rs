@@ -133,7 +133,8 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
 #[test]
 fn the_bench_campaign_renders() {
     let snap = hikyaku_loadtest::enqueue::bench_snapshot(1, 2048);
-    let c = hikyaku_engine::render::Campaign::build(&snap, &Default::default()).expect("bench campaign builds");
+    let c = hikyaku_engine::render::Campaign::build(&snap, &Default::default())
+        .expect("bench campaign builds");
     let domains = hikyaku_loadtest::enqueue::parse_domains("gmail.test").expect("domains");
     let job = hikyaku_loadtest::enqueue::bench_jobs(1, 1, &domains, 0)
         .next()

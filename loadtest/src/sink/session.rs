@@ -157,7 +157,6 @@ impl Session {
         }
     }
 
-
     /// Consumes as much of `input` as possible, appending every reply to `out`. Returns how
     /// many bytes were consumed (the rest is an incomplete line to keep) and what to do next.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Step) {
@@ -176,7 +175,8 @@ impl Session {
                         self.capture.add(&self.ctx.stats, rest, false);
                         return (input.len(), Step::NeedInput);
                     };
-                    self.capture.add(&self.ctx.stats, rest.get(..len).unwrap_or_default(), false);
+                    self.capture
+                        .add(&self.ctx.stats, rest.get(..len).unwrap_or_default(), false);
                     pos += len;
                     self.mode = Mode::Command;
                     let step = self.message_end(out);
@@ -196,7 +196,11 @@ impl Session {
                         let take = usize::try_from(chunk.remaining)
                             .map_or(rest.len(), |remaining| remaining.min(rest.len()));
                         if accepted {
-                            self.capture.add(&self.ctx.stats, rest.get(..take).unwrap_or_default(), true);
+                            self.capture.add(
+                                &self.ctx.stats,
+                                rest.get(..take).unwrap_or_default(),
+                                true,
+                            );
                         }
                         pos += take;
                         chunk.remaining -= take as u64;
@@ -288,7 +292,12 @@ impl Session {
         if let Some(raw) = self.capture.buf.take() {
             let content = if self.capture.raw { raw } else { unstuff(&raw) };
             stats.capture(super::stats::Captured {
-                recipients: self.recipients.iter().take(self.accepted).cloned().collect(),
+                recipients: self
+                    .recipients
+                    .iter()
+                    .take(self.accepted)
+                    .cloned()
+                    .collect(),
                 content,
             });
         }
