@@ -42,6 +42,23 @@ pub struct ApiConfig {
     /// (`<mailto:MAILBOX?subject=unsubscribe%20TOKEN>`); none: the URL alone.
     #[arg(long, env = "HIKYAKU_UNSUBSCRIBE_MAILBOX")]
     pub unsubscribe_mailbox: Option<String>,
+    /// Domain of the per-message VERP bounce addresses (`b-<campaign>-<seq>@DOMAIN`, its MX
+    /// pointing at the inbound listener); none: messages are sent from the campaign's From.
+    #[arg(long, env = "HIKYAKU_BOUNCE_DOMAIN")]
+    pub bounce_domain: Option<String>,
+    /// Address to serve the inbound SMTP listener for bounces (DSN) and complaints (ARF) on;
+    /// needs `--bounce-domain`.
+    #[arg(long, env = "HIKYAKU_INBOUND_LISTEN")]
+    pub inbound_listen: Option<SocketAddr>,
+    /// Where providers send complaint reports (default `fbl@<bounce domain>`).
+    #[arg(long, env = "HIKYAKU_FBL_ADDRESS")]
+    pub fbl_address: Option<String>,
+    /// Soft bounces (delays, transient failures; one per campaign) that suppress an address…
+    #[arg(long, env = "HIKYAKU_SOFT_BOUNCE_LIMIT", default_value_t = 3)]
+    pub soft_bounce_limit: u32,
+    /// …within this many days.
+    #[arg(long, env = "HIKYAKU_SOFT_BOUNCE_DAYS", default_value_t = 30)]
+    pub soft_bounce_days: u32,
     /// PostgreSQL connections.
     #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,

@@ -104,6 +104,7 @@ fn snapshot(state: &AppState, c: &Campaign) -> CampaignSnapshot {
         return_path: c.from_addr.clone(),
         message_id_domain: domain.to_owned(),
         headers: bulk_headers(state, c.id, c.tenant_id),
+        verp_domain: state.bounce_domain.clone().unwrap_or_default(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! hikyaku's customer API: tenants, lists, subscribers and campaigns in PostgreSQL (the system
 //! of record, written only here); campaign expansion into the Redis queues through
-//! `hikyaku-queue-schema`; the recorder that brings the engine's events back; and the admin
-//! CLI `hikyaku`. The API never speaks SMTP; the engine never reads PostgreSQL.
+//! `hikyaku-queue-schema`; the recorder that brings the engine's events back; the inbound
+//! listener for bounces and complaints; and the admin CLI `hikyaku`. The API speaks SMTP only to
+//! receive reports; the engine never reads PostgreSQL.
 //!
 //! # Layout
 //!
@@ -14,6 +15,7 @@
 //! - [`tokens`]: signed one-click unsubscribe tokens (`routes::unsubscribe` serves them).
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
+//! - [`inbound`]: the SMTP listener for DSNs (VERP) and ARF complaints → suppressions.
 //! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings;
 //!   [`metrics`]: `/metrics`.
 //! - Migrations: `api/migrations`.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod expansion;
+pub mod inbound;
 pub mod json;
 pub mod keys;
 pub mod metrics;

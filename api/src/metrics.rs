@@ -21,6 +21,10 @@ pub const RECORDED: &str = "hikyaku_api_events_recorded_total";
 pub const RECORD_SECONDS: &str = "hikyaku_api_record_batch_seconds";
 /// Subscribers accepted by imports.
 pub const IMPORTED: &str = "hikyaku_api_imported_total";
+/// Bounce and complaint reports taken by the inbound listener, by outcome (`bounce`,
+/// `soft-bounce`, `complaint`, `duplicate`, `ignored`). A rise in `complaint` during a peak
+/// means a campaign to stop.
+pub const FEEDBACK: &str = "hikyaku_api_feedback_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -66,6 +70,17 @@ pub fn expanded(enqueued: u64, skipped: u64) {
 /// Counts an import.
 pub fn imported(n: u64) {
     counter!(IMPORTED).increment(n);
+}
+
+/// Counts what became of an inbound report.
+pub fn feedback(outcome: &crate::inbound::Applied) {
+    use crate::inbound::Applied;
+    let label = match outcome {
+        Applied::Recorded { kind, .. } => kind,
+        Applied::Duplicate => "duplicate",
+        Applied::Ignored(_) => "ignored",
+    };
+    counter!(FEEDBACK, "outcome" => label).increment(1);
 }
 
 /// `GET /metrics`.

@@ -24,6 +24,18 @@ const BATCH: usize = 2_000;
 /// Reasons that make an address undeliverable for the tenant from now on.
 const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 
+/// Japanese mobile carrier domains: their networks block senders that keep mailing failing
+/// addresses, so any permanent failure (policy refusals included) suppresses at once.
+pub const CARRIER_DOMAINS: [&str; 7] = [
+    "docomo.ne.jp",
+    "ezweb.ne.jp",
+    "biz.ezweb.ne.jp",
+    "au.com",
+    "softbank.ne.jp",
+    "i.softbank.jp",
+    "ymobile.ne.jp",
+];
+
 /// Marks a campaign completed once every enqueued job has an end state.
 pub async fn maybe_complete(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     sqlx::query(
@@ -102,7 +114,8 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
            ON CONFLICT (campaign_id, status, site) DO UPDATE SET n = campaign_counters.n + EXCLUDED.n \
          ), hard AS ( \
            SELECT DISTINCT ON (tenant_id, lower(rcpt)) tenant_id, lower(rcpt) AS e, reason FROM ins \
-           WHERE status = 'bounced' AND reason = ANY($14::text[]) \
+           WHERE status = 'bounced' \
+             AND (reason = ANY($14::text[]) OR split_part(lower(rcpt), '@', 2) = ANY($15::text[])) \
          ), suppressed AS ( \
            INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
            SELECT tenant_id, e, reason, 'bounce' FROM hard ON CONFLICT DO NOTHING \
@@ -126,6 +139,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     .bind(&queued)
     .bind(&at)
     .bind(&HARD_BOUNCES[..])
+    .bind(&CARRIER_DOMAINS[..])
     .fetch_all(&state.db)
     .await?;
     let secs = started.elapsed().as_secs_f64();

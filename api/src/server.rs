@@ -74,6 +74,23 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
             )));
         }
     }
+    if let Some(d) = &config.bounce_domain {
+        let ok = !d.is_empty()
+            && d.split('.').count() >= 2
+            && d.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(StartError::Config(format!(
+                "bounce domain {d:?} is not a domain name"
+            )));
+        }
+    }
+    if config.inbound_listen.is_some() && config.bounce_domain.is_none() {
+        return Err(StartError::Config(
+            "--inbound-listen needs --bounce-domain (the addresses it takes mail for)".into(),
+        ));
+    }
     if !config.public_url.is_ascii() || config.public_url.contains(['<', '>', ' ', ',']) {
         return Err(StartError::Config(format!(
             "public URL {:?} cannot go into a List-Unsubscribe header",
@@ -88,6 +105,7 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
             token_secret,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             unsubscribe_mailbox: config.unsubscribe_mailbox.clone(),
+            bounce_domain: config.bounce_domain.as_deref().map(str::to_ascii_lowercase),
             expander: Arc::new(tokio::sync::Notify::new()),
         },
         client,
@@ -134,12 +152,35 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expander = tokio::spawn(expansion::run(state.clone(), stop_rx.clone()));
     let recorders = recorder::spawn(state.clone(), client, stop_rx.clone());
+    let inbound = match (config.inbound_listen, &state.bounce_domain) {
+        (Some(addr), Some(domain)) => {
+            let l = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %l.local_addr()?, %domain, "inbound listener for bounces and complaints");
+            let mut settings = crate::inbound::InboundSettings::new(domain);
+            if let Some(f) = &config.fbl_address {
+                settings.fbl_address = f.to_ascii_lowercase();
+            }
+            settings.soft.limit = config.soft_bounce_limit.max(1);
+            settings.soft.window =
+                Duration::from_secs(u64::from(config.soft_bounce_days.max(1)) * 24 * 3600);
+            Some(tokio::spawn(crate::inbound::serve(
+                state.clone(),
+                l,
+                settings,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     tracing::info!(addr = %listener.local_addr()?, shards = state.shards, "api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     let _ = stop_tx.send(true);
     let _ = expander.await;
+    if let Some(i) = inbound {
+        let _ = i.await;
+    }
     for r in recorders {
         let _ = r.await;
     }

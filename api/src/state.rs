@@ -18,6 +18,8 @@ pub struct AppState {
     pub public_url: String,
     /// Mailbox of the `mailto:` unsubscribe link, if one is offered.
     pub unsubscribe_mailbox: Option<String>,
+    /// Domain of VERP bounce addresses, if messages carry them.
+    pub bounce_domain: Option<String>,
     /// Wakes the expander when a campaign starts sending.
     pub expander: std::sync::Arc<tokio::sync::Notify>,
 }

@@ -81,8 +81,10 @@ impl Skeleton {
 /// A campaign ready to render: skeleton and per-message header parts.
 #[derive(Debug)]
 pub struct Campaign {
-    /// Envelope sender.
+    /// Envelope sender (of every message when `verp_domain` is empty).
     pub return_path: String,
+    /// Domain of per-job VERP envelope senders, or empty.
+    verp_domain: String,
     /// The body contains (or may contain, via merge values) 8-bit text.
     pub eight_bit: bool,
     data: Skeleton,
@@ -191,6 +193,7 @@ impl Campaign {
         let from_domain = s.from_addr.rsplit_once('@').map_or("", |(_, d)| d);
         let campaign = Campaign {
             return_path: s.return_path.clone(),
+            verp_domain: s.verp_domain.clone(),
             eight_bit,
             data,
             bdat,
@@ -222,6 +225,17 @@ impl Campaign {
             }
         }
         Ok(campaign)
+    }
+
+    /// The envelope sender (MAIL FROM) of `job`'s message: its VERP address when the campaign
+    /// has a bounce domain, else the campaign's return path.
+    pub fn envelope_from(&self, job: &Job) -> std::borrow::Cow<'_, str> {
+        if self.verp_domain.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.return_path);
+        }
+        let mut a = String::with_capacity(self.verp_domain.len() + 32);
+        hikyaku_queue_schema::verp::write(&mut a, job.id.campaign, job.id.seq, &self.verp_domain);
+        std::borrow::Cow::Owned(a)
     }
 
     /// Whether messages are DKIM-signed.
@@ -478,6 +492,7 @@ mod tests {
             return_path: "bounce@acme.test".into(),
             message_id_domain: "acme.test".into(),
             headers: Vec::new(),
+            verp_domain: String::new(),
         }
     }
 
@@ -667,6 +682,21 @@ mod tests {
         let mut s = snapshot();
         s.from_addr = "news@elsewhere.test".into();
         assert!(!Campaign::build(&s, &keys).expect("builds").signed());
+    }
+
+    #[test]
+    fn envelope_sender_is_the_jobs_verp_address_when_the_campaign_has_a_bounce_domain() {
+        let mut s = snapshot();
+        let plain = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        assert_eq!(plain.envelope_from(&job(&[])), "bounce@acme.test");
+        s.verp_domain = "bounces.acme.test".into();
+        let verp = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let from = verp.envelope_from(&job(&[]));
+        assert_eq!(from, "b-42-7@bounces.acme.test");
+        assert_eq!(
+            hikyaku_queue_schema::verp::parse(&from, "bounces.acme.test"),
+            Some((42, 7))
+        );
     }
 
     #[test]

@@ -564,8 +564,9 @@ impl Site {
                 body.clear();
                 campaign.render(&item.work.job, date.get(), Framing::Data, &mut body);
                 let reused = s.sent > 0;
+                let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
-                    from: &campaign.return_path,
+                    from: &from,
                     to: &item.work.job.rcpt,
                     eight_bit: campaign.eight_bit,
                 };
@@ -651,8 +652,9 @@ impl Site {
             while let Some((item, campaign)) = next.take() {
                 body.clear();
                 campaign.render(&item.work.job, date.get(), Framing::Bdat, body);
+                let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
-                    from: &campaign.return_path,
+                    from: &from,
                     to: &item.work.job.rcpt,
                     eight_bit: campaign.eight_bit,
                 };

@@ -157,6 +157,7 @@ pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
             format!("Feedback-ID: {id}:bench:newsletter:hikyaku"),
         ],
+        verp_domain: "bounces.hikyaku.test".into(),
     }
 }
 

@@ -40,6 +40,7 @@
 //! - [`codec`]: the compact, versioned binary encoding every wire type uses.
 //! - [`job`], [`snapshot`], [`event`]: the wire types.
 //! - [`scripts`]: the Lua scripts (source in `lua/*.lua`) and typed helpers to invoke them.
+//! - [`verp`]: the per-job bounce address (envelope sender) both sides agree on.
 
 pub mod codec;
 pub mod event;
@@ -48,6 +49,7 @@ pub mod keys;
 pub mod meta;
 pub mod scripts;
 pub mod snapshot;
+pub mod verp;
 
 pub use codec::DecodeError;
 pub use event::{Event, EventStatus};

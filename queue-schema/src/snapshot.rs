@@ -39,6 +39,9 @@ pub struct CampaignSnapshot {
     /// ASCII only: the writer encodes anything else before it gets here. Version 2 on; a
     /// version-1 snapshot has none.
     pub headers: Vec<String>,
+    /// Domain of per-job VERP envelope senders ([`crate::verp`]); empty: every message is
+    /// sent from `return_path`. Version 2 on.
+    pub verp_domain: String,
 }
 
 impl CampaignSnapshot {
@@ -60,7 +63,8 @@ impl CampaignSnapshot {
             .strs(&self.field_names)
             .str(&self.return_path)
             .str(&self.message_id_domain)
-            .strs(&self.headers);
+            .strs(&self.headers)
+            .str(&self.verp_domain);
         w.finish()
     }
 
@@ -79,11 +83,17 @@ impl CampaignSnapshot {
             field_names: r.strs("field_names")?,
             return_path: r.str("return_path")?.to_owned(),
             message_id_domain: r.str("message_id_domain")?.to_owned(),
-            headers: if version >= 2 {
-                r.strs("headers")?
-            } else {
-                Vec::new()
-            },
+            headers: Vec::new(),
+            verp_domain: String::new(),
+        };
+        let s = if version >= 2 {
+            CampaignSnapshot {
+                headers: r.strs("headers")?,
+                verp_domain: r.str("verp_domain")?.to_owned(),
+                ..s
+            }
+        } else {
+            s
         };
         r.end()?;
         Ok(s)
@@ -112,6 +122,7 @@ mod tests {
                 "List-Unsubscribe: <{{unsubscribe_url}}>".into(),
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
             ],
+            verp_domain: "bounces.acme.test".into(),
         };
         let bytes = s.encode();
         assert_eq!(CampaignSnapshot::decode(&bytes), Ok(s));

@@ -106,6 +106,11 @@ impl TestApi {
             token_secret: Some("test-secret-of-at-least-32-bytes!".into()),
             token_secret_file: None,
             unsubscribe_mailbox: Some("unsubscribe@bounces.acme.test".into()),
+            bounce_domain: Some("bounces.acme.test".into()),
+            inbound_listen: None,
+            fbl_address: None,
+            soft_bounce_limit: 2,
+            soft_bounce_days: 30,
             db_pool: 8,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)

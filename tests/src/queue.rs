@@ -22,6 +22,7 @@ pub fn snapshot() -> CampaignSnapshot {
         return_path: "bounce@sender.test".into(),
         message_id_domain: "sender.test".into(),
         headers: Vec::new(),
+        verp_domain: String::new(),
     }
 }
 

@@ -1,0 +1,196 @@
+//! What a report does: maps it to its job (VERP address or our Message-ID), checks the reported
+//! recipient is the job's, records it once in `feedback_events`, and suppresses the address for
+//! the tenant — at once for a hard bounce or a complaint, after `soft_limit` soft bounces within
+//! `soft_window` for delays and transient failures.
+
+use std::time::Duration;
+
+use hikyaku_queue_schema::verp;
+
+use super::report::{Complaint, DsnRecipient, Report};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How soft bounces add up.
+#[derive(Debug, Clone, Copy)]
+pub struct SoftBounces {
+    /// Soft bounces (distinct campaigns) that suppress an address…
+    pub limit: u32,
+    /// …within this window.
+    pub window: Duration,
+}
+
+/// What became of one report for one envelope recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded; `suppressed` says whether the address is now suppressed.
+    Recorded {
+        /// `bounce`, `soft-bounce` or `complaint`.
+        kind: &'static str,
+        /// The address is suppressed for the tenant now.
+        suppressed: bool,
+    },
+    /// The same report was recorded before.
+    Duplicate,
+    /// Nothing to do, and why (not ours, not a failure, recipient mismatch…).
+    Ignored(&'static str),
+}
+
+/// The job a complaint's returned message names (`hk.<campaign>.<seq>@…`).
+fn job_of_message_id(id: &str) -> Option<(u64, u64)> {
+    let local = id.split_once('@')?.0;
+    let mut parts = local.strip_prefix("hk.")?.split('.');
+    let c = parts.next()?.parse().ok()?;
+    let s = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((c, s))
+}
+
+/// Applies `report`, received for envelope recipient `rcpt_to`.
+pub async fn apply(
+    state: &AppState,
+    bounce_domain: &str,
+    soft: SoftBounces,
+    rcpt_to: &str,
+    report: &Report,
+) -> Result<Applied, ApiError> {
+    let (job, reported, kind, status, detail) = match report {
+        Report::Unrecognised(why) => return Ok(Applied::Ignored(why)),
+        Report::Dsn(recipients) => {
+            let Some(job) = verp::parse(rcpt_to, bounce_domain) else {
+                return Ok(Applied::Ignored("DSN not sent to a VERP address"));
+            };
+            let Some(r) = recipients.iter().find(|r| r.is_hard() || r.is_soft()) else {
+                return Ok(Applied::Ignored("DSN reports no failure"));
+            };
+            let DsnRecipient {
+                recipient,
+                status,
+                diagnostic,
+                ..
+            } = r;
+            let kind = if r.is_hard() { "bounce" } else { "soft-bounce" };
+            (
+                job,
+                recipient.clone(),
+                kind,
+                status.clone(),
+                diagnostic.clone(),
+            )
+        }
+        Report::Complaint(Complaint {
+            feedback_type,
+            recipient,
+            message_id,
+        }) => {
+            let Some(job) = message_id.as_deref().and_then(job_of_message_id) else {
+                return Ok(Applied::Ignored(
+                    "complaint about a message that is not ours",
+                ));
+            };
+            (
+                job,
+                recipient.clone(),
+                "complaint",
+                feedback_type.clone(),
+                String::new(),
+            )
+        }
+    };
+    let (campaign, seq) = (job.0 as i64, job.1 as i64);
+    let mut tx = state.db.begin().await?;
+    let found: Option<(i64, String)> = sqlx::query_as(
+        "SELECT c.tenant_id, s.email_lower FROM campaigns c \
+         JOIN subscribers s ON s.id = $2 AND s.list_id = c.list_id WHERE c.id = $1",
+    )
+    .bind(campaign)
+    .bind(seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((tenant, email)) = found else {
+        return Ok(Applied::Ignored("no such campaign recipient"));
+    };
+    if reported.as_deref().is_some_and(|r| r != email) {
+        return Ok(Applied::Ignored("reported recipient is not the job's"));
+    }
+    let clean = |s: String| s.replace('\0', "").chars().take(1000).collect::<String>();
+    let inserted = sqlx::query(
+        "INSERT INTO feedback_events (campaign_id, seq, kind, tenant_id, rcpt, status, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(campaign)
+    .bind(seq)
+    .bind(kind)
+    .bind(tenant)
+    .bind(&email)
+    .bind(clean(status))
+    .bind(clean(detail))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Applied::Duplicate);
+    }
+    let suppress = match kind {
+        "soft-bounce" => {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM feedback_events WHERE kind = 'soft-bounce' \
+                 AND tenant_id = $1 AND rcpt = $2 AND at > now() - make_interval(secs => $3)",
+            )
+            .bind(tenant)
+            .bind(&email)
+            .bind(soft.window.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+            (n >= i64::from(soft.limit)).then_some(("soft-bounce", "bounced"))
+        }
+        "complaint" => Some(("complaint", "complained")),
+        _ => Some(("bounce", "bounced")),
+    };
+    if let Some((reason, subscriber_status)) = suppress {
+        let source = if kind == "complaint" { "arf" } else { "dsn" };
+        sqlx::query(
+            "INSERT INTO suppressions (tenant_id, email_lower, reason, source) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, email_lower) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(&email)
+        .bind(reason)
+        .bind(source)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE subscribers SET status = $3, updated_at = now() \
+             WHERE tenant_id = $1 AND email_lower = $2 AND status = 'active'",
+        )
+        .bind(tenant)
+        .bind(&email)
+        .bind(subscriber_status)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        campaign,
+        seq,
+        kind,
+        suppressed = suppress.is_some(),
+        "feedback recorded"
+    );
+    Ok(Applied::Recorded {
+        kind,
+        suppressed: suppress.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_of_message_id;
+
+    #[test]
+    fn our_message_ids_name_their_job() {
+        assert_eq!(job_of_message_id("hk.42.7@acme.test"), Some((42, 7)));
+        assert_eq!(job_of_message_id("hk.42@acme.test"), None);
+        assert_eq!(job_of_message_id("hk.42.7.1@acme.test"), None);
+        assert_eq!(job_of_message_id("CAF=abc@mail.gmail.com"), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! Japanese carrier addresses are suppressed after one permanent failure of any kind (a policy
+//! refusal included); other addresses only for a bad mailbox or domain.
+
+use axum::http::{Method, StatusCode};
+use hikyaku_queue_schema::{Event, EventStatus, JobId};
+use hikyaku_tests::api::TestApi;
+use hikyaku_tests::redis::TestRedis;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_policy_bounce_suppresses_a_carrier_address_only() {
+    let redis = TestRedis::start();
+    let api = TestApi::start(&redis).await;
+    let (_, list) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+        .await;
+    let l = list["id"].as_i64().expect("list");
+    let (s, _, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/lists/{l}/subscribers/import"),
+            Some(&api.key),
+            Some((
+                "text/csv",
+                b"email\nhanako@docomo.ne.jp\ntaro@gmail.test\n".to_vec(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let cid = api.create_campaign(l, "hi").await;
+    let event = |seq: u64, rcpt: &str| Event {
+        id: JobId {
+            campaign: cid as u64,
+            seq,
+        },
+        attempt: 1,
+        status: EventStatus::Bounced,
+        reason: "policy".into(),
+        code: 550,
+        enhanced: "5.7.1".into(),
+        text: "550 5.7.1 rejected for policy reasons".into(),
+        site: "docomo".into(),
+        mx: "mx.test".into(),
+        rcpt: rcpt.into(),
+        queued_ms: 1,
+        at_ms: 2,
+    };
+    let n = hikyaku_api::recorder::record(
+        &api.state,
+        &[event(1, "Hanako@docomo.ne.jp"), event(2, "taro@gmail.test")],
+    )
+    .await
+    .expect("recorded");
+    assert_eq!(n, 2);
+    let suppressed: Vec<(String, String)> =
+        sqlx::query_as("SELECT email_lower, reason FROM suppressions ORDER BY 1")
+            .fetch_all(&api.state.db)
+            .await
+            .expect("suppressions");
+    assert_eq!(
+        suppressed,
+        vec![("hanako@docomo.ne.jp".to_owned(), "policy".to_owned())]
+    );
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT email_lower, status FROM subscribers ORDER BY 1")
+            .fetch_all(&api.state.db)
+            .await
+            .expect("subscribers");
+    assert_eq!(
+        statuses,
+        vec![
+            ("hanako@docomo.ne.jp".to_owned(), "bounced".to_owned()),
+            ("taro@gmail.test".to_owned(), "active".to_owned())
+        ]
+    );
+}
