@@ -105,6 +105,7 @@ pub async fn run(
     }
     let reporter = Reporter::new(txs, Metrics);
     let campaigns = Arc::new(crate::campaigns::CampaignStates::default());
+    let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
@@ -114,6 +115,7 @@ pub async fn run(
         renderer: Arc::new(Renderer::new(con.clone(), campaigns.clone(), dkim)),
         reporter: reporter.clone(),
         campaigns: campaigns.clone(),
+        events,
     };
     let sites: BTreeMap<String, Arc<Site>> = config
         .site_policies()
@@ -242,7 +244,11 @@ pub async fn run(
     for b in background {
         let _ = b.await;
     }
-    for t in flushers.into_iter().chain(refreshers) {
+    for t in flushers
+        .into_iter()
+        .chain(refreshers)
+        .chain(std::iter::once(events_writer))
+    {
         t.abort();
     }
     tracing::info!("engine stopped");

@@ -16,6 +16,8 @@
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
 //!   [`dkim`] signs it.
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
+//! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;
+//!   [`site_events`]: those changes as events in Redis.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
 //! - [`control`]: operator pause / rate override and queue gauges; [`campaigns`]: campaign
@@ -23,6 +25,7 @@
 //! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
+pub mod adaptive;
 pub mod campaigns;
 pub mod classify;
 pub mod cli;
@@ -44,6 +47,7 @@ pub mod report;
 pub mod retry;
 pub mod shard;
 pub mod site;
+pub mod site_events;
 pub mod smtp;
 pub mod streams;
 pub mod units;

@@ -45,6 +45,14 @@ pub const DNS_LOOKUPS: &str = "hikyaku_dns_lookups_total";
 pub const RETRY_MOVED: &str = "hikyaku_retry_moved_total";
 /// Site paused (1) or not (0).
 pub const SITE_PAUSED: &str = "hikyaku_site_paused";
+/// Adaptive-shaping changes by site and action.
+pub const SITE_ADAPTIVE: &str = "hikyaku_site_adaptive_total";
+/// Rate cap set by adaptive shaping, msg/s (0: none).
+pub const SITE_RATE_CAP: &str = "hikyaku_site_rate_cap";
+/// 1 while the site is suspended by a provider reply.
+pub const SITE_SUSPENDED: &str = "hikyaku_site_suspended";
+/// 1 while the site is blocked (a provider said retrying will not succeed).
+pub const SITE_BLOCKED: &str = "hikyaku_site_blocked";
 /// Time from enqueue (the job's `queued_ms`) to the accepting reply, per site.
 pub const DELIVERY_LATENCY: &str = "hikyaku_delivery_latency_seconds";
 
@@ -124,6 +132,16 @@ fn describe() {
         "Deferred jobs moved back to ready streams when due."
     );
     describe_gauge!(SITE_PAUSED, "1 while an operator has paused the site.");
+    describe_counter!(SITE_ADAPTIVE, "Adaptive-shaping changes by site and action (cut, suspend, block, recover). Cuts during a peak mean the provider is throttling us; see hk:site:events for the replies.");
+    describe_gauge!(
+        SITE_RATE_CAP,
+        "Rate cap (msg/s) adaptive shaping holds on the site after a throttle reply; 0 when none."
+    );
+    describe_gauge!(
+        SITE_SUSPENDED,
+        "1 while the site is suspended after a provider reply (Yahoo TSS04, say)."
+    );
+    describe_gauge!(SITE_BLOCKED, "1 while the site is blocked after a provider said retrying will not succeed (Yahoo TS03): alert.");
 }
 
 /// Thin, cloneable access to the metrics the engine updates.
@@ -211,6 +229,14 @@ pub struct SiteMetrics {
     pub rate_waits: metrics::Counter,
     /// Paused flag.
     pub paused: metrics::Gauge,
+    /// Adaptive rate cap.
+    pub rate_cap: metrics::Gauge,
+    /// Suspended flag.
+    pub suspended: metrics::Gauge,
+    /// Blocked flag.
+    pub blocked: metrics::Gauge,
+    /// Site name, for the adaptive-change counter.
+    site: String,
 }
 
 impl SiteMetrics {
@@ -223,8 +249,17 @@ impl SiteMetrics {
             connect_failed: counter!(CONNECTS, "site" => s.clone(), "result" => "failed"),
             reply_seconds: histogram!(REPLY_SECONDS, "site" => s.clone()),
             rate_waits: counter!(RATE_WAITS, "site" => s.clone()),
-            paused: gauge!(SITE_PAUSED, "site" => s),
+            paused: gauge!(SITE_PAUSED, "site" => s.clone()),
+            rate_cap: gauge!(SITE_RATE_CAP, "site" => s.clone()),
+            suspended: gauge!(SITE_SUSPENDED, "site" => s.clone()),
+            blocked: gauge!(SITE_BLOCKED, "site" => s.clone()),
+            site: s,
         }
+    }
+
+    /// Counts an adaptive-shaping change.
+    pub fn adaptive(&self, action: &'static str) {
+        counter!(SITE_ADAPTIVE, "site" => self.site.clone(), "action" => action).increment(1);
     }
 }
 

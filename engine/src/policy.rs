@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::adaptive::{ReplyRule, RuleAction};
 use crate::retry::RetrySchedule;
 use crate::smtp::Timeouts;
 use crate::units::{Rate, Span};
@@ -39,6 +40,12 @@ pub struct SitePolicy {
     pub retry: RetrySchedule,
     /// How long after first enqueue a job may still be tried.
     pub expiry: Duration,
+    /// Reply rules of adaptive shaping ([`crate::adaptive`]), first match wins.
+    pub reply_rules: Vec<ReplyRule>,
+    /// After a cut, the rate climbs one step per interval…
+    pub recover_interval: Duration,
+    /// …of this fraction of the rate before the cut.
+    pub recover_step: f64,
 }
 
 /// Overrides for one site in the config file; every field optional.
@@ -81,6 +88,13 @@ pub struct SitePolicyConfig {
     pub retry_jitter: Option<f64>,
     /// Job lifetime from first enqueue.
     pub expiry: Option<Span>,
+    /// Reply rules (replace the shipped ones): `[[sites.<name>.reply_rules]]` with `pattern`,
+    /// `action` (`cut`, `suspend`, `block`), `factor`, `duration`.
+    pub reply_rules: Option<Vec<ReplyRule>>,
+    /// Recovery interval after a cut.
+    pub recover_interval: Option<Span>,
+    /// Recovery step, a fraction of the rate before the cut.
+    pub recover_step: Option<f64>,
 }
 
 impl SitePolicy {
@@ -101,6 +115,9 @@ impl SitePolicy {
                 jitter: 0.2,
             },
             expiry: Duration::from_secs(24 * 3600),
+            reply_rules: Vec::new(),
+            recover_interval: Duration::from_secs(30),
+            recover_step: 0.1,
         }
     }
 
@@ -126,31 +143,45 @@ impl SitePolicy {
     pub fn shipped_defaults() -> BTreeMap<String, SitePolicy> {
         let r = Rate::per_second;
         let unlimited = Rate::UNLIMITED;
+        let hours = |h: u64| Duration::from_secs(h * 3600);
         let sites = [
-            Self::shipped(
-                "google",
-                &["google.com", "googlemail.com"],
-                &["gmail.com", "googlemail.com"],
-                unlimited,
-                5,
-                50,
-            ),
-            Self::shipped(
-                "yahoo",
-                &["yahoodns.net"],
-                &["yahoo.com", "aol.com", "ymail.com", "rocketmail.com"],
-                unlimited,
-                10,
-                20,
-            ),
-            Self::shipped(
-                "yahoo-jp",
-                &["yahoo.co.jp", "ymail.ne.jp"],
-                &["yahoo.co.jp", "ymail.ne.jp"],
-                r(10.0),
-                2,
-                20,
-            ),
+            SitePolicy {
+                // 421-4.7.28: "unusual rate of unsolicited mail" — halve the rate.
+                reply_rules: vec![ReplyRule::cut(r"^421 4\.7\.28\b", 0.5)],
+                ..Self::shipped(
+                    "google",
+                    &["google.com", "googlemail.com"],
+                    &["gmail.com", "googlemail.com"],
+                    unlimited,
+                    5,
+                    50,
+                )
+            },
+            SitePolicy {
+                reply_rules: vec![
+                    ReplyRule::stop(r"\[(TSS04|IPTS04)\]", RuleAction::Suspend, hours(2)),
+                    ReplyRule::stop(r"\[TS03\]", RuleAction::Block, hours(4)),
+                ],
+                ..Self::shipped(
+                    "yahoo",
+                    &["yahoodns.net"],
+                    &["yahoo.com", "aol.com", "ymail.com", "rocketmail.com"],
+                    unlimited,
+                    10,
+                    20,
+                )
+            },
+            SitePolicy {
+                reply_rules: vec![ReplyRule::stop(r"VS98-IP0", RuleAction::Suspend, hours(1))],
+                ..Self::shipped(
+                    "yahoo-jp",
+                    &["yahoo.co.jp", "ymail.ne.jp"],
+                    &["yahoo.co.jp", "ymail.ne.jp"],
+                    r(10.0),
+                    2,
+                    20,
+                )
+            },
             // docomo: at most 100 recipients per session, few sessions, no bursts.
             Self::shipped(
                 "docomo",
@@ -230,6 +261,9 @@ impl SitePolicy {
         span(&mut self.retry.max, &o.retry_max);
         set(&mut self.retry.jitter, &o.retry_jitter);
         span(&mut self.expiry, &o.expiry);
+        set(&mut self.reply_rules, &o.reply_rules);
+        span(&mut self.recover_interval, &o.recover_interval);
+        set(&mut self.recover_step, &o.recover_step);
     }
 
     /// Checks that the policy can work.
@@ -251,6 +285,12 @@ impl SitePolicy {
         }
         if !(0.0..=1.0).contains(&self.retry.jitter) {
             return Err(format!("site {n}: retry_jitter must be within 0..1"));
+        }
+        if !(self.recover_step > 0.0 && self.recover_step <= 1.0) {
+            return Err(format!("site {n}: recover_step must be within (0, 1]"));
+        }
+        for r in &self.reply_rules {
+            r.validate(n)?;
         }
         Ok(())
     }

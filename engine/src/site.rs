@@ -15,6 +15,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use crate::adaptive::{Adaptive, Change};
 use crate::campaigns::CampaignStates;
 use crate::classify::Attempt;
 use crate::clock;
@@ -23,6 +24,7 @@ use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
 use crate::render::{Campaign, DateLine, Framing, Renderer};
 use crate::report::Reporter;
+use crate::site_events::{SiteEvent, SiteEvents};
 use crate::smtp::{Envelope, SmtpError};
 use crate::units::Rate;
 use crate::work::Work;
@@ -76,6 +78,8 @@ pub struct SiteDeps {
     pub reporter: Reporter,
     /// Campaign run states (paused / cancelled by the API).
     pub campaigns: Arc<CampaignStates>,
+    /// Where adaptive-shaping changes go.
+    pub events: SiteEvents,
 }
 
 /// One site's scheduler.
@@ -101,6 +105,14 @@ pub struct Site {
     return_slot_us: AtomicU64,
     /// Operator pause.
     paused: AtomicBool,
+    /// Operator rate override (`None`: the policy's).
+    operator_rate: Mutex<Option<Rate>>,
+    /// Reply rules and the rate cap / suspension they set.
+    adaptive: Adaptive,
+    /// Messages the site accepted, for the observed rate.
+    accepted: AtomicU64,
+    /// (ms, attempts) at the last tick and the rate observed since, msg/s.
+    observed: Mutex<(u64, u64, f64)>,
     /// Shutting down: take no new jobs, start no new messages.
     draining: AtomicBool,
     deps: SiteDeps,
@@ -122,7 +134,7 @@ impl Site {
     /// A site with no connections yet.
     pub fn new(policy: SitePolicy, deps: SiteDeps) -> Arc<Self> {
         let metrics = SiteMetrics::new(&policy.name);
-        Arc::new(Site {
+        let site = Arc::new(Site {
             limiter: Mutex::new(limiter(policy.rate)),
             current_rate: Mutex::new(policy.rate),
             queue: Mutex::new(VecDeque::new()),
@@ -131,11 +143,169 @@ impl Site {
             spare_tokens: AtomicU32::new(0),
             return_slot_us: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            operator_rate: Mutex::new(None),
+            adaptive: Adaptive::new(
+                &policy.reply_rules,
+                policy.recover_interval,
+                policy.recover_step,
+            ),
+            accepted: AtomicU64::new(0),
+            observed: Mutex::new((clock::now_ms(), 0, 0.0)),
             draining: AtomicBool::new(false),
             policy,
             deps,
             metrics,
-        })
+        });
+        if !site.adaptive.is_empty() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let weak = Arc::downgrade(&site);
+                rt.spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let Some(site) = weak.upgrade() else { return };
+                        site.tick();
+                    }
+                });
+            }
+        }
+        site
+    }
+
+    /// Reports a session's attempt, feeding adaptive shaping first.
+    fn session_outcome(&self, work: Work, mx: &str, attempt: &Attempt, reused: bool) {
+        self.adapt(attempt);
+        self.deps
+            .reporter
+            .session_outcome(work, &self.policy, mx, attempt, reused);
+    }
+
+    /// Once a second: the observed rate, and a recovery step when one is due.
+    fn tick(&self) {
+        let now = clock::now_ms();
+        let total = self.accepted.load(Ordering::Relaxed);
+        {
+            let mut o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+            let dt = now.saturating_sub(o.0);
+            if dt >= 1000 {
+                let r = (total - o.1) as f64 * 1000.0 / dt as f64;
+                // Smoothed, so one idle second does not hide the rate a cut should start from.
+                o.2 = if o.2 == 0.0 { r } else { 0.7 * o.2 + 0.3 * r };
+                *o = (now, total, o.2);
+            }
+        }
+        if let Some(change) = self.adaptive.tick(now) {
+            self.apply_change(change, "");
+        }
+        if self.adaptive.suspended_until_ms() <= now {
+            self.metrics.suspended.set(0.0);
+            self.metrics.blocked.set(0.0);
+        }
+    }
+
+    /// Feeds a reported attempt to adaptive shaping.
+    fn adapt(&self, attempt: &Attempt) {
+        if self.adaptive.is_empty() {
+            return;
+        }
+        let reply = match attempt {
+            Attempt::Reply(r) if r.is_positive() => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Attempt::Reply(r) | Attempt::SessionRefused(r) => r,
+            _ => return,
+        };
+        let text = match reply.enhanced {
+            Some(e) => format!("{} {e} {}", reply.code, reply.text.replace('\n', " ")),
+            None => reply.one_line(),
+        };
+        let current = self.accepting_rate();
+        if let Some(change) = self.adaptive.on_reply(&text, current, clock::now_ms()) {
+            self.apply_change(change, &text);
+        }
+    }
+
+    /// The rate the site has been accepting at, msg/s: the smoothed per-second rate, or the
+    /// count since the last tick if higher (a throttle can come before the first tick). Never
+    /// over less than a second: providers cap messages per second, and a burst that filled
+    /// the second in 100 ms is 100 msg/s, not 1,000.
+    fn accepting_rate(&self) -> f64 {
+        let total = self.accepted.load(Ordering::Relaxed);
+        let o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = clock::now_ms().saturating_sub(o.0).max(1000);
+        let recent = total.saturating_sub(o.1) as f64 * 1000.0 / dt as f64;
+        o.2.max(recent)
+    }
+
+    /// Applies an adaptive change: limiter, queue, metric, log line, event.
+    fn apply_change(&self, change: Change, reply: &str) {
+        let site = &self.policy.name;
+        let event = |action: &'static str, rate: f64, until_ms: u64| SiteEvent {
+            site: site.clone(),
+            action,
+            rate,
+            until_ms,
+            reply: reply.to_owned(),
+        };
+        match change {
+            Change::Cut { from, to } => {
+                tracing::warn!(site = %site, from, to, reply, "provider throttles: site rate cut");
+                self.refresh_limiter();
+                self.metrics.rate_cap.set(to);
+                self.metrics.adaptive("cut");
+                self.deps.events.send(event("cut", to, 0));
+            }
+            Change::Suspend { until_ms, blocked } => {
+                let action = if blocked { "block" } else { "suspend" };
+                let secs = until_ms.saturating_sub(clock::now_ms()) / 1000;
+                if blocked {
+                    tracing::error!(site = %site, for_s = secs, reply, "provider blocks us: site suspended, operator attention needed");
+                    self.metrics.blocked.set(1.0);
+                } else {
+                    tracing::warn!(site = %site, for_s = secs, reply, "provider defers us: site suspended");
+                }
+                self.metrics.suspended.set(1.0);
+                self.metrics.adaptive(action);
+                self.deps
+                    .events
+                    .send(event(action, self.adaptive.cap().unwrap_or(0.0), until_ms));
+                self.notify.notify_waiters();
+                let queued: Vec<Routed> = self.q().drain(..).collect();
+                let delay = self.refusal_delay(Duration::ZERO);
+                for r in queued {
+                    self.deps.reporter.requeue(r.work, &self.policy, delay);
+                }
+            }
+            Change::Recover { to } => {
+                tracing::info!(site = %site, to = ?to, "site rate recovers");
+                self.refresh_limiter();
+                self.metrics.rate_cap.set(to.unwrap_or(0.0));
+                self.metrics.adaptive("recover");
+                self.deps
+                    .events
+                    .send(event("recover", to.unwrap_or(0.0), 0));
+            }
+        }
+    }
+
+    /// Rebuilds the limiter when the rate in force changed: the operator's override or the
+    /// policy's rate, under the adaptive cap.
+    fn refresh_limiter(&self) {
+        let base = self
+            .operator_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(self.policy.rate);
+        let want = match (base.0, self.adaptive.cap()) {
+            (Some(b), Some(c)) => Rate(Some(b.min(c))),
+            (None, Some(c)) => Rate(Some(c)),
+            (b, None) => Rate(b),
+        };
+        let mut cur = self.current_rate.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != want {
+            *cur = want;
+            *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = limiter(want);
+        }
     }
 
     fn q(&self) -> MutexGuard<'_, VecDeque<Routed>> {
@@ -144,7 +314,7 @@ impl Site {
 
     /// Takes a job, or gives it back if the site is paused, draining or full.
     pub fn offer(self: &Arc<Self>, r: Routed) -> Result<(), Routed> {
-        if self.paused.load(Ordering::Relaxed) || self.draining.load(Ordering::Relaxed) {
+        if self.is_paused() || self.draining.load(Ordering::Relaxed) {
             return Err(r);
         }
         let queued = {
@@ -197,19 +367,20 @@ impl Site {
         }
     }
 
-    /// Whether the site is paused.
+    /// Whether the site is paused by an operator or suspended after a provider reply.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+        self.paused.load(Ordering::Relaxed) || self.suspended()
     }
 
-    /// Sets the rate in force (`None` = back to the policy's).
+    fn suspended(&self) -> bool {
+        !self.adaptive.is_empty() && self.adaptive.suspended_until_ms() > clock::now_ms()
+    }
+
+    /// Sets the operator's rate (`None` = back to the policy's); adaptive shaping may hold
+    /// the site below it.
     pub fn set_rate_override(&self, rate: Option<Rate>) {
-        let want = rate.unwrap_or(self.policy.rate);
-        let mut cur = self.current_rate.lock().unwrap_or_else(|p| p.into_inner());
-        if *cur != want {
-            *cur = want;
-            *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = limiter(want);
-        }
+        *self.operator_rate.lock().unwrap_or_else(|p| p.into_inner()) = rate;
+        self.refresh_limiter();
     }
 
     /// Starts draining and returns every job not yet started, for hand-back.
@@ -229,6 +400,15 @@ impl Site {
     /// `base` (at least 10 s when paused), spread ±50% so returns are a trickle, not a wave.
     pub fn refusal_delay(&self, base: Duration) -> Duration {
         let spread = |d: Duration| d.mul_f64(0.5 + fastrand::f64());
+        if self.suspended() {
+            // Back when the suspension ends, spread over the following tenth of it.
+            let left = Duration::from_millis(
+                self.adaptive
+                    .suspended_until_ms()
+                    .saturating_sub(clock::now_ms()),
+            );
+            return base.max(left + left.mul_f64(0.1 * fastrand::f64()));
+        }
         if self.is_paused() {
             return spread(base.max(Duration::from_secs(10)));
         }
@@ -580,13 +760,7 @@ impl Site {
                 match result {
                     Ok(reply) => {
                         let done = s.sent >= self.policy.max_messages_per_connection;
-                        self.deps.reporter.session_outcome(
-                            item.work,
-                            &self.policy,
-                            &mx,
-                            &Attempt::Reply(reply),
-                            reused,
-                        );
+                        self.session_outcome(item.work, &mx, &Attempt::Reply(reply), reused);
                         if done {
                             if let Some(s) = session.take() {
                                 s.client.quit().await;
@@ -595,19 +769,14 @@ impl Site {
                     }
                     Err(e) if reused && !retried && e.before_transaction() => {
                         tracing::debug!(site = %self.policy.name, error = %e, "stale session; retrying on a fresh one");
+                        self.adapt(&e.to_attempt());
                         session = None;
                         retried = true;
                         continue;
                     }
                     Err(e) => {
                         session = None;
-                        self.deps.reporter.session_outcome(
-                            item.work,
-                            &self.policy,
-                            &mx,
-                            &e.to_attempt(),
-                            reused,
-                        );
+                        self.session_outcome(item.work, &mx, &e.to_attempt(), reused);
                     }
                 }
                 break;
@@ -690,9 +859,8 @@ impl Site {
                     .reply_seconds
                     .record(sent.started.elapsed().as_secs_f64());
                 match result {
-                    Ok(reply) => self.deps.reporter.session_outcome(
+                    Ok(reply) => self.session_outcome(
                         sent.item.work,
-                        &self.policy,
                         &s.mx,
                         &Attempt::Reply(reply),
                         sent.reused,
@@ -740,14 +908,10 @@ impl Site {
             .is_some_and(|s| s.reused && e.before_transaction());
         if stale {
             tracing::debug!(site = %self.policy.name, error = %e, "stale session; its messages go to a fresh one");
+            // A 421 that ends a reused session may still be a throttle reply worth acting on.
+            self.adapt(&e.to_attempt());
         } else if let Some(oldest) = window.pop_front() {
-            self.deps.reporter.session_outcome(
-                oldest.item.work,
-                &self.policy,
-                &mx,
-                &e.to_attempt(),
-                oldest.reused,
-            );
+            self.session_outcome(oldest.item.work, &mx, &e.to_attempt(), oldest.reused);
         }
         self.put_back(window.into_iter().map(|s| s.item));
     }
@@ -757,6 +921,7 @@ impl Site {
     /// failure and are deferred together. If others are alive (a connection-count refusal,
     /// say), only this job is.
     fn connect_failed(&self, item: Routed, mx: &str, attempt: &Attempt) {
+        self.adapt(attempt);
         if self.open.load(Ordering::Acquire) > 1 {
             self.deps
                 .reporter

@@ -64,6 +64,12 @@ impl Keys {
         format!("hk:camp:{{{id}}}:n")
     }
 
+    /// `hk:site:events`: adaptive-shaping changes of every site (cut, suspend, recover), newest
+    /// last, capped.
+    pub fn site_events() -> &'static str {
+        "hk:site:events"
+    }
+
     /// `hk:site:<site>:ctl`: run-time control of a site (pause, rate override).
     pub fn site_ctl(site: &str) -> String {
         format!("hk:site:{site}:ctl")

@@ -20,6 +20,7 @@
 //! | `hk:{s<N>}:expanded` | hash | per campaign id, the highest job `seq` expansion enqueued on the shard |
 //! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, field `e`, for the recorder |
 //! | `hk:site:<site>:ctl` | hash | `paused` (`1`/`0`), `rate` (msg/s override, `0` = none) |
+//! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`), `rate`, `until_ms`, `reply`; capped at ~10,000 |
 //!
 //! A job's shard is [`shard_for_domain`] of its recipient domain, so all jobs for one domain (and
 //! in practice one destination site) share a shard. The events stream is per shard, not global,
