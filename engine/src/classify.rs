@@ -62,6 +62,8 @@ pub enum Reason {
     Expired,
     /// The campaign was cancelled.
     Cancelled,
+    /// The message cannot be written in the character set the site needs.
+    Unencodable,
 }
 
 impl Reason {
@@ -88,6 +90,7 @@ impl Reason {
             Reason::DnsTemporary => "dns-temporary",
             Reason::Expired => "expired",
             Reason::Cancelled => "cancelled",
+            Reason::Unencodable => "unencodable",
         }
     }
 }
@@ -130,6 +133,9 @@ pub enum Attempt {
     DnsTemporary(String),
     /// The message could not be built (campaign snapshot missing or unusable).
     Unrenderable(String),
+    /// The campaign's text cannot be written in the site's character set (ISO-2022-JP): it
+    /// never will be, so the job bounces.
+    Unencodable(String),
     /// The recipient address is not a deliverable address (no domain, control characters…).
     InvalidRecipient(String),
 }
@@ -190,6 +196,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
         Attempt::DnsNoDomain(_) => v(Bounced, Reason::BadDomain),
         Attempt::DnsTemporary(_) => v(Deferred, Reason::DnsTemporary),
         Attempt::Unrenderable(_) => v(Deferred, Reason::TempFailure),
+        Attempt::Unencodable(_) => v(Bounced, Reason::Unencodable),
         Attempt::InvalidRecipient(_) => v(Bounced, Reason::BadMailbox),
     }
 }

@@ -14,7 +14,7 @@
 //! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
 //! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
-//!   [`dkim`] signs it.
+//!   [`dkim`] signs it; [`jis`] builds ISO-2022-JP messages for carriers that want them.
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
 //! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;
 //!   [`site_events`]: those changes as events in Redis.
@@ -38,6 +38,7 @@ pub mod dkim;
 pub mod engine;
 pub mod flusher;
 pub mod inflight;
+pub mod jis;
 pub mod metrics;
 pub mod mover;
 pub mod mx;

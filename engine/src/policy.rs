@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::adaptive::{ReplyRule, RuleAction};
+use crate::jis::Charset;
 use crate::retry::RetrySchedule;
 use crate::smtp::Timeouts;
 use crate::units::{Rate, Span};
@@ -44,8 +45,10 @@ pub struct SitePolicy {
     pub reply_rules: Vec<ReplyRule>,
     /// After a cut, the rate climbs one step per interval…
     pub recover_interval: Duration,
-    /// …of this fraction of the rate before the cut.
+    /// …of this fraction of the cut rate.
     pub recover_step: f64,
+    /// Character set of the site's messages (`iso-2022-jp` for legacy Japanese handsets).
+    pub charset: Charset,
 }
 
 /// Overrides for one site in the config file; every field optional.
@@ -93,8 +96,10 @@ pub struct SitePolicyConfig {
     pub reply_rules: Option<Vec<ReplyRule>>,
     /// Recovery interval after a cut.
     pub recover_interval: Option<Span>,
-    /// Recovery step, a fraction of the rate before the cut.
+    /// Recovery step, a fraction of the cut rate.
     pub recover_step: Option<f64>,
+    /// `utf-8` (default) or `iso-2022-jp`.
+    pub charset: Option<Charset>,
 }
 
 impl SitePolicy {
@@ -118,6 +123,7 @@ impl SitePolicy {
             reply_rules: Vec::new(),
             recover_interval: Duration::from_secs(30),
             recover_step: 0.1,
+            charset: Charset::Utf8,
         }
     }
 
@@ -264,6 +270,7 @@ impl SitePolicy {
         set(&mut self.reply_rules, &o.reply_rules);
         span(&mut self.recover_interval, &o.recover_interval);
         set(&mut self.recover_step, &o.recover_step);
+        set(&mut self.charset, &o.charset);
     }
 
     /// Checks that the policy can work.

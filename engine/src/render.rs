@@ -22,6 +22,7 @@ use redis::aio::MultiplexedConnection;
 use crate::campaigns::{CampaignStates, RunState};
 use crate::clock;
 use crate::dkim::{DkimKey, DkimKeys};
+use crate::jis::Charset;
 use crate::smtp::dotstuff;
 
 /// Why a campaign cannot be rendered.
@@ -94,9 +95,24 @@ pub struct Campaign {
     headers: Skeleton,
     /// Keys signing every message (none: unsigned).
     dkim: Vec<Arc<DkimKey>>,
+    /// The templates as written, for messages built per recipient in ISO-2022-JP.
+    texts: Texts,
+    /// Why the templates cannot be written in ISO-2022-JP, if they cannot.
+    jis_error: Option<String>,
     field_names: Vec<String>,
     message_id_domain: String,
     id: u64,
+}
+
+/// A campaign's templates and sender, as the snapshot has them.
+#[derive(Debug, Default)]
+struct Texts {
+    from_name: String,
+    from_addr: String,
+    reply_to: String,
+    subject: String,
+    text: String,
+    html: String,
 }
 
 thread_local! {
@@ -191,6 +207,21 @@ impl Campaign {
         }
         let headers = Skeleton::new(lines, &s.field_names);
         let from_domain = s.from_addr.rsplit_once('@').map_or("", |(_, d)| d);
+        let jis_error = [
+            ("sender name", &s.from_name),
+            ("subject", &s.subject),
+            ("text body", &s.text_body),
+            ("HTML body", &s.html_body),
+        ]
+        .into_iter()
+        .find_map(|(part, t)| {
+            crate::jis::first_unmappable(t).map(|c| {
+                format!(
+                    "character {c:?} (U+{:04X}) in the {part} cannot be carried by ISO-2022-JP",
+                    u32::from(c)
+                )
+            })
+        });
         let campaign = Campaign {
             return_path: s.return_path.clone(),
             verp_domain: s.verp_domain.clone(),
@@ -200,6 +231,15 @@ impl Campaign {
             subject_template: templated_subject.then(|| s.subject.clone()),
             headers,
             dkim: dkim.for_domain(from_domain),
+            texts: Texts {
+                from_name: clean_header(&s.from_name),
+                from_addr: s.from_addr.clone(),
+                reply_to: s.reply_to.clone(),
+                subject: s.subject.clone(),
+                text: s.text_body.clone(),
+                html: s.html_body.clone(),
+            },
+            jis_error,
             field_names: s.field_names.clone(),
             message_id_domain: s.message_id_domain.clone(),
             id: s.id,
@@ -218,7 +258,13 @@ impl Campaign {
                 rcpt: "sample@example.invalid".into(),
                 fields: vec![String::new(); s.field_names.len()],
             };
-            campaign.render_unsigned(&job, "Date: x\r\n", Framing::Bdat, &mut sample);
+            campaign.render_unsigned(
+                &job,
+                "Date: x\r\n",
+                Framing::Bdat,
+                Charset::Utf8,
+                &mut sample,
+            );
             for key in &campaign.dkim {
                 key.sign_into(&sample, &mut Vec::new())
                     .map_err(|e| invalid(e.to_string()))?;
@@ -238,6 +284,11 @@ impl Campaign {
         std::borrow::Cow::Owned(a)
     }
 
+    /// Why this campaign cannot be sent in ISO-2022-JP (a template character it cannot carry).
+    pub fn jis_error(&self) -> Option<&str> {
+        self.jis_error.as_deref()
+    }
+
     /// Whether messages are DKIM-signed.
     pub fn signed(&self) -> bool {
         !self.dkim.is_empty()
@@ -246,13 +297,20 @@ impl Campaign {
     /// Appends the recipient's message (ending in CRLF) to `out`, dot-stuffed for
     /// [`Framing::Data`], DKIM-signed when the campaign has keys. `date` is a complete
     /// `Date: …\r\n` header line.
-    pub fn render(&self, job: &Job, date: &str, framing: Framing, out: &mut Vec<u8>) {
+    pub fn render(
+        &self,
+        job: &Job,
+        date: &str,
+        framing: Framing,
+        charset: Charset,
+        out: &mut Vec<u8>,
+    ) {
         if self.dkim.is_empty() {
-            return self.render_unsigned(job, date, framing, out);
+            return self.render_unsigned(job, date, framing, charset, out);
         }
         UNSIGNED.with_borrow_mut(|raw| {
             raw.clear();
-            self.render_unsigned(job, date, Framing::Bdat, raw);
+            self.render_unsigned(job, date, Framing::Bdat, charset, raw);
             for key in &self.dkim {
                 if let Err(e) = key.sign_into(raw, out) {
                     // The campaign signed a sample at build time: this is not expected.
@@ -266,7 +324,25 @@ impl Campaign {
         });
     }
 
-    fn render_unsigned(&self, job: &Job, date: &str, framing: Framing, out: &mut Vec<u8>) {
+    fn render_unsigned(
+        &self,
+        job: &Job,
+        date: &str,
+        framing: Framing,
+        charset: Charset,
+        out: &mut Vec<u8>,
+    ) {
+        if charset == Charset::Iso2022Jp {
+            match framing {
+                Framing::Bdat => self.write_jis(job, date, out),
+                Framing::Data => {
+                    let mut raw = Vec::new();
+                    self.write_jis(job, date, &mut raw);
+                    dotstuff::stuff_into(out, &raw);
+                }
+            }
+            return;
+        }
         let skeleton = match framing {
             Framing::Data => &self.data,
             Framing::Bdat => &self.bdat,
@@ -293,16 +369,7 @@ impl Campaign {
                 Framing::Bdat => dotstuff::canonical_into(out, line.as_bytes()),
             }
         }
-        // Header lines never start with '.', and values lose CR/LF/NUL: no framing needed.
-        for seg in &self.headers.segments {
-            match seg {
-                Segment::Literal(r) => out.extend_from_slice(&self.headers.text[r.clone()]),
-                Segment::Field(i) => {
-                    let value = job.fields.get(*i).map_or("", String::as_str);
-                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-                }
-            }
-        }
+        self.write_extra_headers(job, out);
         for seg in &skeleton.segments {
             match seg {
                 Segment::Literal(r) => out.extend_from_slice(&skeleton.text[r.clone()]),
@@ -315,6 +382,85 @@ impl Campaign {
                     out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
                 }
             }
+        }
+    }
+}
+
+impl Campaign {
+    /// The snapshot's extra header lines with the job's values. Header lines never start with
+    /// '.', and values lose CR/LF/NUL: no framing needed.
+    fn write_extra_headers(&self, job: &Job, out: &mut Vec<u8>) {
+        for seg in &self.headers.segments {
+            match seg {
+                Segment::Literal(r) => out.extend_from_slice(&self.headers.text[r.clone()]),
+                Segment::Field(i) => {
+                    let value = job.fields.get(*i).map_or("", String::as_str);
+                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+                }
+            }
+        }
+    }
+
+    /// The whole message in ISO-2022-JP (7bit), built for this recipient (raw, CRLF).
+    fn write_jis(&self, job: &Job, date: &str, out: &mut Vec<u8>) {
+        use crate::jis::{carriable, encode_body, header_value};
+        let t = &self.texts;
+        let values: Vec<String> = job
+            .fields
+            .iter()
+            .map(|v| carriable(v).replace(['\r', '\n', '\0'], ""))
+            .collect();
+        let filled =
+            |template: &str| carriable(&fill(template, &self.field_names, &values)).into_owned();
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"Message-ID: <hk.");
+        push_display(out, self.id);
+        out.push(b'.');
+        push_display(out, job.id.seq);
+        out.push(b'@');
+        out.extend_from_slice(self.message_id_domain.as_bytes());
+        out.extend_from_slice(b">\r\nTo: <");
+        out.extend(job.rcpt.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        out.extend_from_slice(b">\r\nFrom: ");
+        if !t.from_name.is_empty() {
+            let name = carriable(&t.from_name);
+            if name.is_ascii() {
+                let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+                out.extend_from_slice(format!("\"{quoted}\" ").as_bytes());
+            } else {
+                out.extend_from_slice(header_value(&name).as_bytes());
+                out.push(b' ');
+            }
+        }
+        out.extend_from_slice(format!("<{}>\r\n", t.from_addr).as_bytes());
+        if !t.reply_to.is_empty() {
+            out.extend_from_slice(format!("Reply-To: <{}>\r\n", t.reply_to).as_bytes());
+        }
+        let subject = clean_header(&filled(&t.subject));
+        out.extend_from_slice(format!("Subject: {}\r\n", header_value(&subject)).as_bytes());
+        self.write_extra_headers(job, out);
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        let part = |out: &mut Vec<u8>, subtype: &str, text: &str| {
+            out.extend_from_slice(
+                format!(
+                    "Content-Type: text/{subtype}; charset=ISO-2022-JP\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            encode_body(text, out);
+        };
+        if t.html.is_empty() {
+            part(out, "plain", &filled(&t.text));
+        } else {
+            let boundary = format!("=_hk_alt_{}", self.id);
+            out.extend_from_slice(
+                format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n")
+                    .as_bytes(),
+            );
+            part(out, "plain", &filled(&t.text));
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            part(out, "html", &filled(&t.html));
+            out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         }
     }
 }
@@ -519,6 +665,7 @@ mod tests {
             &job(&["太郎", "gold"]),
             "Date: x\r\n",
             Framing::Data,
+            Charset::Utf8,
             &mut out,
         );
         let text = String::from_utf8(out).expect("utf8");
@@ -551,8 +698,8 @@ mod tests {
         let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
         let j = job(&["太郎", "gold"]);
         let (mut data, mut raw) = (Vec::new(), Vec::new());
-        c.render(&j, "Date: x\r\n", Framing::Data, &mut data);
-        c.render(&j, "Date: x\r\n", Framing::Bdat, &mut raw);
+        c.render(&j, "Date: x\r\n", Framing::Data, Charset::Utf8, &mut data);
+        c.render(&j, "Date: x\r\n", Framing::Bdat, Charset::Utf8, &mut raw);
         let raw_text = String::from_utf8(raw.clone()).expect("utf8");
         assert!(raw_text.contains("\r\n.gold is yours."), "{raw_text}");
         assert!(!raw_text.contains("\r\n..gold"));
@@ -569,6 +716,7 @@ mod tests {
             &job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]),
             "Date: x\r\n",
             Framing::Data,
+            Charset::Utf8,
             &mut out,
         );
         let text = String::from_utf8(out).expect("utf8");
@@ -583,7 +731,13 @@ mod tests {
         s.subject = "Weekly news".into();
         let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
         let mut out = Vec::new();
-        c.render(&job(&["a", "b"]), "Date: x\r\n", Framing::Data, &mut out);
+        c.render(
+            &job(&["a", "b"]),
+            "Date: x\r\n",
+            Framing::Data,
+            Charset::Utf8,
+            &mut out,
+        );
         let text = String::from_utf8(out).expect("utf8");
         assert_eq!(text.matches("Subject: Weekly news").count(), 1);
         s.from_addr = "not an address".into();
@@ -609,6 +763,7 @@ mod tests {
             &job(&["a", "b", "https://u.test/u/t1\r\nBcc: x@evil.test"]),
             "Date: x\r\n",
             Framing::Bdat,
+            Charset::Utf8,
             &mut out,
         );
         let text = String::from_utf8(out).expect("utf8");
@@ -668,6 +823,7 @@ mod tests {
             &job(&["太郎", "gold"]),
             "Date: x\r\n",
             Framing::Data,
+            Charset::Utf8,
             &mut out,
         );
         let text = String::from_utf8(out).expect("utf8");

@@ -309,6 +309,7 @@ fn describe(attempt: &Attempt) -> (u16, String, String) {
         | Attempt::DnsNoDomain(s)
         | Attempt::DnsTemporary(s)
         | Attempt::Unrenderable(s)
+        | Attempt::Unencodable(s)
         | Attempt::InvalidRecipient(s) => (0, String::new(), s.clone()),
         Attempt::Timeout(phase) => (0, String::new(), format!("timeout during {phase}")),
     }

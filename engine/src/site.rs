@@ -20,6 +20,7 @@ use crate::campaigns::CampaignStates;
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::{Connector, Session, Target};
+use crate::jis::Charset;
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
 use crate::render::{Campaign, DateLine, Framing, Renderer};
@@ -637,6 +638,15 @@ impl Site {
                 }
             },
         };
+        if self.policy.charset == Charset::Iso2022Jp {
+            if let Some(e) = campaign.jis_error() {
+                let attempt = Attempt::Unencodable(e.to_owned());
+                self.deps
+                    .reporter
+                    .outcome(item.work, &self.policy, "", &attempt);
+                return None;
+            }
+        }
         let state = self.deps.campaigns.get(id);
         let work = self
             .deps
@@ -742,7 +752,13 @@ impl Site {
                     continue 'jobs;
                 }
                 body.clear();
-                campaign.render(&item.work.job, date.get(), Framing::Data, &mut body);
+                campaign.render(
+                    &item.work.job,
+                    date.get(),
+                    Framing::Data,
+                    self.policy.charset,
+                    &mut body,
+                );
                 let reused = s.sent > 0;
                 let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
@@ -820,7 +836,13 @@ impl Site {
             // Fill: this job, then whatever is ready now for the same destination.
             while let Some((item, campaign)) = next.take() {
                 body.clear();
-                campaign.render(&item.work.job, date.get(), Framing::Bdat, body);
+                campaign.render(
+                    &item.work.job,
+                    date.get(),
+                    Framing::Bdat,
+                    self.policy.charset,
+                    body,
+                );
                 let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
                     from: &from,

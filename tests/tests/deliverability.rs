@@ -4,7 +4,9 @@
 //! installs `python3-dkim`), the one-click headers are present and signed (changing them breaks
 //! the signature), and POSTing the one-click URL unsubscribes and suppresses the recipient. Also
 //! the RFC 8463 example message, signed here with the RFC's key, verifies against the RFC's
-//! published record.
+//! published record. A carrier site set to ISO-2022-JP gets 7bit messages that decode back
+//! to the original Japanese text (signed, too), and a campaign with a character ISO-2022-JP
+//! cannot carry fails there with an error naming it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -261,4 +263,129 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
             .await
             .expect("suppression");
     assert_eq!(n, 1);
+}
+
+/// Decodes `=?ISO-2022-JP?B?…?=` words (folded) back to text.
+fn decode_words(v: &str) -> String {
+    use base64::Engine as _;
+    v.split_whitespace()
+        .map(|w| {
+            let b64 = w
+                .strip_prefix("=?ISO-2022-JP?B?")
+                .and_then(|w| w.strip_suffix("?="))
+                .unwrap_or_else(|| panic!("an encoded word: {w}"));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64");
+            encoding_rs::ISO_2022_JP.decode(&bytes).0.into_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_site_in_iso_2022_jp_decodes_back_to_the_original() {
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let (_, list) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+        .await;
+    let l = list["id"].as_i64().expect("list");
+    let (s, _, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/lists/{l}/subscribers/import"),
+            Some(&api.key),
+            Some((
+                "text/csv",
+                "email,first_name\nhanako@docomo.test,花子😀\n"
+                    .as_bytes()
+                    .to_vec(),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let subject = "【お知らせ】{{first_name}}様、今週の新商品のご案内です";
+    let body =
+        "{{first_name}}様\n\nいつもご利用ありがとうございます。\n.今週のおすすめはこちら。\n";
+    let (s, c) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({"name": "jp", "list_id": l, "from_addr": "n@a.test", "from_name": "飛脚ストア",
+                   "subject": subject, "text_body": body}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let good = c["id"].as_i64().expect("id");
+    let (s, c) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({"name": "emoji", "list_id": l, "from_addr": "n@a.test",
+                   "subject": "今週の 🎉 セール", "text_body": "本文"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let bad = c["id"].as_i64().expect("id");
+    for cid in [good, bad] {
+        api.send(cid).await;
+        hikyaku_api::expansion::expand(&api.state, cid)
+            .await
+            .expect("expand");
+    }
+    assert!(STANDARD_SITES.contains("[sites.docomo]\n"));
+    let sites = format!(
+        "{}\n[[dkim]]\ndomain = \"a.test\"\nselector = \"ed2026\"\nalgorithm = \"ed25519-sha256\"\nkey_file = {:?}\n",
+        STANDARD_SITES.replace("[sites.docomo]\n", "[sites.docomo]\ncharset = \"iso-2022-jp\"\n"),
+        testdata("rfc8463-ed25519.pem").display().to_string()
+    );
+    let engine = world.engine(world.config("", &sites));
+    let mut con = world.redis.con().await;
+    let events = hikyaku_tests::queue::wait_events(&con, 2, Duration::from_secs(30)).await;
+    engine.stop().await.expect("engine stops cleanly");
+
+    let failed = events
+        .iter()
+        .find(|e| e.id.campaign == bad as u64)
+        .expect("the emoji campaign's event");
+    assert_eq!(failed.status.as_str(), "bounced", "{failed:?}");
+    assert!(
+        failed.text.contains("'🎉'") && failed.text.contains("ISO-2022-JP"),
+        "the error names the character: {failed:?}"
+    );
+    let sent = world
+        .sink
+        .stats()
+        .captured()
+        .into_iter()
+        .find(|m| m.recipients == ["hanako@docomo.test"])
+        .expect("the Japanese message");
+    assert!(sent.content.is_ascii(), "7bit on the wire");
+    let text = String::from_utf8(sent.content.clone()).expect("ascii");
+    assert!(
+        text.contains("Content-Type: text/plain; charset=ISO-2022-JP\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Transfer-Encoding: 7bit\r\n"));
+    // Subject and sender name decode to the original (the emoji of the merge value → 〓).
+    assert_eq!(
+        decode_words(&header(&text, "Subject").expect("Subject")),
+        "【お知らせ】花子〓様、今週の新商品のご案内です"
+    );
+    let from = header(&text, "From").expect("From");
+    let (name, addr) = from.rsplit_once(' ').expect("name and address");
+    assert_eq!(decode_words(name), "飛脚ストア");
+    assert_eq!(addr, "<n@a.test>");
+    // The body decodes back to the filled template.
+    let raw_body = &sent.content[text.find("\r\n\r\n").expect("body") + 4..];
+    let (decoded, _, bad_bytes) = encoding_rs::ISO_2022_JP.decode(raw_body);
+    assert!(!bad_bytes);
+    assert_eq!(
+        decoded,
+        "花子〓様\r\n\r\nいつもご利用ありがとうございます。\r\n.今週のおすすめはこちら。\r\n"
+    );
+    // Signed like every other message.
+    let (ok, out) = dkimpy(&sent.content, &[("ed2026", ED25519_RECORD)]);
+    assert!(ok, "{out}");
+    let _ = &mut con;
 }

@@ -144,6 +144,7 @@ fn the_bench_campaign_renders() {
         &job,
         "Date: x\r\n",
         hikyaku_engine::render::Framing::Bdat,
+        hikyaku_engine::jis::Charset::Utf8,
         &mut out,
     );
     let text = String::from_utf8(out).expect("utf8");

@@ -1,0 +1,138 @@
+//! ISO-2022-JP (7bit) messages for Japanese mobile carriers that want them (legacy au/EZweb
+//! handsets read Shift_JIS or ISO-2022-JP only). A site policy with `charset = "iso-2022-jp"`
+//! gets every message built here, per recipient: merge values are filled into the UTF-8
+//! templates, then text parts are encoded with encoding_rs, line by line (each line returns
+//! to ASCII, so lines stand alone), headers as RFC 2047 `=?ISO-2022-JP?B?…?=` words.
+//!
+//! A template character ISO-2022-JP cannot carry (emoji, accented Latin, most non-Japanese
+//! scripts; half-width kana are written full-width, as the WHATWG encoder does) is a campaign error, named in [`first_unmappable`]; such a character in a merge
+//! value becomes `〓` (geta), the usual mark for it in Japanese mail.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use encoding_rs::ISO_2022_JP;
+
+/// The character set a site's messages are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum Charset {
+    /// UTF-8, 8bit (the pre-rendered skeleton).
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// ISO-2022-JP, 7bit, built per message.
+    #[serde(rename = "iso-2022-jp")]
+    Iso2022Jp,
+}
+
+/// The mark written for a merge-value character ISO-2022-JP cannot carry.
+pub const GETA: char = '〓';
+
+/// The first character of `s` that ISO-2022-JP cannot carry.
+pub fn first_unmappable(s: &str) -> Option<char> {
+    s.chars().find(|c| {
+        let mut b = [0u8; 4];
+        ISO_2022_JP.encode(c.encode_utf8(&mut b)).2
+    })
+}
+
+/// `s` with every character ISO-2022-JP cannot carry replaced by [`GETA`].
+pub fn carriable(s: &str) -> std::borrow::Cow<'_, str> {
+    if first_unmappable(s).is_none() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars()
+        .map(|c| {
+            if first_unmappable(c.encode_utf8(&mut [0u8; 4])).is_some() {
+                GETA
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Appends `text` (already carriable) as ISO-2022-JP, CRLF line ends, to `out`.
+pub fn encode_body(text: &str, out: &mut Vec<u8>) {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    for line in text.split('\n') {
+        out.extend_from_slice(&ISO_2022_JP.encode(line).0);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `text` (already carriable) as a header value: plain when ASCII, else RFC 2047 encoded
+/// words of at most 75 characters, folded onto continuation lines.
+pub fn header_value(text: &str) -> String {
+    use std::fmt::Write as _;
+    if text.is_ascii() {
+        return text.to_owned();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    // 12 characters of kanji: ≤ 3 + 24 + 3 bytes → 40 base64 characters, 58 with the wrapping.
+    for (i, chunk) in chars.chunks(12).enumerate() {
+        if i > 0 {
+            out.push_str("\r\n ");
+        }
+        let s: String = chunk.iter().collect();
+        let _ = write!(
+            out,
+            "=?ISO-2022-JP?B?{}?=",
+            STANDARD.encode(ISO_2022_JP.encode(&s).0)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_decoder() {
+        let text = "こんにちは、太郎さん。\nABC 123\n今週のお知らせです。\n";
+        let mut out = Vec::new();
+        encode_body(text, &mut out);
+        assert!(out.is_ascii(), "7bit");
+        let (decoded, _, bad) = ISO_2022_JP.decode(&out);
+        assert!(!bad);
+        assert_eq!(decoded, text.replace('\n', "\r\n"));
+        assert!(out.split(|&b| b == b'\n').all(|l| l.len() <= 998));
+    }
+
+    #[test]
+    fn header_words_are_short_and_decode() {
+        let subject = "【重要】今週のお知らせ：新商品のご案内と店舗営業時間の変更について";
+        let v = header_value(subject);
+        assert!(v.is_ascii());
+        let mut decoded = String::new();
+        for word in v.split("\r\n ") {
+            assert!(word.len() <= 75, "{word}");
+            let b64 = word
+                .strip_prefix("=?ISO-2022-JP?B?")
+                .and_then(|w| w.strip_suffix("?="))
+                .expect("an encoded word");
+            let bytes = STANDARD.decode(b64).expect("base64");
+            decoded.push_str(&ISO_2022_JP.decode(&bytes).0);
+        }
+        assert_eq!(decoded, subject);
+        assert_eq!(header_value("Weekly news"), "Weekly news");
+    }
+
+    #[test]
+    fn unmappable_characters_are_named_or_replaced() {
+        assert_eq!(first_unmappable("ニュース"), None);
+        assert_eq!(
+            first_unmappable("ﾆｭｰｽ"),
+            None,
+            "half-width kana go full-width"
+        );
+        assert_eq!(first_unmappable("café"), Some('é'));
+        assert_eq!(first_unmappable("안녕"), Some('안'));
+        assert_eq!(first_unmappable("hi 😀"), Some('😀'));
+        assert_eq!(carriable("太郎😀"), "太郎〓");
+        assert_eq!(carriable("plain"), "plain");
+    }
+}
