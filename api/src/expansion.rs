@@ -145,6 +145,7 @@ pub async fn test_send(
         .await?;
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let mut by_shard: BTreeMap<u16, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    let test_token = unsubscribe_token(state, c.tenant_id, c.id, 0);
     for (i, rcpt) in recipients.iter().enumerate() {
         let job = Job {
             id: JobId {
@@ -162,22 +163,7 @@ pub async fn test_send(
                 .map(|n| match n.as_str() {
                     "email" => rcpt.clone(),
                     // A token of no subscriber: the link works and unsubscribes nobody.
-                    UNSUBSCRIBE_URL | UNSUBSCRIBE_TOKEN => {
-                        let token = crate::tokens::sign(
-                            &state.token_secret,
-                            crate::tokens::Unsubscribe {
-                                tenant: c.tenant_id,
-                                campaign: c.id,
-                                subscriber: 0,
-                            },
-                        );
-                        if n == UNSUBSCRIBE_URL {
-                            format!("{}/u/{token}", state.public_url)
-                        } else {
-                            token
-                        }
-                    }
-                    _ => String::new(),
+                    name => unsubscribe_field(state, name, &test_token).unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -230,6 +216,27 @@ struct Recipient {
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
 /// The recipient's unsubscribe token alone (for the mailto link).
 pub const UNSUBSCRIBE_TOKEN: &str = "unsubscribe_token";
+
+/// The signed unsubscribe token of one recipient of a campaign.
+fn unsubscribe_token(state: &AppState, tenant: i64, campaign: i64, subscriber: i64) -> String {
+    crate::tokens::sign(
+        &state.token_secret,
+        crate::tokens::Unsubscribe {
+            tenant,
+            campaign,
+            subscriber,
+        },
+    )
+}
+
+/// The value of a computed unsubscribe field for `token`, or `None` for any other field.
+fn unsubscribe_field(state: &AppState, name: &str, token: &str) -> Option<String> {
+    match name {
+        UNSUBSCRIBE_URL => Some(format!("{}/u/{token}", state.public_url)),
+        UNSUBSCRIBE_TOKEN => Some(token.to_owned()),
+        _ => None,
+    }
+}
 
 fn value_of(attrs: &serde_json::Value, name: &str, email: &str) -> String {
     if name == "email" {
@@ -307,20 +314,12 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 priority: c.priority.clamp(0, 9) as u8,
                 rcpt: r.email.clone(),
                 fields: {
-                    let token = crate::tokens::sign(
-                        &state.token_secret,
-                        crate::tokens::Unsubscribe {
-                            tenant: c.tenant_id,
-                            campaign: c.id,
-                            subscriber: r.id,
-                        },
-                    );
+                    let token = unsubscribe_token(state, c.tenant_id, c.id, r.id);
                     names
                         .iter()
-                        .map(|n| match n.as_str() {
-                            UNSUBSCRIBE_URL => format!("{}/u/{token}", state.public_url),
-                            UNSUBSCRIBE_TOKEN => token.clone(),
-                            _ => value_of(&r.attributes, n, &r.email),
+                        .map(|n| {
+                            unsubscribe_field(state, n, &token)
+                                .unwrap_or_else(|| value_of(&r.attributes, n, &r.email))
                         })
                         .collect()
                 },

@@ -24,6 +24,9 @@ const BATCH: usize = 2_000;
 /// Reasons that make an address undeliverable for the tenant from now on.
 const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 
+/// Bounce reasons of our own making (not a refusal by the carrier): they never suppress.
+const LOCAL_BOUNCES: [&str; 3] = ["unencodable", "expired", "cancelled"];
+
 /// Japanese mobile carrier domains: their networks block senders that keep mailing failing
 /// addresses, so any permanent failure (policy refusals included) suppresses at once.
 pub const CARRIER_DOMAINS: [&str; 7] = [
@@ -115,7 +118,8 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
          ), hard AS ( \
            SELECT DISTINCT ON (tenant_id, lower(rcpt)) tenant_id, lower(rcpt) AS e, reason FROM ins \
            WHERE status = 'bounced' \
-             AND (reason = ANY($14::text[]) OR split_part(lower(rcpt), '@', 2) = ANY($15::text[])) \
+             AND (reason = ANY($14::text[]) OR (split_part(lower(rcpt), '@', 2) = ANY($15::text[]) \
+                  AND reason <> ALL($16::text[]))) \
          ), suppressed AS ( \
            INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
            SELECT tenant_id, e, reason, 'bounce' FROM hard ON CONFLICT DO NOTHING \
@@ -140,6 +144,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     .bind(&at)
     .bind(&HARD_BOUNCES[..])
     .bind(&CARRIER_DOMAINS[..])
+    .bind(&LOCAL_BOUNCES[..])
     .fetch_all(&state.db)
     .await?;
     let secs = started.elapsed().as_secs_f64();

@@ -57,10 +57,32 @@ pub fn encode_body(text: &str, out: &mut Vec<u8>) {
     let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let text = text.strip_suffix('\n').unwrap_or(&text);
     for line in text.split('\n') {
-        out.extend_from_slice(&ISO_2022_JP.encode(line).0);
+        let encoded = ISO_2022_JP.encode(line).0;
+        if encoded.len() <= MAX_LINE {
+            out.extend_from_slice(&encoded);
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        // Escape sequences lengthen mixed lines: break one over RFC 5322's limit into lines
+        // that each fit (each chunk encoded on its own, so each returns to ASCII).
+        let mut chunk = String::new();
+        for c in line.chars() {
+            chunk.push(c);
+            if ISO_2022_JP.encode(&chunk).0.len() > MAX_LINE {
+                chunk.pop();
+                out.extend_from_slice(&ISO_2022_JP.encode(&chunk).0);
+                out.extend_from_slice(b"\r\n");
+                chunk.clear();
+                chunk.push(c);
+            }
+        }
+        out.extend_from_slice(&ISO_2022_JP.encode(&chunk).0);
         out.extend_from_slice(b"\r\n");
     }
 }
+
+/// Longest encoded line (RFC 5322: 998 octets before CRLF).
+const MAX_LINE: usize = 998;
 
 /// `text` (already carriable) as a header value: plain when ASCII, else RFC 2047 encoded
 /// words of at most 75 characters, folded onto continuation lines.
@@ -100,6 +122,22 @@ mod tests {
         assert!(!bad);
         assert_eq!(decoded, text.replace('\n', "\r\n"));
         assert!(out.split(|&b| b == b'\n').all(|l| l.len() <= 998));
+    }
+
+    #[test]
+    fn long_mixed_lines_are_broken_under_998_octets() {
+        let line = "aあ".repeat(400);
+        let mut out = Vec::new();
+        encode_body(&line, &mut out);
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(lines.len() > 1);
+        assert!(lines.iter().all(|l| l.len() <= 999), "998 + CR");
+        let (decoded, _, bad) = ISO_2022_JP.decode(&out);
+        assert!(!bad);
+        assert_eq!(decoded.replace("\r\n", ""), line);
     }
 
     #[test]

@@ -155,7 +155,11 @@ impl Campaign {
         if !templated_subject {
             b = b.subject(clean_header(&s.subject));
         }
-        let has_fields = !s.field_names.is_empty();
+        // Fields in the bodies only: header-only fields (List-Unsubscribe's URL) are ASCII.
+        let has_fields = s.field_names.iter().any(|n| {
+            let p = format!("{{{{{n}}}}}");
+            s.text_body.contains(&p) || s.html_body.contains(&p)
+        });
         let part = |ct: ContentType, text: &str| -> Result<SinglePart, RenderError> {
             let enc = if text.is_ascii() && !has_fields {
                 ContentTransferEncoding::SevenBit
@@ -348,17 +352,7 @@ impl Campaign {
             Framing::Bdat => &self.bdat,
         };
         out.reserve(skeleton.text.len() + 256);
-        out.extend_from_slice(date.as_bytes());
-        out.extend_from_slice(b"Message-ID: <hk.");
-        push_display(out, self.id);
-        out.push(b'.');
-        push_display(out, job.id.seq);
-        out.push(b'@');
-        out.extend_from_slice(self.message_id_domain.as_bytes());
-        out.extend_from_slice(b">\r\nTo: <");
-        // The dispatcher refused addresses with control characters; filter anyway, bytewise.
-        out.extend(job.rcpt.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-        out.extend_from_slice(b">\r\n");
+        self.write_ids(job, date, out);
         if let Some(t) = &self.subject_template {
             let subject = fill(t, &self.field_names, &job.fields);
             let mut h = Headers::new();
@@ -370,16 +364,34 @@ impl Campaign {
             }
         }
         self.write_extra_headers(job, out);
+        // DATA framing: a segment that lands at a line start with '.' is stuffed here when
+        // the skeleton could not know (after a field, or a field's first byte).
+        let mut after_field = false;
         for seg in &skeleton.segments {
             match seg {
-                Segment::Literal(r) => out.extend_from_slice(&skeleton.text[r.clone()]),
-                Segment::Field(i) => {
-                    let value = job.fields.get(*i).map_or("", String::as_str);
-                    let at_line_start = out.last() == Some(&b'\n');
-                    if framing == Framing::Data && at_line_start && value.starts_with('.') {
+                Segment::Literal(r) => {
+                    let lit = &skeleton.text[r.clone()];
+                    if framing == Framing::Data
+                        && after_field
+                        && out.last() == Some(&b'\n')
+                        && lit.first() == Some(&b'.')
+                    {
                         out.push(b'.');
                     }
-                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+                    out.extend_from_slice(lit);
+                    after_field = false;
+                }
+                Segment::Field(i) => {
+                    let value = job.fields.get(*i).map_or("", String::as_str);
+                    let mut bytes = value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0));
+                    if let Some(first) = bytes.next() {
+                        if framing == Framing::Data && first == b'.' && out.last() == Some(&b'\n') {
+                            out.push(b'.');
+                        }
+                        out.push(first);
+                        out.extend(bytes);
+                    }
+                    after_field = true;
                 }
             }
         }
@@ -387,6 +399,22 @@ impl Campaign {
 }
 
 impl Campaign {
+    /// The per-message identity lines: `date`, Message-ID (`hk.<campaign>.<seq>@…`, which
+    /// complaints are mapped back by) and To.
+    fn write_ids(&self, job: &Job, date: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"Message-ID: <hk.");
+        push_display(out, self.id);
+        out.push(b'.');
+        push_display(out, job.id.seq);
+        out.push(b'@');
+        out.extend_from_slice(self.message_id_domain.as_bytes());
+        out.extend_from_slice(b">\r\nTo: <");
+        // The dispatcher refused addresses with control characters; filter anyway, bytewise.
+        out.extend(job.rcpt.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        out.extend_from_slice(b">\r\n");
+    }
+
     /// The snapshot's extra header lines with the job's values. Header lines never start with
     /// '.', and values lose CR/LF/NUL: no framing needed.
     fn write_extra_headers(&self, job: &Job, out: &mut Vec<u8>) {
@@ -412,16 +440,8 @@ impl Campaign {
             .collect();
         let filled =
             |template: &str| carriable(&fill(template, &self.field_names, &values)).into_owned();
-        out.extend_from_slice(date.as_bytes());
-        out.extend_from_slice(b"Message-ID: <hk.");
-        push_display(out, self.id);
-        out.push(b'.');
-        push_display(out, job.id.seq);
-        out.push(b'@');
-        out.extend_from_slice(self.message_id_domain.as_bytes());
-        out.extend_from_slice(b">\r\nTo: <");
-        out.extend(job.rcpt.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-        out.extend_from_slice(b">\r\nFrom: ");
+        self.write_ids(job, date, out);
+        out.extend_from_slice(b"From: ");
         if !t.from_name.is_empty() {
             let name = carriable(&t.from_name);
             if name.is_ascii() {
@@ -452,7 +472,8 @@ impl Campaign {
         if t.html.is_empty() {
             part(out, "plain", &filled(&t.text));
         } else {
-            let boundary = format!("=_hk_alt_{}", self.id);
+            // Random per message: no body line can be it by chance.
+            let boundary = format!("=_hk_alt_{}_{:016x}", self.id, fastrand::u64(..));
             out.extend_from_slice(
                 format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n")
                     .as_bytes(),
@@ -723,6 +744,23 @@ mod tests {
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\n.\r\n"));
         assert!(!text.contains("\r\nMAIL FROM"));
+    }
+
+    #[test]
+    fn dots_that_reach_a_line_start_through_fields_are_stuffed() {
+        let mut s = snapshot();
+        s.text_body = "{{first_name}}.\n{{plan}}\nend\n".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let j = job(&["", "\r."]);
+        let (mut data, mut raw) = (Vec::new(), Vec::new());
+        c.render(&j, "Date: x\r\n", Framing::Data, Charset::Utf8, &mut data);
+        c.render(&j, "Date: x\r\n", Framing::Bdat, Charset::Utf8, &mut raw);
+        let text = String::from_utf8(data.clone()).expect("utf8");
+        assert!(
+            !text.contains("\r\n.\r\n"),
+            "no line ends DATA early: {text:?}"
+        );
+        assert_eq!(crate::smtp::dotstuff::stuff(&raw), data);
     }
 
     #[test]

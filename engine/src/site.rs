@@ -216,10 +216,8 @@ impl Site {
             Attempt::Reply(r) | Attempt::SessionRefused(r) => r,
             _ => return,
         };
-        let text = match reply.enhanced {
-            Some(e) => format!("{} {e} {}", reply.code, reply.text.replace('\n', " ")),
-            None => reply.one_line(),
-        };
+        // `Reply::text` keeps the enhanced code: "421 4.7.28 Our system …".
+        let text = reply.one_line();
         let current = self.accepting_rate();
         if let Some(change) = self.adaptive.on_reply(&text, current, clock::now_ms()) {
             self.apply_change(change, &text);
@@ -270,12 +268,7 @@ impl Site {
                 self.deps
                     .events
                     .send(event(action, self.adaptive.cap().unwrap_or(0.0), until_ms));
-                self.notify.notify_waiters();
-                let queued: Vec<Routed> = self.q().drain(..).collect();
-                let delay = self.refusal_delay(Duration::ZERO);
-                for r in queued {
-                    self.deps.reporter.requeue(r.work, &self.policy, delay);
-                }
+                self.hand_back_queued();
             }
             Change::Recover { to } => {
                 tracing::info!(site = %site, to = ?to, "site rate recovers");
@@ -357,14 +350,20 @@ impl Site {
         self.metrics.paused.set(if paused { 1.0 } else { 0.0 });
         if paused && !was {
             tracing::info!(site = %self.policy.name, "site paused");
-            self.notify.notify_waiters();
-            let queued: Vec<Routed> = self.q().drain(..).collect();
-            let delay = self.refusal_delay(Duration::ZERO);
-            for r in queued {
-                self.deps.reporter.requeue(r.work, &self.policy, delay);
-            }
+            self.hand_back_queued();
         } else if !paused && was {
             tracing::info!(site = %self.policy.name, "site resumed");
+        }
+    }
+
+    /// A paused or suspended site hands its queued jobs back to the retry set (each with its
+    /// own delay, so they return spread out) and wakes its connections to close.
+    fn hand_back_queued(&self) {
+        self.notify.notify_waiters();
+        let queued: Vec<Routed> = self.q().drain(..).collect();
+        for r in queued {
+            let delay = self.refusal_delay(Duration::ZERO);
+            self.deps.reporter.requeue(r.work, &self.policy, delay);
         }
     }
 
@@ -591,8 +590,7 @@ impl Site {
         let mut refused = Vec::new();
         {
             let mut q = self.q();
-            let closing =
-                self.draining.load(Ordering::SeqCst) || self.paused.load(Ordering::SeqCst);
+            let closing = self.draining.load(Ordering::SeqCst) || self.is_paused();
             for r in items.rev() {
                 if closing {
                     refused.push(r);
@@ -787,6 +785,12 @@ impl Site {
                         tracing::debug!(site = %self.policy.name, error = %e, "stale session; retrying on a fresh one");
                         self.adapt(&e.to_attempt());
                         session = None;
+                        if self.is_paused() {
+                            // That reply suspended the site: no retry now.
+                            let delay = self.refusal_delay(Duration::ZERO);
+                            self.deps.reporter.requeue(item.work, &self.policy, delay);
+                            continue 'jobs;
+                        }
                         retried = true;
                         continue;
                     }

@@ -3,9 +3,10 @@
 //! and recipient without parsing the returned message.
 //!
 //! Form: `b-<campaign>-<seq>@<bounce domain>` (decimal). The engine writes it as MAIL FROM; the
-//! API's inbound listener reads the address a DSN is sent to. The local part holds no MAC: the
-//! listener accepts a bounce only when the reported recipient is the job's recipient, so a
-//! forged bounce can at most suppress an address whose campaign id and subscriber id it knows.
+//! API's inbound listener reads the address a DSN is sent to. The local part holds no MAC yet:
+//! the listener takes a DSN only when its Final-Recipient (or Original-Recipient) is the job's
+//! address, so a forged bounce must name a campaign id, a subscriber id and that subscriber's
+//! address together.
 
 use std::fmt::Write as _;
 

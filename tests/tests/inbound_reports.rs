@@ -235,6 +235,26 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     assert_eq!(suppression(&api, "keep@gmail.test").await, None);
     assert_eq!(subscriber_status(&api, "keep@gmail.test").await, "active");
 
+    // A "DSN" that names no recipient is not taken either.
+    let r = c
+        .send(
+            &format!("b-{c1}-{keep}@{DOMAIN}"),
+            &dsn("keep@gmail.test", "failed", "5.1.1")
+                .replace("Final-Recipient: rfc822; keep@gmail.test\r\n", ""),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(suppression(&api, "keep@gmail.test").await, None);
+
+    // Bytes that are not UTF-8 where an address should be: a syntax error, not a crash.
+    c.w.write_all(b"MAIL \xff\xff\xfe:<a@b>\r\n")
+        .await
+        .expect("write");
+    let r = c.reply().await;
+    assert!(r.starts_with("501"), "{r}");
+    let r = c.cmd("NOOP").await;
+    assert!(r.starts_with("250"), "the session lives on: {r}");
+
     // Garbage and auto-replies are classified and dropped.
     let r = c
         .send(

@@ -64,18 +64,23 @@ pub async fn apply(
             };
             let DsnRecipient {
                 recipient,
+                original,
                 status,
                 diagnostic,
                 ..
             } = r;
+            // RFC 3464 requires Final-Recipient: a "DSN" without one is not taken (it would
+            // let anyone name a job without naming its address).
+            let Some(reported) = recipient else {
+                return Ok(Applied::Ignored("DSN without Final-Recipient"));
+            };
+            // The job's address may be the original one, forwarded elsewhere.
+            let reported = match original {
+                Some(o) if o != reported => vec![reported.clone(), o.clone()],
+                _ => vec![reported.clone()],
+            };
             let kind = if r.is_hard() { "bounce" } else { "soft-bounce" };
-            (
-                job,
-                recipient.clone(),
-                kind,
-                status.clone(),
-                diagnostic.clone(),
-            )
+            (job, reported, kind, status.clone(), diagnostic.clone())
         }
         Report::Complaint(Complaint {
             feedback_type,
@@ -87,9 +92,10 @@ pub async fn apply(
                     "complaint about a message that is not ours",
                 ));
             };
+            // Feedback loops often redact the recipient: the Message-ID names the job then.
             (
                 job,
-                recipient.clone(),
+                recipient.iter().cloned().collect::<Vec<String>>(),
                 "complaint",
                 feedback_type.clone(),
                 String::new(),
@@ -109,7 +115,7 @@ pub async fn apply(
     let Some((tenant, email)) = found else {
         return Ok(Applied::Ignored("no such campaign recipient"));
     };
-    if reported.as_deref().is_some_and(|r| r != email) {
+    if !reported.is_empty() && !reported.contains(&email) {
         return Ok(Applied::Ignored("reported recipient is not the job's"));
     }
     let clean = |s: String| s.replace('\0', "").chars().take(1000).collect::<String>();

@@ -18,8 +18,10 @@ pub enum Report {
 /// One recipient block of a DSN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DsnRecipient {
-    /// `Final-Recipient` (or `Original-Recipient`) address, lowercased, if given.
+    /// `Final-Recipient` address, lowercased, if given.
     pub recipient: Option<String>,
+    /// `Original-Recipient` address (the one we sent to, before forwarding), if given.
+    pub original: Option<String>,
     /// `Action`: failed, delayed, delivered, relayed, expanded (lowercased).
     pub action: String,
     /// `Status`, an RFC 3463 code such as `5.1.1`.
@@ -164,11 +166,9 @@ fn dsn_recipients(text: &[u8]) -> Vec<DsnRecipient> {
         .filter_map(|b| {
             let get = |k: &str| b.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let action = get("action")?.to_ascii_lowercase();
-            let recipient = get("final-recipient")
-                .or_else(|| get("original-recipient"))
-                .map(|a| address(&a));
             Some(DsnRecipient {
-                recipient,
+                recipient: get("final-recipient").map(|a| address(&a)),
+                original: get("original-recipient").map(|a| address(&a)),
                 action,
                 status: get("status").unwrap_or_default(),
                 diagnostic: get("diagnostic-code").unwrap_or_default(),

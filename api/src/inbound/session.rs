@@ -58,10 +58,13 @@ async fn read_line(
 /// The address inside `FROM:<…>` / `TO:<…>` (lowercased), if well-formed.
 fn path_arg(rest: &str, keyword: &str) -> Option<String> {
     let rest = rest.trim_start();
-    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+    if !rest
+        .get(..keyword.len())
+        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+    {
         return None;
     }
-    let rest = rest[keyword.len()..].trim_start();
+    let rest = rest.get(keyword.len()..)?.trim_start();
     let inner = rest.strip_prefix('<')?;
     let end = inner.find('>')?;
     Some(inner[..end].trim().to_ascii_lowercase())
@@ -244,5 +247,8 @@ mod tests {
         assert_eq!(path_arg("TO:a@b", "TO:"), None);
         assert_eq!(path_arg("", "TO:"), None);
         assert_eq!(path_arg("TO:<x", "TO:"), None);
+        // Non-ASCII where the keyword should be (a byte index inside a character) is no panic.
+        assert_eq!(path_arg("\u{fffd}\u{fffd}", "FROM:"), None);
+        assert_eq!(path_arg("FRéM:<a@b>", "FROM:"), None);
     }
 }

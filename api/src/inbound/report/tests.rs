@@ -76,6 +76,8 @@ fn dsn_recipients_with_actions_and_codes() {
     };
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].recipient.as_deref(), Some("hanako@gmail.test"));
+    assert_eq!(r[0].original.as_deref(), Some("hanako@gmail.test"));
+    assert_eq!(r[1].original, None);
     assert_eq!(r[0].action, "failed");
     assert_eq!(r[0].status, "5.1.1");
     assert!(
