@@ -131,7 +131,6 @@ struct State {
     step: f64,
     last_cut_ms: u64,
     last_step_ms: u64,
-    suspended_until_ms: u64,
 }
 
 /// A site's compiled rules and adaptive state.
@@ -141,7 +140,8 @@ pub struct Adaptive {
     interval_ms: u64,
     step_fraction: f64,
     state: Mutex<State>,
-    /// `State::suspended_until_ms`, readable without the lock (checked per job offered).
+    /// End of the current suspension, ms since the epoch: read without the lock (checked per
+    /// job offered), written under it.
     suspended_until: AtomicU64,
 }
 
@@ -204,11 +204,10 @@ impl Adaptive {
             }
             RuleAction::Suspend | RuleAction::Block => {
                 let until_ms = now_ms.saturating_add(rule.duration().as_millis() as u64);
-                if until_ms <= s.suspended_until_ms {
+                drop(s);
+                if self.suspended_until.fetch_max(until_ms, Ordering::Relaxed) >= until_ms {
                     return None;
                 }
-                s.suspended_until_ms = until_ms;
-                self.suspended_until.store(until_ms, Ordering::Relaxed);
                 Some(Change::Suspend {
                     until_ms,
                     blocked: rule.action == RuleAction::Block,

@@ -277,15 +277,16 @@ impl Campaign {
         Ok(campaign)
     }
 
-    /// The envelope sender (MAIL FROM) of `job`'s message: its VERP address when the campaign
-    /// has a bounce domain, else the campaign's return path.
-    pub fn envelope_from(&self, job: &Job) -> std::borrow::Cow<'_, str> {
+    /// The envelope sender (MAIL FROM) of `job`'s message: its VERP address (written into
+    /// `buf`, a connection's reusable buffer) when the campaign has a bounce domain, else the
+    /// campaign's return path.
+    pub fn envelope_from<'a>(&'a self, job: &Job, buf: &'a mut String) -> &'a str {
         if self.verp_domain.is_empty() {
-            return std::borrow::Cow::Borrowed(&self.return_path);
+            return &self.return_path;
         }
-        let mut a = String::with_capacity(self.verp_domain.len() + 32);
-        hikyaku_queue_schema::verp::write(&mut a, job.id.campaign, job.id.seq, &self.verp_domain);
-        std::borrow::Cow::Owned(a)
+        buf.clear();
+        hikyaku_queue_schema::verp::write(buf, job.id.campaign, job.id.seq, &self.verp_domain);
+        buf
     }
 
     /// Why this campaign cannot be sent in ISO-2022-JP (a template character it cannot carry).
@@ -438,8 +439,9 @@ impl Campaign {
             .iter()
             .map(|v| carriable(v).replace(['\r', '\n', '\0'], ""))
             .collect();
-        let filled =
-            |template: &str| carriable(&fill(template, &self.field_names, &values)).into_owned();
+        // Values are made carriable above; templates were checked at build (`jis_error`), and a
+        // site never renders a campaign that has one.
+        let filled = |template: &str| fill(template, &self.field_names, &values);
         self.write_ids(job, date, out);
         out.extend_from_slice(b"From: ");
         if !t.from_name.is_empty() {
@@ -663,6 +665,13 @@ mod tests {
         }
     }
 
+    /// `c`'s message for `j` as text (Date: x).
+    fn rendered(c: &Campaign, j: &Job, framing: Framing) -> String {
+        let mut out = Vec::new();
+        c.render(j, "Date: x\r\n", framing, Charset::Utf8, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
     fn job(fields: &[&str]) -> Job {
         Job {
             id: JobId {
@@ -681,15 +690,7 @@ mod tests {
     #[test]
     fn renders_fields_headers_and_mime() {
         let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
-        let mut out = Vec::new();
-        c.render(
-            &job(&["太郎", "gold"]),
-            "Date: x\r\n",
-            Framing::Data,
-            Charset::Utf8,
-            &mut out,
-        );
-        let text = String::from_utf8(out).expect("utf8");
+        let text = rendered(&c, &job(&["太郎", "gold"]), Framing::Data);
         assert!(text.starts_with(
             "Date: x\r\nMessage-ID: <hk.42.7@acme.test>\r\nTo: <taro@example.test>\r\n"
         ));
@@ -732,15 +733,11 @@ mod tests {
     #[test]
     fn merge_values_cannot_inject_headers_or_end_data() {
         let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
-        let mut out = Vec::new();
-        c.render(
+        let text = rendered(
+            &c,
             &job(&["x\r\nBcc: victim@evil.test", ".\r\nMAIL FROM:<a>"]),
-            "Date: x\r\n",
             Framing::Data,
-            Charset::Utf8,
-            &mut out,
         );
-        let text = String::from_utf8(out).expect("utf8");
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\n.\r\n"));
         assert!(!text.contains("\r\nMAIL FROM"));
@@ -768,15 +765,7 @@ mod tests {
         let mut s = snapshot();
         s.subject = "Weekly news".into();
         let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
-        let mut out = Vec::new();
-        c.render(
-            &job(&["a", "b"]),
-            "Date: x\r\n",
-            Framing::Data,
-            Charset::Utf8,
-            &mut out,
-        );
-        let text = String::from_utf8(out).expect("utf8");
+        let text = rendered(&c, &job(&["a", "b"]), Framing::Data);
         assert_eq!(text.matches("Subject: Weekly news").count(), 1);
         s.from_addr = "not an address".into();
         assert!(matches!(
@@ -796,15 +785,11 @@ mod tests {
         ];
         let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
         assert!(!c.signed());
-        let mut out = Vec::new();
-        c.render(
+        let text = rendered(
+            &c,
             &job(&["a", "b", "https://u.test/u/t1\r\nBcc: x@evil.test"]),
-            "Date: x\r\n",
             Framing::Bdat,
-            Charset::Utf8,
-            &mut out,
         );
-        let text = String::from_utf8(out).expect("utf8");
         assert!(
             text.contains("\r\nList-Unsubscribe: <https://u.test/u/t1Bcc: x@evil.test>\r\n"),
             "{text}"
@@ -856,15 +841,7 @@ mod tests {
         let keys = DkimKeys::from_keys(vec![rsa, ed]);
         let c = Campaign::build(&snapshot(), &keys).expect("builds");
         assert!(c.signed());
-        let mut out = Vec::new();
-        c.render(
-            &job(&["太郎", "gold"]),
-            "Date: x\r\n",
-            Framing::Data,
-            Charset::Utf8,
-            &mut out,
-        );
-        let text = String::from_utf8(out).expect("utf8");
+        let text = rendered(&c, &job(&["太郎", "gold"]), Framing::Data);
         assert!(text.starts_with("DKIM-Signature:"), "{text}");
         assert_eq!(text.matches("DKIM-Signature:").count(), 2);
         assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
@@ -882,13 +859,14 @@ mod tests {
     fn envelope_sender_is_the_jobs_verp_address_when_the_campaign_has_a_bounce_domain() {
         let mut s = snapshot();
         let plain = Campaign::build(&s, &DkimKeys::default()).expect("builds");
-        assert_eq!(plain.envelope_from(&job(&[])), "bounce@acme.test");
+        let mut buf = String::new();
+        assert_eq!(plain.envelope_from(&job(&[]), &mut buf), "bounce@acme.test");
         s.verp_domain = "bounces.acme.test".into();
         let verp = Campaign::build(&s, &DkimKeys::default()).expect("builds");
-        let from = verp.envelope_from(&job(&[]));
+        let from = verp.envelope_from(&job(&[]), &mut buf);
         assert_eq!(from, "b-42-7@bounces.acme.test");
         assert_eq!(
-            hikyaku_queue_schema::verp::parse(&from, "bounces.acme.test"),
+            hikyaku_queue_schema::verp::parse(from, "bounces.acme.test"),
             Some((42, 7))
         );
     }

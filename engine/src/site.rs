@@ -674,6 +674,7 @@ impl Site {
         self.metrics.connections.increment(1.0);
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
+        let mut from_buf = String::new();
         let mut date = DateLine::default();
         let mut current: Option<(u64, Arc<Campaign>)> = None;
         'jobs: loop {
@@ -758,9 +759,8 @@ impl Site {
                     &mut body,
                 );
                 let reused = s.sent > 0;
-                let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
-                    from: &from,
+                    from: campaign.envelope_from(&item.work.job, &mut from_buf),
                     to: &item.work.job.rcpt,
                     eight_bit: campaign.eight_bit,
                 };
@@ -832,6 +832,7 @@ impl Site {
     ) {
         let max = self.policy.max_messages_per_connection;
         let mut window: VecDeque<Sent> = VecDeque::new();
+        let mut from_buf = String::new();
         let mut next = Some(first);
         loop {
             let Some(s) = session.as_mut() else {
@@ -847,9 +848,8 @@ impl Site {
                     self.policy.charset,
                     body,
                 );
-                let from = campaign.envelope_from(&item.work.job);
                 let env = Envelope {
-                    from: &from,
+                    from: campaign.envelope_from(&item.work.job, &mut from_buf),
                     to: &item.work.job.rcpt,
                     eight_bit: campaign.eight_bit,
                 };

@@ -198,6 +198,25 @@ impl TestApi {
         c["id"].as_i64().expect("campaign id")
     }
 
+    /// A new list holding the subscribers of `csv` (imported through the API; 200 expected).
+    pub async fn list_with_csv(&self, csv: &str) -> i64 {
+        let (s, list) = self
+            .json(Method::POST, "/v1/lists", serde_json::json!({"name": "l"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{list}");
+        let l = list["id"].as_i64().expect("list id");
+        let (s, _, report) = self
+            .call(
+                Method::POST,
+                &format!("/v1/lists/{l}/subscribers/import"),
+                Some(&self.key),
+                Some(("text/csv", csv.as_bytes().to_vec())),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{report}");
+        l
+    }
+
     /// Sends a campaign (202 expected).
     pub async fn send(&self, campaign: i64) {
         let (s, body) = self

@@ -1,32 +1,17 @@
 //! Japanese carrier addresses are suppressed after one permanent failure of any kind (a policy
 //! refusal included); other addresses only for a bad mailbox or domain.
 
-use axum::http::{Method, StatusCode};
 use hikyaku_queue_schema::{Event, EventStatus, JobId};
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::redis::TestRedis;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_policy_bounce_suppresses_a_carrier_address_only() {
     let redis = TestRedis::start();
     let api = TestApi::start(&redis).await;
-    let (_, list) = api
-        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+    let l = api
+        .list_with_csv("email\nhanako@docomo.ne.jp\ntaro@gmail.test\n")
         .await;
-    let l = list["id"].as_i64().expect("list");
-    let (s, _, _) = api
-        .call(
-            Method::POST,
-            &format!("/v1/lists/{l}/subscribers/import"),
-            Some(&api.key),
-            Some((
-                "text/csv",
-                b"email\nhanako@docomo.ne.jp\ntaro@gmail.test\n".to_vec(),
-            )),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
     let cid = api.create_campaign(l, "hi").await;
     let event = |seq: u64, rcpt: &str| Event {
         id: JobId {

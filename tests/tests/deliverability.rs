@@ -85,17 +85,8 @@ fn header(message: &str, name: &str) -> Option<String> {
 
 #[test]
 fn rfc8463_example_signed_here_verifies_with_the_rfc_record() {
-    let message: &[u8] = b"From: Joe SixPack <joe@football.example.com>\r\n\
-To: Suzie Q <suzie@shopping.example.net>\r\n\
-Subject: Is dinner ready?\r\n\
-Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n\
-Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n\
-\r\n\
-Hi.\r\n\
-\r\n\
-We lost the game.  Are you hungry yet?\r\n\
-\r\n\
-Joe.\r\n";
+    let message = std::fs::read(testdata("rfc8463-message.eml")).expect("RFC 8463 message");
+    let message = message.as_slice();
     let pem = std::fs::read(testdata("rfc8463-ed25519.pem")).expect("key");
     let key = DkimKey::from_pem(
         "football.example.com",
@@ -119,22 +110,9 @@ Joe.\r\n";
 async fn delivered_message_is_signed_with_one_click_headers_that_work() {
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let (_, list) = api
-        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+    let l = api
+        .list_with_csv("email,first_name\nhanako@gmail.test,Hanako\nichiro@other.test,Ichiro\n")
         .await;
-    let l = list["id"].as_i64().expect("list");
-    let (s, _, _) = api
-        .call(
-            Method::POST,
-            &format!("/v1/lists/{l}/subscribers/import"),
-            Some(&api.key),
-            Some((
-                "text/csv",
-                b"email,first_name\nhanako@gmail.test,Hanako\nichiro@other.test,Ichiro\n".to_vec(),
-            )),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
     let cid = api
         .create_campaign(l, "Hello {{first_name}},\n.dot line\nnews.\n")
         .await;
@@ -286,24 +264,9 @@ fn decode_words(v: &str) -> String {
 async fn carrier_site_in_iso_2022_jp_decodes_back_to_the_original() {
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let (_, list) = api
-        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
+    let l = api
+        .list_with_csv("email,first_name\nhanako@docomo.test,花子😀\n")
         .await;
-    let l = list["id"].as_i64().expect("list");
-    let (s, _, _) = api
-        .call(
-            Method::POST,
-            &format!("/v1/lists/{l}/subscribers/import"),
-            Some(&api.key),
-            Some((
-                "text/csv",
-                "email,first_name\nhanako@docomo.test,花子😀\n"
-                    .as_bytes()
-                    .to_vec(),
-            )),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
     let subject = "【お知らせ】{{first_name}}様、今週の新商品のご案内です";
     let body =
         "{{first_name}}様\n\nいつもご利用ありがとうございます。\n.今週のおすすめはこちら。\n";

@@ -8,11 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
 use hikyaku_api::inbound::{self, InboundSettings};
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::redis::TestRedis;
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -157,23 +155,11 @@ async fn subscriber_status(api: &TestApi, email: &str) -> String {
 async fn reports_suppress_their_recipients_and_nothing_else() {
     let redis = TestRedis::start();
     let api = TestApi::start(&redis).await;
-    let (_, list) = api
-        .json(Method::POST, "/v1/lists", json!({"name": "l"}))
-        .await;
-    let l = list["id"].as_i64().expect("list");
-    let (s, _, _) = api
-        .call(
-            Method::POST,
-            &format!("/v1/lists/{l}/subscribers/import"),
-            Some(&api.key),
-            Some((
-                "text/csv",
-                b"email\nhard@gmail.test\ncomplainer@other.test\nsoft@yahoo.test\nkeep@gmail.test\n"
-                    .to_vec(),
-            )),
+    let l = api
+        .list_with_csv(
+            "email\nhard@gmail.test\ncomplainer@other.test\nsoft@yahoo.test\nkeep@gmail.test\n",
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
     let ids: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, email_lower FROM subscribers WHERE list_id = $1")
             .bind(l)

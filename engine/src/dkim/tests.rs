@@ -3,18 +3,8 @@ use super::*;
 const RFC8463_KEY: &[u8] = include_bytes!("testdata/rfc8463-ed25519.pem");
 const RSA_KEY: &[u8] = include_bytes!("testdata/rsa2048.pem");
 
-/// The message of RFC 8463 Appendix A.
-const RFC8463_MESSAGE: &[u8] = b"From: Joe SixPack <joe@football.example.com>\r\n\
-To: Suzie Q <suzie@shopping.example.net>\r\n\
-Subject: Is dinner ready?\r\n\
-Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n\
-Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n\
-\r\n\
-Hi.\r\n\
-\r\n\
-We lost the game.  Are you hungry yet?\r\n\
-\r\n\
-Joe.\r\n";
+/// The message of RFC 8463 Appendix A (CRLF lines).
+const RFC8463_MESSAGE: &[u8] = include_bytes!("testdata/rfc8463-message.eml");
 
 fn tag<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     let unfolded: String = header.split_once(':')?.1.to_owned();
