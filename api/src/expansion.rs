@@ -1,6 +1,10 @@
 //! Campaign expansion: the frozen snapshot into Redis, then every active, unsuppressed
 //! subscriber of the list into the shard streams, in keyset pages.
 //!
+//! Freezing puts tracking into the HTML body of a campaign that has it on
+//! ([`crate::tracking`]) and stores its click targets; expansion rewrites the same body to name
+//! the same fields, and gives each job its `tracking_url`.
+//!
 //! Resumable without duplicates: pages go through `queue-schema`'s `enqueue` script, which
 //! skips any job at or below the campaign's per-shard high mark, so a page replayed after a
 //! crash (the cursor in PostgreSQL is written after the page) enqueues nothing twice. Pausable:
@@ -16,6 +20,8 @@ use sqlx::FromRow;
 use crate::error::ApiError;
 use crate::routes::campaigns::Campaign;
 use crate::state::AppState;
+use crate::tokens::{self, Purpose, NO_SUBSCRIBER};
+use crate::tracking::{self, TRACKING_URL};
 
 /// Subscribers read per page.
 const PAGE: i64 = 10_000;
@@ -52,9 +58,10 @@ pub fn field_names(texts: &[&str]) -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// The fields jobs of a campaign carry, in order: every `{{name}}` of its texts, plus the
-/// computed ones its headers need (`unsubscribe_url`, and `unsubscribe_token` when a mailto
-/// unsubscribe address is offered).
+/// The fields jobs of a campaign carry, in order: every `{{name}}` of its texts (the HTML body
+/// as frozen, so `tracking_url` when tracking put it there), plus the computed ones its headers
+/// need (`unsubscribe_url`, and `unsubscribe_token` when a mailto unsubscribe address is
+/// offered).
 pub fn campaign_fields(state: &AppState, texts: &[&str]) -> Vec<String> {
     let mut names = field_names(texts);
     let mut computed = vec![UNSUBSCRIBE_URL];
@@ -89,7 +96,8 @@ pub fn bulk_headers(state: &AppState, campaign: i64, tenant: i64) -> Vec<String>
     ]
 }
 
-fn snapshot(state: &AppState, c: &Campaign) -> CampaignSnapshot {
+/// The snapshot of `c`, whose HTML body as frozen is `html`.
+fn snapshot(state: &AppState, c: &Campaign, html: String) -> CampaignSnapshot {
     let domain = c.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
     CampaignSnapshot {
         id: c.id as u64,
@@ -99,12 +107,13 @@ fn snapshot(state: &AppState, c: &Campaign) -> CampaignSnapshot {
         reply_to: c.reply_to.clone(),
         subject: c.subject.clone(),
         text_body: c.text_body.clone(),
-        html_body: c.html_body.clone(),
-        field_names: campaign_fields(state, &[&c.subject, &c.text_body, &c.html_body]),
+        field_names: campaign_fields(state, &[&c.subject, &c.text_body, &html]),
+        html_body: html,
         return_path: c.from_addr.clone(),
         message_id_domain: domain.to_owned(),
         headers: bulk_headers(state, c.id, c.tenant_id),
         verp_domain: state.bounce_domain.clone().unwrap_or_default(),
+        mobile_charset: String::new(),
     }
 }
 
@@ -115,6 +124,12 @@ const TEST_ID_BASE: u64 = 1 << 48;
 /// Sends the campaign as it is now to `recipients`, under a fresh test id whose snapshot
 /// expires after a week. Merge fields get the recipient's address for `email` and are empty
 /// otherwise.
+///
+/// Computed fields carry tokens of the real campaign and [`NO_SUBSCRIBER`]: the unsubscribe
+/// link unsubscribes nobody, and tracking links work (the pixel loads, clicks redirect, to
+/// targets stored under the real campaign id as a freeze stores them) but record nothing.
+/// Editing the draft and test-sending or sending again stores the new body's targets, so a
+/// link of an older test message may lead where the edited body's link at its position does.
 pub async fn test_send(
     state: &AppState,
     c: &Campaign,
@@ -128,7 +143,11 @@ pub async fn test_send(
         .query_async(&mut con)
         .await?;
     let test_id = TEST_ID_BASE + n;
-    let mut snap = snapshot(state, c);
+    let tracked = frozen_html(c);
+    if c.track_opens || c.track_clicks {
+        store_links(&state.db, c.id, &tracked.links).await?;
+    }
+    let mut snap = snapshot(state, c, tracked.html);
     snap.id = test_id;
     let key = Keys::campaign(test_id);
     let _: () = redis::pipe()
@@ -145,7 +164,15 @@ pub async fn test_send(
         .await?;
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let mut by_shard: BTreeMap<u16, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-    let test_token = unsubscribe_token(state, c.tenant_id, c.id, 0);
+    let computed = Computed::new(
+        state,
+        tokens::Recipient {
+            tenant: c.tenant_id,
+            campaign: c.id,
+            subscriber: NO_SUBSCRIBER,
+        },
+        tracks(c.track_opens, c.track_clicks, &snap.field_names),
+    );
     for (i, rcpt) in recipients.iter().enumerate() {
         let job = Job {
             id: JobId {
@@ -162,8 +189,7 @@ pub async fn test_send(
                 .iter()
                 .map(|n| match n.as_str() {
                     "email" => rcpt.clone(),
-                    // A token of no subscriber: the link works and unsubscribes nobody.
-                    name => unsubscribe_field(state, name, &test_token).unwrap_or_default(),
+                    name => computed.field(name).unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -179,15 +205,53 @@ pub async fn test_send(
     Ok(crate::routes::campaigns::TestSent { test_id, enqueued })
 }
 
-/// Writes the campaign's frozen snapshot to Redis (idempotent).
-pub async fn freeze(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
+/// Writes the campaign's frozen snapshot to Redis, after its click targets to `db` (idempotent).
+/// `db` is the caller's transaction where it holds the campaign's row locked: the targets
+/// reference that row.
+pub async fn freeze<'c>(
+    state: &AppState,
+    db: impl sqlx::PgExecutor<'c>,
+    c: &Campaign,
+) -> Result<(), ApiError> {
+    let tracked = frozen_html(c);
+    if c.track_opens || c.track_clicks {
+        store_links(db, c.id, &tracked.links).await?;
+    }
     let mut con = state.redis.clone();
     let _: () = redis::cmd("HSET")
         .arg(Keys::campaign(c.id as u64))
         .arg(SNAPSHOT_FIELD)
-        .arg(snapshot(state, c).encode())
+        .arg(snapshot(state, c, tracked.html).encode())
         .query_async(&mut con)
         .await?;
+    Ok(())
+}
+
+/// `c`'s HTML body as frozen: with tracking put in when the campaign has it on.
+fn frozen_html(c: &Campaign) -> tracking::Tracked {
+    tracking::rewrite(&c.html_body, c.track_clicks, c.track_opens)
+}
+
+/// Stores a frozen body's click targets by position, in one statement. A position an earlier
+/// freeze (a test send of the draft before an edit) gave another URL gets this body's, and
+/// positions beyond this body's links go, so a redirect only ever leads to a link of the body
+/// frozen last. Freezing the same body again changes nothing; once a campaign sends, its body
+/// cannot change.
+async fn store_links<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    campaign: i64,
+    links: &[String],
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM campaign_links WHERE campaign_id = $1 AND n >= cardinality($2::text[])) \
+         INSERT INTO campaign_links (campaign_id, n, url) \
+         SELECT $1, (t.o - 1)::int, t.url FROM unnest($2::text[]) WITH ORDINALITY AS t(url, o) \
+         ON CONFLICT (campaign_id, n) DO UPDATE SET url = EXCLUDED.url WHERE campaign_links.url <> EXCLUDED.url",
+    )
+    .bind(campaign)
+    .bind(links)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -199,6 +263,8 @@ struct Expanding {
     subject: String,
     text_body: String,
     html_body: String,
+    track_opens: bool,
+    track_clicks: bool,
     priority: i16,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
     expansion_cursor: i64,
@@ -212,29 +278,47 @@ struct Recipient {
     excluded: bool,
 }
 
-/// Merge fields the expander computes rather than reads from attributes.
+/// Merge fields the expander computes rather than reads from attributes (with
+/// [`TRACKING_URL`], for a campaign that tracks).
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
 /// The recipient's unsubscribe token alone (for the mailto link).
 pub const UNSUBSCRIBE_TOKEN: &str = "unsubscribe_token";
 
-/// The signed unsubscribe token of one recipient of a campaign.
-fn unsubscribe_token(state: &AppState, tenant: i64, campaign: i64, subscriber: i64) -> String {
-    crate::tokens::sign(
-        &state.token_secret,
-        crate::tokens::Unsubscribe {
-            tenant,
-            campaign,
-            subscriber,
-        },
-    )
+/// Whether jobs of a campaign get a computed `tracking_url`: only when it tracks and its frozen
+/// body uses the field, so other campaigns sign no second token per recipient.
+fn tracks(opens: bool, clicks: bool, names: &[String]) -> bool {
+    (opens || clicks) && names.iter().any(|n| n == TRACKING_URL)
 }
 
-/// The value of a computed unsubscribe field for `token`, or `None` for any other field.
-fn unsubscribe_field(state: &AppState, name: &str, token: &str) -> Option<String> {
-    match name {
-        UNSUBSCRIBE_URL => Some(format!("{}/u/{token}", state.public_url)),
-        UNSUBSCRIBE_TOKEN => Some(token.to_owned()),
-        _ => None,
+/// One recipient's computed fields: its signed tokens, as the fields carry them.
+struct Computed<'a> {
+    state: &'a AppState,
+    unsubscribe: String,
+    /// `{public_url}/t/{token}`, for a campaign that [`tracks`].
+    tracking_url: Option<String>,
+}
+
+impl<'a> Computed<'a> {
+    fn new(state: &'a AppState, r: tokens::Recipient, tracks: bool) -> Self {
+        let secret = &state.token_secret;
+        Computed {
+            state,
+            unsubscribe: tokens::sign(secret, Purpose::Unsubscribe, r),
+            tracking_url: tracks.then(|| {
+                let token = tokens::sign(secret, Purpose::Track, r);
+                format!("{}/t/{token}", state.public_url)
+            }),
+        }
+    }
+
+    /// The value of computed field `name`, or `None` for a field read from attributes.
+    fn field(&self, name: &str) -> Option<String> {
+        match name {
+            UNSUBSCRIBE_URL => Some(format!("{}/u/{}", self.state.public_url, self.unsubscribe)),
+            UNSUBSCRIBE_TOKEN => Some(self.unsubscribe.clone()),
+            TRACKING_URL => self.tracking_url.clone(),
+            _ => None,
+        }
     }
 }
 
@@ -252,8 +336,8 @@ fn value_of(attrs: &serde_json::Value, name: &str, email: &str) -> String {
 /// Expands one campaign to the end (or until it leaves `sending`).
 pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     let Some(c) = sqlx::query_as::<_, Expanding>(
-        "SELECT id, tenant_id, list_id, subject, text_body, html_body, priority, expires_at, expansion_cursor \
-         FROM campaigns WHERE id = $1 AND status = 'sending' AND NOT expansion_done",
+        "SELECT id, tenant_id, list_id, subject, text_body, html_body, track_opens, track_clicks, \
+         priority, expires_at, expansion_cursor FROM campaigns WHERE id = $1 AND status = 'sending' AND NOT expansion_done",
     )
     .bind(campaign)
     .fetch_optional(&state.db)
@@ -261,7 +345,11 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    let names = campaign_fields(state, &[&c.subject, &c.text_body, &c.html_body]);
+    // The body as frozen, for the same field names as the snapshot (its links need not be
+    // stored again: the freeze did that).
+    let html = tracking::rewrite(&c.html_body, c.track_clicks, c.track_opens).html;
+    let names = campaign_fields(state, &[&c.subject, &c.text_body, &html]);
+    let tracks = tracks(c.track_opens, c.track_clicks, &names);
     let expires_ms = c
         .expires_at
         .map_or(0, |t| t.timestamp_millis().max(1) as u64);
@@ -314,11 +402,17 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 priority: c.priority.clamp(0, 9) as u8,
                 rcpt: r.email.clone(),
                 fields: {
-                    let token = unsubscribe_token(state, c.tenant_id, c.id, r.id);
+                    let recipient = tokens::Recipient {
+                        tenant: c.tenant_id,
+                        campaign: c.id,
+                        subscriber: r.id,
+                    };
+                    let computed = Computed::new(state, recipient, tracks);
                     names
                         .iter()
                         .map(|n| {
-                            unsubscribe_field(state, n, &token)
+                            computed
+                                .field(n)
                                 .unwrap_or_else(|| value_of(&r.attributes, n, &r.email))
                         })
                         .collect()
@@ -368,7 +462,7 @@ async fn start_due(state: &AppState) -> Result<(), ApiError> {
     .fetch_all(&state.db)
     .await?;
     for c in due {
-        freeze(state, &c).await?;
+        freeze(state, &state.db, &c).await?;
         sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1 AND status = 'scheduled'")
             .bind(c.id)
             .execute(&state.db)

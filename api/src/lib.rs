@@ -12,10 +12,13 @@
 //!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
 //! - [`auth`] (Bearer key → tenant), [`keys`] (key making and hashing), [`error`]
 //!   (problem+json), [`json`] (body extractor naming the bad field), [`address`] (validation).
-//! - [`tokens`]: signed one-click unsubscribe tokens (`routes::unsubscribe` serves them).
+//! - [`tokens`]: signed per-recipient tokens, for one-click unsubscribe (`routes::unsubscribe`
+//!   serves them) and tracking (`routes::tracking`).
+//! - [`tracking`]: the open pixel and click redirects put into a tracked campaign's HTML body.
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
-//! - [`inbound`]: the SMTP listener for DSNs (VERP) and ARF complaints → suppressions.
+//! - [`inbound`]: the SMTP listener for DSNs (VERP) and ARF complaints → suppressions;
+//!   [`suppression_feed`]: every suppression published to the engines' last check.
 //! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings;
 //!   [`metrics`]: `/metrics`.
 //! - Migrations: `api/migrations`.
@@ -36,7 +39,9 @@ pub mod recorder;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod suppression_feed;
 pub mod tokens;
+pub mod tracking;
 
 pub use config::ApiConfig;
 pub use server::{app, run};

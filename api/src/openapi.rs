@@ -6,7 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{campaigns, health, import, lists, subscribers, suppressions, unsubscribe};
+use crate::routes::{
+    campaigns, health, import, lists, subscribers, suppressions, tracking, unsubscribe,
+};
 use crate::state::AppState;
 
 struct Bearer;
@@ -36,6 +38,7 @@ impl Modify for Bearer {
         campaigns::update, campaigns::test_send,
         suppressions::add, suppressions::page, suppressions::remove, suppressions::import, suppressions::export,
         unsubscribe::page, unsubscribe::one_click,
+        tracking::open, tracking::click,
     )
 )]
 pub struct ApiDoc;

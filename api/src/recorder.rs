@@ -27,18 +27,6 @@ const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 /// Bounce reasons of our own making (not a refusal by the carrier): they never suppress.
 const LOCAL_BOUNCES: [&str; 3] = ["unencodable", "expired", "cancelled"];
 
-/// Japanese mobile carrier domains: their networks block senders that keep mailing failing
-/// addresses, so any permanent failure (policy refusals included) suppresses at once.
-pub const CARRIER_DOMAINS: [&str; 7] = [
-    "docomo.ne.jp",
-    "ezweb.ne.jp",
-    "biz.ezweb.ne.jp",
-    "au.com",
-    "softbank.ne.jp",
-    "i.softbank.jp",
-    "ymobile.ne.jp",
-];
-
 /// Marks a campaign completed once every enqueued job has an end state.
 pub async fn maybe_complete(state: &AppState, campaign: i64) -> Result<(), ApiError> {
     sqlx::query(
@@ -68,7 +56,8 @@ pub async fn complete_all(state: &AppState) -> Result<(), ApiError> {
 ///
 /// One statement, so one round trip and one implicit transaction: the insert, the counter
 /// upserts, the hard-bounce suppressions and the subscriber marks are data-modifying CTEs over
-/// the rows really inserted, and only per-(campaign, status) totals come back.
+/// the rows really inserted, and only per-(campaign, status) totals and the newly suppressed
+/// addresses come back (for the engines' suppression feed).
 pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
     let events: Vec<&Event> = events.iter().filter(|e| e.id.campaign > 0).collect();
     if events.is_empty() {
@@ -123,11 +112,13 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
          ), suppressed AS ( \
            INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
            SELECT tenant_id, e, reason, 'bounce' FROM hard ON CONFLICT DO NOTHING \
+           RETURNING tenant_id, email_lower \
          ), marked AS ( \
            UPDATE subscribers s SET status = 'bounced', updated_at = now() FROM hard h \
            WHERE s.tenant_id = h.tenant_id AND s.email_lower = h.e AND s.status = 'active' \
          ) \
-         SELECT campaign_id, status, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2",
+         (SELECT campaign_id, status, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2) \
+         UNION ALL SELECT tenant_id, email_lower, -1 FROM suppressed",
     )
     .bind(&campaign)
     .bind(&seq)
@@ -143,11 +134,18 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     .bind(&queued)
     .bind(&at)
     .bind(&HARD_BOUNCES[..])
-    .bind(&CARRIER_DOMAINS[..])
+    .bind(&hikyaku_queue_schema::carriers::CARRIER_DOMAINS[..])
     .bind(&LOCAL_BOUNCES[..])
     .fetch_all(&state.db)
     .await?;
     let secs = started.elapsed().as_secs_f64();
+    // Rows with -1 are the addresses this batch newly suppressed (tenant, address).
+    let (suppressed, totals): (Vec<_>, Vec<_>) = totals.into_iter().partition(|r| r.2 < 0);
+    let changes: Vec<(i64, &str, bool)> = suppressed
+        .iter()
+        .map(|(tenant, email, _)| (*tenant, email.as_str(), true))
+        .collect();
+    crate::suppression_feed::publish(state, &changes).await;
     let mut by_status: HashMap<&str, u64> = HashMap::new();
     for (_, status, n) in &totals {
         *by_status.entry(status.as_str()).or_insert(0) += *n as u64;

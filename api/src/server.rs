@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::campaigns::router())
         .merge(routes::suppressions::router().layer(DefaultBodyLimit::disable()))
         .merge(routes::unsubscribe::router())
+        .merge(routes::tracking::router())
         .merge(openapi::router())
         .merge(crate::metrics::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

@@ -1,54 +1,84 @@
-//! Signed per-recipient unsubscribe tokens: `<tenant>.<campaign>.<subscriber>.<mac>`, where
-//! `mac` is the first 16 bytes of HMAC-SHA256 over the three ids, hex-encoded. No API key is
-//! needed to use one; a token only ever unsubscribes the subscriber it names, for its tenant.
+//! Signed per-recipient tokens: `<tenant>.<campaign>.<subscriber>.<mac>`, where `mac` is the
+//! first 16 bytes of HMAC-SHA256 over the [`Purpose`]'s domain and the three ids, hex-encoded.
+//! No API key is needed to use one; a token only ever acts for the recipient it names, for its
+//! tenant, and only for the purpose it was signed for: an unsubscribe token is no tracking
+//! token, and a tracking token (which a mail client may leak in a `Referer` or a proxy log)
+//! unsubscribes nobody.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// What a token is for. Each purpose signs under its own domain prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// One-click unsubscribe (`/u/{token}`).
+    Unsubscribe,
+    /// Open pixel and click redirects (`/t/{token}/…`).
+    Track,
+}
+
+impl Purpose {
+    /// The bytes the MAC covers before the ids. Unsubscribe's is empty because its tokens
+    /// predate the others and are in delivered mail: they must keep verifying.
+    fn domain(self) -> &'static str {
+        match self {
+            Purpose::Unsubscribe => "",
+            Purpose::Track => "track:",
+        }
+    }
+}
+
+/// Subscriber id of test sends: no real subscriber has it (ids start at 1), so its tokens
+/// work as links and act on no one.
+pub const NO_SUBSCRIBER: i64 = 0;
+
 /// What a valid token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unsubscribe {
+pub struct Recipient {
     /// Tenant.
     pub tenant: i64,
     /// Campaign the message came from.
     pub campaign: i64,
-    /// Subscriber.
+    /// Subscriber ([`NO_SUBSCRIBER`] for a test send).
     pub subscriber: i64,
 }
 
-fn mac(secret: &[u8], msg: &str) -> String {
+/// HMAC-SHA256 of `purpose`'s domain and `body` under `secret`.
+fn mac(secret: &[u8], purpose: Purpose, body: &str) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    m.update(msg.as_bytes());
-    m.finalize().into_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    m.update(purpose.domain().as_bytes());
+    m.update(body.as_bytes());
+    m
 }
 
-/// Makes the token.
-pub fn sign(secret: &[u8], u: Unsubscribe) -> String {
-    let body = format!("{}.{}.{}", u.tenant, u.campaign, u.subscriber);
-    let tag = mac(secret, &body);
+/// Makes the token of `r` for `purpose`.
+pub fn sign(secret: &[u8], purpose: Purpose, r: Recipient) -> String {
+    let body = format!("{}.{}.{}", r.tenant, r.campaign, r.subscriber);
+    let tag: String = mac(secret, purpose, &body).finalize().into_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{body}.{tag}")
 }
 
-/// Checks a token; `None` if malformed or not signed with `secret`.
-pub fn verify(secret: &[u8], token: &str) -> Option<Unsubscribe> {
+/// Checks a token; `None` if malformed, not signed with `secret`, or signed for another
+/// purpose.
+pub fn verify(secret: &[u8], purpose: Purpose, token: &str) -> Option<Recipient> {
     let (body, tag) = token.rsplit_once('.')?;
     let mut ids = body.split('.').map(|p| p.parse::<i64>().ok());
     let (tenant, campaign, subscriber) = (ids.next()??, ids.next()??, ids.next()??);
     if ids.next().is_some() || tag.len() != 32 {
         return None;
     }
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
-    m.update(body.as_bytes());
     let want: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(tag.get(2 * i..2 * i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
     // Constant-time comparison of the truncated tag.
-    m.verify_truncated_left(&want).ok()?;
-    Some(Unsubscribe {
+    mac(secret, purpose, body)
+        .verify_truncated_left(&want)
+        .ok()?;
+    Some(Recipient {
         tenant,
         campaign,
         subscriber,
@@ -59,26 +89,53 @@ pub fn verify(secret: &[u8], token: &str) -> Option<Unsubscribe> {
 mod tests {
     use super::*;
 
+    const R: Recipient = Recipient {
+        tenant: 3,
+        campaign: 44,
+        subscriber: 12345,
+    };
+
     #[test]
     fn tokens_verify_and_resist_tampering() {
-        let u = Unsubscribe {
-            tenant: 3,
-            campaign: 44,
-            subscriber: 12345,
-        };
-        let t = sign(b"secret", u);
-        assert_eq!(verify(b"secret", &t), Some(u));
-        assert_eq!(verify(b"other", &t), None, "another key");
-        let forged = t.replacen("12345", "12346", 1);
-        assert_eq!(verify(b"secret", &forged), None, "another subscriber");
-        for bad in [
-            "",
-            "a.b.c.d",
-            "1.2.3",
-            "1.2.3.zz",
-            "1.2.3.4.0123456789abcdef0123456789abcdef",
-        ] {
-            assert_eq!(verify(b"secret", bad), None, "{bad}");
+        for p in [Purpose::Unsubscribe, Purpose::Track] {
+            let t = sign(b"secret", p, R);
+            assert_eq!(verify(b"secret", p, &t), Some(R));
+            assert_eq!(verify(b"other", p, &t), None, "another key");
+            let forged = t.replacen("12345", "12346", 1);
+            assert_eq!(verify(b"secret", p, &forged), None, "another subscriber");
+            for bad in [
+                "",
+                "a.b.c.d",
+                "1.2.3",
+                "1.2.3.zz",
+                "1.2.3.4.0123456789abcdef0123456789abcdef",
+            ] {
+                assert_eq!(verify(b"secret", p, bad), None, "{bad}");
+            }
         }
+    }
+
+    #[test]
+    fn a_token_is_good_for_its_own_purpose_only() {
+        let unsubscribe = sign(b"secret", Purpose::Unsubscribe, R);
+        let track = sign(b"secret", Purpose::Track, R);
+        assert_ne!(unsubscribe, track);
+        assert_eq!(verify(b"secret", Purpose::Track, &unsubscribe), None);
+        assert_eq!(verify(b"secret", Purpose::Unsubscribe, &track), None);
+    }
+
+    /// Unsubscribe tokens already delivered keep working: the MAC is over the bare ids.
+    #[test]
+    fn unsubscribe_tokens_are_unchanged() {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(b"secret").expect("key");
+        m.update(b"3.44.12345");
+        let tag: String = m.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            sign(b"secret", Purpose::Unsubscribe, R),
+            format!("3.44.12345.{tag}")
+        );
     }
 }

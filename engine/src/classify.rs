@@ -64,6 +64,8 @@ pub enum Reason {
     Cancelled,
     /// The message cannot be written in the character set the site needs.
     Unencodable,
+    /// The address was suppressed for the tenant after the campaign was expanded.
+    Suppressed,
 }
 
 impl Reason {
@@ -91,6 +93,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Cancelled => "cancelled",
             Reason::Unencodable => "unencodable",
+            Reason::Suppressed => "suppressed",
         }
     }
 }

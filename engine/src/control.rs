@@ -1,6 +1,6 @@
 //! Run-time control and queue gauges: every second, read each site's `hk:site:<name>:ctl`
 //! (pause flag, rate override, set by operators through the admin CLI), each shard's depths,
-//! and the run state of every campaign seen.
+//! the run state of every campaign seen, and the suppression feed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,11 +21,12 @@ pub async fn run(
     mut con: MultiplexedConnection,
     sites: BTreeMap<String, Arc<Site>>,
     campaigns: Arc<CampaignStates>,
+    suppressed: Arc<crate::suppressed::Suppressed>,
     shards: u16,
     inflight: Arc<InFlight>,
-    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
+    let metrics = Metrics;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,6 +42,9 @@ pub async fn run(
         }
         if let Err(e) = campaigns.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading campaign states failed");
+        }
+        if let Err(e) = suppressed.refresh(&mut con).await {
+            tracing::warn!(error = %e, "reading the suppression feed failed");
         }
     }
 }

@@ -106,6 +106,7 @@ pub async fn run(
     let reporter = Reporter::new(txs, Metrics);
     let campaigns = Arc::new(crate::campaigns::CampaignStates::default());
     let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
+    let suppressed = Arc::new(crate::suppressed::Suppressed::default());
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
@@ -116,6 +117,7 @@ pub async fn run(
         reporter: reporter.clone(),
         campaigns: campaigns.clone(),
         events,
+        suppressed: suppressed.clone(),
     };
     let sites: BTreeMap<String, Arc<Site>> = config
         .site_policies()
@@ -150,6 +152,7 @@ pub async fn run(
 
     // Operator state first: a site paused before this node started must not get a message.
     control::poll(&mut con.clone(), &sites, config.shards, &inflight, &Metrics).await?;
+    suppressed.refresh(&mut con.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = Vec::new();
     for shard in 0..config.shards {
@@ -195,9 +198,9 @@ pub async fn run(
             con.clone(),
             sites.clone(),
             campaigns.clone(),
+            suppressed,
             config.shards,
             inflight.clone(),
-            Metrics,
             stop_rx.clone(),
         )),
     ];

@@ -1,6 +1,7 @@
 //! ISO-2022-JP (7bit) messages for Japanese mobile carriers that want them (legacy au/EZweb
-//! handsets read Shift_JIS or ISO-2022-JP only). A site policy with `charset = "iso-2022-jp"`
-//! gets every message built here, per recipient: merge values are filled into the UTF-8
+//! handsets read Shift_JIS or ISO-2022-JP only). A site policy with `charset = "iso-2022-jp"`,
+//! or a campaign with `mobile_charset = "iso-2022-jp"` for its recipients at carrier domains
+//! ([`hikyaku_queue_schema::carriers`]), gets every message built here, per recipient: merge values are filled into the UTF-8
 //! templates, then text parts are encoded with encoding_rs, line by line (each line returns
 //! to ASCII, so lines stand alone), headers as RFC 2047 `=?ISO-2022-JP?B?…?=` words.
 //!
@@ -15,13 +16,24 @@ use encoding_rs::ISO_2022_JP;
 /// The character set a site's messages are written in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub enum Charset {
-    /// UTF-8, 8bit (the pre-rendered skeleton).
+    /// UTF-8 (the pre-rendered skeleton: 7bit or quoted-printable bodies).
     #[default]
     #[serde(rename = "utf-8")]
     Utf8,
     /// ISO-2022-JP, 7bit, built per message.
     #[serde(rename = "iso-2022-jp")]
     Iso2022Jp,
+}
+
+impl Charset {
+    /// The charset named `name` (`utf-8` or `iso-2022-jp`, any case).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "utf-8" => Some(Charset::Utf8),
+            "iso-2022-jp" => Some(Charset::Iso2022Jp),
+            _ => None,
+        }
+    }
 }
 
 /// The mark written for a merge-value character ISO-2022-JP cannot carry.

@@ -14,7 +14,8 @@
 //! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
 //! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
-//!   [`dkim`] signs it; [`jis`] builds ISO-2022-JP messages for carriers that want them.
+//!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies; [`jis`] builds ISO-2022-JP
+//!   messages for carriers that want them; [`suppressed`]: the last suppression check.
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
 //! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;
 //!   [`site_events`]: those changes as events in Redis.
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod mover;
 pub mod mx;
 pub mod policy;
+pub mod qp;
 pub mod render;
 pub mod report;
 pub mod retry;
@@ -51,6 +53,7 @@ pub mod site;
 pub mod site_events;
 pub mod smtp;
 pub mod streams;
+pub mod suppressed;
 pub mod units;
 pub mod work;
 

@@ -6,7 +6,9 @@
 //! behind a few per-message headers (Date, Message-ID, To, and Subject when it has merge
 //! fields, and the snapshot's extra header lines — List-Unsubscribe, Feedback-ID … — with
 //! their per-recipient values). That is one memcpy-like pass per message instead of a MIME
-//! build. A campaign whose From domain has DKIM keys ([`crate::dkim`]) is rendered raw into a
+//! build. Bodies are 7bit when the templates and the job's values allow it, else
+//! quoted-printable ([`crate::qp`], written around the values as they are spliced in): lines
+//! stay within RFC 5322's 998 bytes and no 8-bit octet travels. A campaign whose From domain has DKIM keys ([`crate::dkim`]) is rendered raw into a
 //! scratch buffer, signed with every key, and written behind its `DKIM-Signature` lines.
 
 use std::collections::HashMap;
@@ -21,8 +23,9 @@ use redis::aio::MultiplexedConnection;
 
 use crate::campaigns::{CampaignStates, RunState};
 use crate::clock;
-use crate::dkim::{DkimKey, DkimKeys};
+use crate::dkim::{BodyHash, DkimKey, DkimKeys};
 use crate::jis::Charset;
+use crate::qp::QpWriter;
 use crate::smtp::dotstuff;
 
 /// Why a campaign cannot be rendered.
@@ -53,7 +56,17 @@ pub enum RenderError {
 enum Segment {
     Literal(std::ops::Range<usize>),
     Field(usize),
+    /// A quoted-printable body starts: what follows is escaped ([`crate::qp`]) until
+    /// [`Segment::QpEnd`].
+    QpStart,
+    /// The quoted-printable body ends.
+    QpEnd,
 }
+
+/// Marks where a quoted-printable body starts and ends in the composed message; the byte 0x01
+/// never survives escaping, so no template can contain them.
+const QP_START: &[u8] = b"\x01[";
+const QP_END: &[u8] = b"\x01]";
 
 /// How the content travels: after `DATA` (dot-stuffed, ended by the caller's `.`) or in a
 /// `BDAT` chunk (octets as they are, RFC 3030).
@@ -63,6 +76,13 @@ pub enum Framing {
     Data,
     /// Raw for `BDAT`.
     Bdat,
+}
+
+/// The campaign's message in both framings.
+#[derive(Debug)]
+struct Variant {
+    data: Skeleton,
+    bdat: Skeleton,
 }
 
 /// The campaign's message in one framing, cut at its merge fields.
@@ -86,15 +106,30 @@ pub struct Campaign {
     pub return_path: String,
     /// Domain of per-job VERP envelope senders, or empty.
     verp_domain: String,
-    /// The body contains (or may contain, via merge values) 8-bit text.
+    /// The body contains 8-bit text (never, today: bodies are 7bit or quoted-printable).
     pub eight_bit: bool,
-    data: Skeleton,
-    bdat: Skeleton,
+    /// The message with 7bit bodies and merge values written as they are: for jobs whose
+    /// body values are ASCII and keep every line within 998 bytes ([`Campaign::plain_fits`]).
+    /// `None` when a template is not 7bit-clean.
+    plain: Option<Variant>,
+    /// The message with quoted-printable bodies where they need it: for every other job.
+    /// `None` when the plain form always serves (no merge fields in the bodies).
+    qp: Option<Variant>,
+    /// Merge fields that appear in a body.
+    body_fields: Vec<usize>,
+    /// Longest body line holding a merge field, and most fields on one body line: bounds the
+    /// longest line a job's values can make.
+    field_lines: (usize, usize),
+    /// Campaign's charset for Japanese mobile carrier recipients, over the site's.
+    mobile_charset: Option<Charset>,
+    tenant: String,
     subject_template: Option<String>,
     /// The snapshot's extra header lines, CRLF-ended, cut at their merge fields.
     headers: Skeleton,
     /// Keys signing every message (none: unsigned).
     dkim: Vec<Arc<DkimKey>>,
+    /// The body hash of a campaign whose body is the same for everyone (no merge field in it).
+    body_hash: Option<BodyHash>,
     /// The templates as written, for messages built per recipient in ISO-2022-JP.
     texts: Texts,
     /// Why the templates cannot be written in ISO-2022-JP, if they cannot.
@@ -142,7 +177,7 @@ impl Campaign {
                 .map_err(|e| invalid(format!("return_path {:?}: {e}", s.return_path)))?;
         }
         let templated_subject = s.subject.contains("{{");
-        let mut b = Message::builder().from(from).to(PLACEHOLDER_RCPT
+        let mut builder = Message::builder().from(from).to(PLACEHOLDER_RCPT
             .parse()
             .map_err(|e| invalid(format!("{e}")))?);
         if !s.reply_to.is_empty() {
@@ -150,52 +185,97 @@ impl Campaign {
                 .reply_to
                 .parse()
                 .map_err(|e| invalid(format!("reply_to {:?}: {e}", s.reply_to)))?;
-            b = b.reply_to(rt);
+            builder = builder.reply_to(rt);
         }
         if !templated_subject {
-            b = b.subject(clean_header(&s.subject));
+            builder = builder.subject(clean_header(&s.subject));
         }
-        // Fields in the bodies only: header-only fields (List-Unsubscribe's URL) are ASCII.
-        let has_fields = s.field_names.iter().any(|n| {
-            let p = format!("{{{{{n}}}}}");
-            s.text_body.contains(&p) || s.html_body.contains(&p)
-        });
-        let part = |ct: ContentType, text: &str| -> Result<SinglePart, RenderError> {
-            let enc = if text.is_ascii() && !has_fields {
-                ContentTransferEncoding::SevenBit
-            } else {
-                ContentTransferEncoding::EightBit
-            };
-            // lettre's chooser wants 76-byte lines for 7bit/8bit; RFC 5322 allows 998, which
-            // newsletters (long HTML lines) use. Check that limit here, then hand lettre the
-            // canonical CRLF text as already encoded.
-            let crlf = text
-                .replace("\r\n", "\n")
-                .replace('\r', "\n")
-                .replace('\n', "\r\n");
-            if crlf.split("\r\n").any(|l| l.len() > 998) || crlf.contains('\0') {
-                return Err(invalid("body has a line over 998 bytes or a NUL".into()));
+        let bodies = [&s.text_body, &s.html_body];
+        let body_fields: Vec<usize> = (0..s.field_names.len())
+            .filter(|&i| {
+                let p = format!("{{{{{}}}}}", s.field_names[i]);
+                bodies.iter().any(|b| b.contains(&p))
+            })
+            .collect();
+        let placeholders: Vec<String> = body_fields
+            .iter()
+            .map(|&i| format!("{{{{{}}}}}", s.field_names[i]))
+            .collect();
+        let mut field_lines = (0, 0);
+        let mut seven_bit_clean = true;
+        for line in bodies.iter().flat_map(|b| b.split(['\r', '\n'])) {
+            seven_bit_clean &= line.is_ascii() && line.len() <= 998 && !line.contains('\0');
+            let n: usize = placeholders
+                .iter()
+                .map(|p| line.matches(p.as_str()).count())
+                .sum();
+            if n > 0 {
+                field_lines = (field_lines.0.max(line.len()), field_lines.1.max(n));
             }
-            let body = Body::dangerous_pre_encoded(crlf.into_bytes(), enc);
-            Ok(SinglePart::builder().header(ct).body(body))
-        };
-        let message = if s.html_body.is_empty() {
-            b.singlepart(part(ContentType::TEXT_PLAIN, &s.text_body)?)
-        } else {
-            b.multipart(
-                MultiPart::alternative()
-                    .singlepart(part(ContentType::TEXT_PLAIN, &s.text_body)?)
-                    .singlepart(part(ContentType::TEXT_HTML, &s.html_body)?),
-            )
         }
-        .map_err(|e| invalid(e.to_string()))?;
-        let formatted = message.formatted();
-        let stripped = strip_headers(&formatted, &["to", "date", "message-id"]);
-        let data = Skeleton::new(dotstuff::stuff(&stripped), &s.field_names);
-        let mut raw = Vec::with_capacity(stripped.len());
-        dotstuff::canonical_into(&mut raw, &stripped);
-        let bdat = Skeleton::new(raw, &s.field_names);
-        let eight_bit = !data.text.is_ascii() || has_fields || !s.subject.is_ascii();
+        // One form of the message: bodies that need it (`qp`: non-ASCII, fields or long lines)
+        // quoted-printable, the others 7bit as written. lettre gets them as already encoded.
+        let compose = |qp: bool| -> Result<Variant, RenderError> {
+            let part = |ct: ContentType, text: &str| -> SinglePart {
+                let needs_qp = qp
+                    && (!text.is_ascii()
+                        || placeholders.iter().any(|p| text.contains(p.as_str()))
+                        || text
+                            .split(['\r', '\n'])
+                            .any(|l| l.len() > 998 || l.contains('\0')));
+                let body = if needs_qp {
+                    let mut b = QP_START.to_vec();
+                    b.extend_from_slice(&crate::qp::escape_template(text));
+                    b.extend_from_slice(QP_END);
+                    Body::dangerous_pre_encoded(b, ContentTransferEncoding::QuotedPrintable)
+                } else {
+                    let crlf = text
+                        .replace("\r\n", "\n")
+                        .replace('\r', "\n")
+                        .replace('\n', "\r\n");
+                    Body::dangerous_pre_encoded(
+                        crlf.into_bytes(),
+                        ContentTransferEncoding::SevenBit,
+                    )
+                };
+                SinglePart::builder().header(ct).body(body)
+            };
+            let b = builder.clone();
+            let message = if s.html_body.is_empty() {
+                b.singlepart(part(ContentType::TEXT_PLAIN, &s.text_body))
+            } else {
+                b.multipart(
+                    MultiPart::alternative()
+                        .singlepart(part(ContentType::TEXT_PLAIN, &s.text_body))
+                        .singlepart(part(ContentType::TEXT_HTML, &s.html_body)),
+                )
+            }
+            .map_err(|e| invalid(e.to_string()))?;
+            let stripped = strip_headers(&message.formatted(), &["to", "date", "message-id"]);
+            let data = Skeleton::new(dotstuff::stuff(&stripped), &s.field_names);
+            let mut raw = Vec::with_capacity(stripped.len());
+            dotstuff::canonical_into(&mut raw, &stripped);
+            Ok(Variant {
+                data,
+                bdat: Skeleton::new(raw, &s.field_names),
+            })
+        };
+        let plain = seven_bit_clean.then(|| compose(false)).transpose()?;
+        let qp = (!seven_bit_clean || !body_fields.is_empty())
+            .then(|| compose(true))
+            .transpose()?;
+        let eight_bit = [&plain, &qp]
+            .into_iter()
+            .flatten()
+            .any(|v| !v.bdat.text.is_ascii());
+        let mobile_charset = match s.mobile_charset.as_str() {
+            "" => None,
+            c => Some(Charset::parse(c).ok_or_else(|| {
+                invalid(format!(
+                    "mobile_charset {c:?}: expected utf-8 or iso-2022-jp"
+                ))
+            })?),
+        };
         let mut lines = Vec::new();
         for h in &s.headers {
             let valid_name = h.split_once(':').is_some_and(|(n, _)| {
@@ -226,15 +306,21 @@ impl Campaign {
                 )
             })
         });
+        let static_body = body_fields.is_empty();
         let campaign = Campaign {
             return_path: s.return_path.clone(),
             verp_domain: s.verp_domain.clone(),
             eight_bit,
-            data,
-            bdat,
+            plain,
+            qp,
+            body_fields,
+            field_lines,
+            mobile_charset,
+            tenant: s.tenant.clone(),
             subject_template: templated_subject.then(|| s.subject.clone()),
             headers,
             dkim: dkim.for_domain(from_domain),
+            body_hash: static_body.then(BodyHash::default),
             texts: Texts {
                 from_name: clean_header(&s.from_name),
                 from_addr: s.from_addr.clone(),
@@ -301,7 +387,7 @@ impl Campaign {
 
     /// Appends the recipient's message (ending in CRLF) to `out`, dot-stuffed for
     /// [`Framing::Data`], DKIM-signed when the campaign has keys. `date` is a complete
-    /// `Date: …\r\n` header line.
+    /// `Date: …\r\n` header line; `charset` is the site's ([`Campaign::charset_for`] decides).
     pub fn render(
         &self,
         job: &Job,
@@ -310,14 +396,17 @@ impl Campaign {
         charset: Charset,
         out: &mut Vec<u8>,
     ) {
+        let charset = self.charset_for(charset, job.domain());
         if self.dkim.is_empty() {
             return self.render_unsigned(job, date, framing, charset, out);
         }
         UNSIGNED.with_borrow_mut(|raw| {
             raw.clear();
             self.render_unsigned(job, date, Framing::Bdat, charset, raw);
+            // ISO-2022-JP bodies are built per message (with their own MIME boundary).
+            let body = self.body_hash.as_ref().filter(|_| charset == Charset::Utf8);
             for key in &self.dkim {
-                if let Err(e) = key.sign_into(raw, out) {
+                if let Err(e) = key.sign_reusing(raw, body, out) {
                     // The campaign signed a sample at build time: this is not expected.
                     tracing::error!(campaign = self.id, domain = key.domain(), error = %e, "message sent without this DKIM signature");
                 }
@@ -348,9 +437,20 @@ impl Campaign {
             }
             return;
         }
+        let variant = match (&self.plain, &self.qp) {
+            (Some(plain), Some(qp)) => {
+                if self.plain_fits(job) {
+                    plain
+                } else {
+                    qp
+                }
+            }
+            (Some(v), None) | (None, Some(v)) => v,
+            (None, None) => unreachable!("build makes at least one form"),
+        };
         let skeleton = match framing {
-            Framing::Data => &self.data,
-            Framing::Bdat => &self.bdat,
+            Framing::Data => &variant.data,
+            Framing::Bdat => &variant.bdat,
         };
         out.reserve(skeleton.text.len() + 256);
         self.write_ids(job, date, out);
@@ -368,8 +468,25 @@ impl Campaign {
         // DATA framing: a segment that lands at a line start with '.' is stuffed here when
         // the skeleton could not know (after a field, or a field's first byte).
         let mut after_field = false;
+        let mut qp: Option<QpWriter> = None;
         for seg in &skeleton.segments {
             match seg {
+                Segment::QpStart => qp = Some(QpWriter::new()),
+                Segment::QpEnd => {
+                    if let Some(mut w) = qp.take() {
+                        w.finish(out);
+                    }
+                }
+                Segment::Literal(r) if qp.is_some() => {
+                    if let Some(w) = qp.as_mut() {
+                        w.literal(out, &skeleton.text[r.clone()]);
+                    }
+                }
+                Segment::Field(i) if qp.is_some() => {
+                    if let Some(w) = qp.as_mut() {
+                        w.value(out, job.fields.get(*i).map_or("", String::as_str));
+                    }
+                }
                 Segment::Literal(r) => {
                     let lit = &skeleton.text[r.clone()];
                     if framing == Framing::Data
@@ -400,6 +517,35 @@ impl Campaign {
 }
 
 impl Campaign {
+    /// Whether `job`'s body values can go into the 7bit form: all ASCII, and no line made
+    /// longer than 998 bytes.
+    fn plain_fits(&self, job: &Job) -> bool {
+        let mut longest = 0;
+        for &i in &self.body_fields {
+            let v = job.fields.get(i).map_or("", String::as_str);
+            if !v.is_ascii() {
+                return false;
+            }
+            longest = longest.max(v.len());
+        }
+        let (line, fields) = self.field_lines;
+        line + fields * longest <= 998
+    }
+
+    /// The charset `job`'s message is written in: the campaign's mobile charset for carrier
+    /// recipients when it has one, else the site's.
+    pub fn charset_for(&self, site: Charset, domain: &str) -> Charset {
+        match self.mobile_charset {
+            Some(c) if hikyaku_queue_schema::carriers::is_carrier(domain) => c,
+            _ => site,
+        }
+    }
+
+    /// The owning tenant, as the snapshot names it.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// The per-message identity lines: `date`, Message-ID (`hk.<campaign>.<seq>@…`, which
     /// complaints are mapped back by) and To.
     fn write_ids(&self, job: &Job, date: &str, out: &mut Vec<u8>) {
@@ -426,6 +572,8 @@ impl Campaign {
                     let value = job.fields.get(*i).map_or("", String::as_str);
                     out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
                 }
+                // Header lines are checked ASCII at build: no 0x01 markers.
+                Segment::QpStart | Segment::QpEnd => {}
             }
         }
     }
@@ -541,6 +689,24 @@ fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
     let mut lit_start = 0;
     let mut i = 0;
     while i + 1 < text.len() {
+        if text[i] == 0x01 {
+            let marker = &text[i..(i + 2).min(text.len())];
+            let seg = if marker == QP_START {
+                Segment::QpStart
+            } else if marker == QP_END {
+                Segment::QpEnd
+            } else {
+                i += 1;
+                continue;
+            };
+            if lit_start < i {
+                segs.push(Segment::Literal(lit_start..i));
+            }
+            segs.push(seg);
+            i += 2;
+            lit_start = i;
+            continue;
+        }
         if text[i] == b'{' && text[i + 1] == b'{' {
             if let Some(close) = text[i + 2..].windows(2).position(|w| w == b"}}") {
                 let name = &text[i + 2..i + 2 + close];
@@ -662,6 +828,7 @@ mod tests {
             message_id_domain: "acme.test".into(),
             headers: Vec::new(),
             verp_domain: String::new(),
+            mobile_charset: String::new(),
         }
     }
 
@@ -687,6 +854,71 @@ mod tests {
         }
     }
 
+    /// The decoded text part of a rendered message (line ends as LF).
+    fn text_part(message: &str) -> String {
+        let m = mail_parser::MessageParser::default()
+            .parse(message.as_bytes())
+            .expect("parses");
+        m.body_text(0).expect("text part").replace("\r\n", "\n")
+    }
+
+    #[test]
+    fn ascii_values_keep_the_7bit_form_others_get_quoted_printable() {
+        let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
+        let ascii = rendered(&c, &job(&["Taro", "gold"]), Framing::Data);
+        assert!(ascii.contains("Hi Taro,\r\n"), "{ascii}");
+        assert!(ascii.contains("Content-Transfer-Encoding: 7bit"));
+        assert!(!ascii.contains("quoted-printable"));
+        assert!(
+            ascii.contains("\r\n..gold is yours."),
+            "a dot at line start is stuffed"
+        );
+
+        for values in [
+            ["山田 太郎", "gold"],
+            ["Taro", &"long ".repeat(300)],
+            ["é", ".\r\n. ="],
+        ] {
+            let j = job(&values);
+            let data = rendered(&c, &j, Framing::Data);
+            assert!(
+                data.contains("Content-Transfer-Encoding: quoted-printable"),
+                "{data}"
+            );
+            assert!(data.is_ascii(), "no 8-bit octet travels");
+            for line in data.split("\r\n") {
+                assert!(line.len() <= 998, "{line}");
+                assert!(line != ".", "nothing ends DATA early");
+            }
+            let mut raw = Vec::new();
+            c.render(&j, "Date: x\r\n", Framing::Bdat, Charset::Utf8, &mut raw);
+            assert_eq!(crate::smtp::dotstuff::stuff(&raw), data.as_bytes());
+            let plan = values[1].replace(['\r', '\n'], "");
+            assert_eq!(
+                text_part(&data),
+                format!(
+                    "Hi {},\n.{plan} is yours.\nBye {{{{unknown}}}}\n",
+                    values[0]
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn non_ascii_templates_are_always_quoted_printable() {
+        let mut s = snapshot();
+        s.text_body = "こんにちは {{first_name}} さん\n".into();
+        s.html_body = "<p>static ASCII</p>".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let text = rendered(&c, &job(&["Taro", "gold"]), Framing::Data);
+        assert_eq!(text.matches("quoted-printable").count(), 1, "{text}");
+        assert!(
+            text.contains("<p>static ASCII</p>"),
+            "the static part stays 7bit"
+        );
+        assert_eq!(text_part(&text), "こんにちは Taro さん\n");
+    }
+
     #[test]
     fn renders_fields_headers_and_mime() {
         let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
@@ -698,11 +930,7 @@ mod tests {
             text.contains("Subject: Hello =?utf-8?b?"),
             "non-ASCII subject is RFC 2047 encoded: {text}"
         );
-        assert!(text.contains("Hi 太郎,\r\n"));
-        assert!(
-            text.contains("\r\n..gold is yours."),
-            "a dot at line start is stuffed"
-        );
+        assert!(text_part(&text).contains("Hi 太郎,\n"));
         assert!(text.contains("{{unknown}}"), "unknown names stay literal");
         assert!(text.contains("multipart/alternative"));
         assert!(
@@ -718,7 +946,7 @@ mod tests {
     #[test]
     fn bdat_framing_is_the_data_framing_unstuffed() {
         let c = Campaign::build(&snapshot(), &DkimKeys::default()).expect("builds");
-        let j = job(&["太郎", "gold"]);
+        let j = job(&["Taro", "gold"]);
         let (mut data, mut raw) = (Vec::new(), Vec::new());
         c.render(&j, "Date: x\r\n", Framing::Data, Charset::Utf8, &mut data);
         c.render(&j, "Date: x\r\n", Framing::Bdat, Charset::Utf8, &mut raw);
@@ -841,7 +1069,7 @@ mod tests {
         let keys = DkimKeys::from_keys(vec![rsa, ed]);
         let c = Campaign::build(&snapshot(), &keys).expect("builds");
         assert!(c.signed());
-        let text = rendered(&c, &job(&["太郎", "gold"]), Framing::Data);
+        let text = rendered(&c, &job(&["Taro", "gold"]), Framing::Data);
         assert!(text.starts_with("DKIM-Signature:"), "{text}");
         assert_eq!(text.matches("DKIM-Signature:").count(), 2);
         assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"));
@@ -853,6 +1081,78 @@ mod tests {
         let mut s = snapshot();
         s.from_addr = "news@elsewhere.test".into();
         assert!(!Campaign::build(&s, &keys).expect("builds").signed());
+    }
+
+    fn test_keys() -> DkimKeys {
+        let key = |sel: &str, alg, pem: &[u8]| {
+            crate::dkim::DkimKey::from_pem("acme.test", sel, alg, pem, sel).expect("key")
+        };
+        DkimKeys::from_keys(vec![
+            key(
+                "rsa",
+                crate::dkim::Algorithm::RsaSha256,
+                include_bytes!("dkim/testdata/rsa2048.pem"),
+            ),
+            key(
+                "ed",
+                crate::dkim::Algorithm::Ed25519Sha256,
+                include_bytes!("dkim/testdata/rfc8463-ed25519.pem"),
+            ),
+        ])
+    }
+
+    /// Every `bh=` value of a signed message.
+    fn body_hashes(message: &str) -> Vec<String> {
+        message
+            .match_indices("bh=")
+            .map(|(i, _)| {
+                message[i + 3..]
+                    .split(';')
+                    .next()
+                    .expect("tag")
+                    .replace(['\r', '\n', ' ', '\t'], "")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_body_the_same_for_everyone_is_hashed_once_and_the_hash_is_right() {
+        let mut s = snapshot();
+        s.text_body = "Static news for everyone — 全員に同じ本文.\n".into();
+        // One part: a multipart boundary is new with each build, and the check below
+        // compares with a second build.
+        s.html_body = String::new();
+        let keys = test_keys();
+        let c = Campaign::build(&s, &keys).expect("builds");
+        assert!(c.body_hash.as_ref().is_some_and(|b| b.0.get().is_none()));
+        let first = rendered(&c, &job(&["a", "b"]), Framing::Bdat);
+        assert!(
+            c.body_hash.as_ref().is_some_and(|b| b.0.get().is_some()),
+            "kept after the first message"
+        );
+        let mut other = job(&["c", "d"]);
+        other.id.seq = 8;
+        other.rcpt = "jiro@example.test".into();
+        let second = rendered(&c, &other, Framing::Bdat);
+        // A fresh campaign computes the hash of the second message itself.
+        let fresh = Campaign::build(&s, &keys).expect("builds");
+        let computed = rendered(&fresh, &other, Framing::Bdat);
+        let (a, b, want) = (
+            body_hashes(&first),
+            body_hashes(&second),
+            body_hashes(&computed),
+        );
+        assert_eq!(want.len(), 2, "{computed}");
+        assert_eq!(b, want, "the reused hash is the body's");
+        assert_eq!(a, want);
+        assert_ne!(first, second, "headers (and signatures) still differ");
+
+        // Bodies with merge fields are hashed per message.
+        let c = Campaign::build(&snapshot(), &keys).expect("builds");
+        assert!(c.body_hash.is_none());
+        let one = body_hashes(&rendered(&c, &job(&["Taro", "gold"]), Framing::Bdat));
+        let two = body_hashes(&rendered(&c, &job(&["Jiro", "gold"]), Framing::Bdat));
+        assert_ne!(one, two);
     }
 
     #[test]

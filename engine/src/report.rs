@@ -192,18 +192,34 @@ impl Reporter {
 
     /// Finishes a job of a cancelled campaign without sending it.
     fn cancelled(&self, work: Work, site: &SitePolicy) {
-        self.metrics.outcome(&site.name, "cancelled", "cancelled");
+        self.unsent(work, site, Reason::Cancelled, "campaign cancelled");
+    }
+
+    /// Finishes a job whose address was suppressed after expansion, without sending it.
+    pub fn suppressed(&self, work: Work, site: &SitePolicy) {
+        self.unsent(
+            work,
+            site,
+            Reason::Suppressed,
+            "address suppressed for the tenant after expansion",
+        );
+    }
+
+    /// Ends a job unsent: status `cancelled`, with `reason`.
+    fn unsent(&self, work: Work, site: &SitePolicy, reason: Reason, why: &str) {
+        self.metrics
+            .outcome(&site.name, "cancelled", reason.as_str());
         let attempts = work.job.attempt;
         self.finish(
             work,
             site,
             "",
             EventStatus::Cancelled,
-            Reason::Cancelled,
+            reason,
             attempts,
             0,
             String::new(),
-            "campaign cancelled".into(),
+            why.into(),
         );
     }
 

@@ -81,6 +81,8 @@ pub struct SiteDeps {
     pub campaigns: Arc<CampaignStates>,
     /// Where adaptive-shaping changes go.
     pub events: SiteEvents,
+    /// Addresses suppressed after expansion (the last check before sending).
+    pub suppressed: Arc<crate::suppressed::Suppressed>,
 }
 
 /// One site's scheduler.
@@ -636,7 +638,15 @@ impl Site {
                 }
             },
         };
-        if self.policy.charset == Charset::Iso2022Jp {
+        if self
+            .deps
+            .suppressed
+            .contains(campaign.tenant(), &item.work.job.rcpt)
+        {
+            self.deps.reporter.suppressed(item.work, &self.policy);
+            return None;
+        }
+        if campaign.charset_for(self.policy.charset, item.work.job.domain()) == Charset::Iso2022Jp {
             if let Some(e) = campaign.jis_error() {
                 let attempt = Attempt::Unencodable(e.to_owned());
                 self.deps

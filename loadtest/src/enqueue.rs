@@ -158,6 +158,7 @@ pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
             format!("Feedback-ID: {id}:bench:newsletter:hikyaku"),
         ],
         verp_domain: "bounces.hikyaku.test".into(),
+        mobile_charset: String::new(),
     }
 }
 

@@ -70,6 +70,11 @@ impl Keys {
         "hk:site:events"
     }
 
+    /// `hk:suppressed`: the suppression feed ([`crate::suppressed`]).
+    pub fn suppressed() -> &'static str {
+        "hk:suppressed"
+    }
+
     /// `hk:site:<site>:ctl`: run-time control of a site (pause, rate override).
     pub fn site_ctl(site: &str) -> String {
         format!("hk:site:{site}:ctl")

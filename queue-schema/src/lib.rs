@@ -20,6 +20,7 @@
 //! | `hk:{s<N>}:expanded` | hash | per campaign id, the highest job `seq` expansion enqueued on the shard |
 //! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, field `e`, for the recorder |
 //! | `hk:site:<site>:ctl` | hash | `paused` (`1`/`0`), `rate` (msg/s override, `0` = none) |
+//! | `hk:suppressed` | stream | addresses suppressed or released after expansion: `t` tenant, `a` address, `op` `add`/`del`; kept 8 days ([`suppressed`]) |
 //! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`), `rate`, `until_ms`, `reply`; capped at ~10,000 |
 //!
 //! A job's shard is [`shard_for_domain`] of its recipient domain, so all jobs for one domain (and
@@ -42,7 +43,10 @@
 //! - [`job`], [`snapshot`], [`event`]: the wire types.
 //! - [`scripts`]: the Lua scripts (source in `lua/*.lua`) and typed helpers to invoke them.
 //! - [`verp`]: the per-job bounce address (envelope sender) both sides agree on.
+//! - [`suppressed`]: the suppression feed engines check just before sending.
+//! - [`carriers`]: the Japanese mobile carrier domains both sides treat specially.
 
+pub mod carriers;
 pub mod codec;
 pub mod event;
 pub mod job;
@@ -50,6 +54,7 @@ pub mod keys;
 pub mod meta;
 pub mod scripts;
 pub mod snapshot;
+pub mod suppressed;
 pub mod verp;
 
 pub use codec::DecodeError;

@@ -3,7 +3,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 
 const TAG: u8 = b'C';
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// A campaign as it was when sending started. Written once to `hk:camp:{id}` and never changed,
 /// so every engine renders the same message for the same job.
@@ -42,6 +42,9 @@ pub struct CampaignSnapshot {
     /// Domain of per-job VERP envelope senders ([`crate::verp`]); empty: every message is
     /// sent from `return_path`. Version 2 on.
     pub verp_domain: String,
+    /// Charset for recipients at Japanese mobile carriers ([`crate::carriers`]): empty for the
+    /// site policy's choice, or `iso-2022-jp` (7bit) for this campaign. Version 3 on.
+    pub mobile_charset: String,
 }
 
 impl CampaignSnapshot {
@@ -64,7 +67,8 @@ impl CampaignSnapshot {
             .str(&self.return_path)
             .str(&self.message_id_domain)
             .strs(&self.headers)
-            .str(&self.verp_domain);
+            .str(&self.verp_domain)
+            .str(&self.mobile_charset);
         w.finish()
     }
 
@@ -85,11 +89,20 @@ impl CampaignSnapshot {
             message_id_domain: r.str("message_id_domain")?.to_owned(),
             headers: Vec::new(),
             verp_domain: String::new(),
+            mobile_charset: String::new(),
         };
         let s = if version >= 2 {
             CampaignSnapshot {
                 headers: r.strs("headers")?,
                 verp_domain: r.str("verp_domain")?.to_owned(),
+                ..s
+            }
+        } else {
+            s
+        };
+        let s = if version >= 3 {
+            CampaignSnapshot {
+                mobile_charset: r.str("mobile_charset")?.to_owned(),
                 ..s
             }
         } else {
@@ -123,6 +136,7 @@ mod tests {
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click".into(),
             ],
             verp_domain: "bounces.acme.test".into(),
+            mobile_charset: "iso-2022-jp".into(),
         };
         let bytes = s.encode();
         assert_eq!(CampaignSnapshot::decode(&bytes), Ok(s));

@@ -23,6 +23,7 @@ pub fn snapshot() -> CampaignSnapshot {
         message_id_domain: "sender.test".into(),
         headers: Vec::new(),
         verp_domain: String::new(),
+        mobile_charset: String::new(),
     }
 }
 

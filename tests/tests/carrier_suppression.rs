@@ -46,6 +46,34 @@ async fn one_policy_bounce_suppresses_a_carrier_address_only() {
         suppressed,
         vec![("hanako@docomo.ne.jp".to_owned(), "policy".to_owned())]
     );
+    // The engines' suppression feed got it once: recording the batch again adds nothing.
+    let feed = || async {
+        let mut con = redis.con().await;
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(hikyaku_queue_schema::Keys::suppressed())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut con)
+            .await
+            .expect("feed");
+        entries
+            .into_iter()
+            .map(|(_, fields)| fields.into_iter().map(|(_, v)| v).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let tenant = api.tenant.to_string();
+    assert_eq!(
+        feed().await,
+        vec![vec![
+            tenant.clone(),
+            "hanako@docomo.ne.jp".into(),
+            "add".into()
+        ]]
+    );
+    hikyaku_api::recorder::record(&api.state, &[event(1, "Hanako@docomo.ne.jp")])
+        .await
+        .expect("recorded again");
+    assert_eq!(feed().await.len(), 1);
     let statuses: Vec<(String, String)> =
         sqlx::query_as("SELECT email_lower, status FROM subscribers ORDER BY 1")
             .fetch_all(&api.state.db)

@@ -175,6 +175,9 @@ pub async fn apply(
         .await?;
     }
     tx.commit().await?;
+    if suppress.is_some() {
+        crate::suppression_feed::publish(state, &[(tenant, &email, true)]).await;
+    }
     tracing::info!(
         campaign,
         seq,

@@ -54,6 +54,10 @@ pub struct Campaign {
     pub skipped: i64,
     /// Whether expansion finished.
     pub expansion_done: bool,
+    /// Whether the HTML body carries an open pixel.
+    pub track_opens: bool,
+    /// Whether the HTML body's links go through click redirects.
+    pub track_clicks: bool,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -87,6 +91,15 @@ pub struct NewCampaign {
     /// Expiry of undelivered jobs.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Count opens: a 1×1 pixel goes before the HTML body's `</body>` (no HTML body, no
+    /// pixel). Default false.
+    #[serde(default)]
+    pub track_opens: bool,
+    /// Count clicks: the HTML body's `http(s)` links (except ones with merge placeholders, such
+    /// as `{{unsubscribe_url}}`) go through a signed redirect of this API. The text body is
+    /// left as written. Default false.
+    #[serde(default)]
+    pub track_clicks: bool,
 }
 
 /// Live counts of a campaign.
@@ -104,12 +117,20 @@ pub struct Stats {
     pub by_status: BTreeMap<String, i64>,
     /// Jobs finished, by destination site and end state.
     pub by_site: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Open pixel loads (with `track_opens`), repeats included.
+    pub opens: i64,
+    /// Recipients who opened at least once.
+    pub unique_opens: i64,
+    /// Link clicks (with `track_clicks`), repeats included.
+    pub clicks: i64,
+    /// Recipients who clicked at least once.
+    pub unique_clicks: i64,
 }
 
 /// The columns of [`Campaign`], for every query that reads one.
 pub const COLUMNS: &str =
     "id, tenant_id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, \
-     status, priority, expires_at, expanded, skipped, expansion_done, created_at";
+     status, priority, expires_at, expanded, skipped, expansion_done, track_opens, track_clicks, created_at";
 
 /// Routes.
 pub fn router() -> Router<AppState> {
@@ -186,7 +207,8 @@ async fn create(
         .map_err(|_| ApiError::invalid("list_id", "no such list"))?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO campaigns (tenant_id, list_id, name, from_name, from_addr, reply_to, subject, \
-         text_body, html_body, priority, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING id",
+         text_body, html_body, priority, expires_at, track_opens, track_clicks) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
     )
     .bind(tenant.0)
     .bind(c.list_id)
@@ -199,6 +221,8 @@ async fn create(
     .bind(&c.html_body)
     .bind(c.priority)
     .bind(c.expires_at)
+    .bind(c.track_opens)
+    .bind(c.track_clicks)
     .fetch_one(&state.db)
     .await?;
     Ok((
@@ -256,8 +280,9 @@ async fn send(
             ),
         });
     }
-    // Freeze first: the snapshot is in Redis before any job can reference it.
-    expansion::freeze(&state, &campaign).await?;
+    // Freeze first: the snapshot is in Redis before any job can reference it. In this
+    // transaction: its link targets reference the row locked here.
+    expansion::freeze(&state, &mut *tx, &campaign).await?;
     sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -277,6 +302,16 @@ async fn stats(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Stats>, ApiError> {
     let c = fetch(&state, tenant, id).await?;
+    let (opens, unique_opens, clicks, unique_clicks): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE kind = 'open'), \
+                count(DISTINCT subscriber_id) FILTER (WHERE kind = 'open'), \
+                count(*) FILTER (WHERE kind = 'click'), \
+                count(DISTINCT subscriber_id) FILTER (WHERE kind = 'click') \
+         FROM tracking_events WHERE campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.db)
+    .await?;
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT status, site, n FROM campaign_counters WHERE campaign_id = $1")
             .bind(id)
@@ -295,6 +330,10 @@ async fn stats(
         expansion_done: c.expansion_done,
         by_status,
         by_site,
+        opens,
+        unique_opens,
+        clicks,
+        unique_clicks,
     }))
 }
 
@@ -566,6 +605,12 @@ pub struct CampaignUpdate {
     /// HTML body.
     #[serde(default)]
     pub html_body: Option<String>,
+    /// Count opens (see create).
+    #[serde(default)]
+    pub track_opens: Option<bool>,
+    /// Count clicks (see create).
+    #[serde(default)]
+    pub track_clicks: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), request_body = CampaignUpdate, responses((status = 200, body = Campaign), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
@@ -596,7 +641,7 @@ async fn update(
     let done = sqlx::query(
         "UPDATE campaigns SET name = COALESCE($3, name), from_name = COALESCE($4, from_name), \
          subject = COALESCE($5, subject), text_body = COALESCE($6, text_body), html_body = COALESCE($7, html_body), \
-         updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = 'draft'",
+         track_opens = COALESCE($8, track_opens), track_clicks = COALESCE($9, track_clicks), updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = 'draft'",
     )
     .bind(id)
     .bind(tenant.0)
@@ -605,6 +650,8 @@ async fn update(
     .bind(&u.subject)
     .bind(&u.text_body)
     .bind(&u.html_body)
+    .bind(u.track_opens)
+    .bind(u.track_clicks)
     .execute(&state.db)
     .await?;
     if done.rows_affected() == 0 {

@@ -6,4 +6,5 @@ pub mod import;
 pub mod lists;
 pub mod subscribers;
 pub mod suppressions;
+pub mod tracking;
 pub mod unsubscribe;

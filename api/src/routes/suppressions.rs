@@ -84,6 +84,7 @@ async fn add(
     .bind(&reason)
     .fetch_one(&state.db)
     .await?;
+    crate::suppression_feed::publish(&state, &[(tenant.0, &lower, true)]).await;
     Ok((StatusCode::CREATED, axum::Json(row)))
 }
 
@@ -115,14 +116,16 @@ async fn remove(
     tenant: Tenant,
     Path(email): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let lower = email.trim().to_lowercase();
     let done = sqlx::query("DELETE FROM suppressions WHERE tenant_id = $1 AND email_lower = $2")
         .bind(tenant.0)
-        .bind(email.trim().to_lowercase())
+        .bind(&lower)
         .execute(&state.db)
         .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::NotFound("suppression"));
     }
+    crate::suppression_feed::publish(&state, &[(tenant.0, &lower, false)]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,6 +250,8 @@ async fn flush(
     .bind(&reasons)
     .execute(&state.db)
     .await?;
+    let changes: Vec<(i64, &str, bool)> = emails.iter().map(|e| (tenant, *e, true)).collect();
+    crate::suppression_feed::publish(state, &changes).await;
     batch.clear();
     Ok(done.rows_affected())
 }

@@ -24,7 +24,8 @@ async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Html<String>, ApiError> {
-    tokens::verify(&state.token_secret, &token).ok_or(ApiError::NotFound("unsubscribe link"))?;
+    tokens::verify(&state.token_secret, tokens::Purpose::Unsubscribe, &token)
+        .ok_or(ApiError::NotFound("unsubscribe link"))?;
     // The token is [0-9a-f.] only (verified above), safe inside the HTML.
     Ok(Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head><body>\
@@ -40,7 +41,7 @@ async fn one_click(
     Path(token): Path<String>,
     body: String,
 ) -> Result<Response, ApiError> {
-    let u = tokens::verify(&state.token_secret, &token)
+    let u = tokens::verify(&state.token_secret, tokens::Purpose::Unsubscribe, &token)
         .ok_or(ApiError::NotFound("unsubscribe link"))?;
     if !body
         .split('&')
@@ -72,6 +73,7 @@ async fn one_click(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    crate::suppression_feed::publish(&state, &[(u.tenant, &email, true)]).await;
     tracing::info!(
         tenant = u.tenant,
         campaign = u.campaign,

@@ -1,0 +1,162 @@
+//! The last suppression check before sending: addresses suppressed for a tenant after their
+//! campaign was expanded, followed from the `hk:suppressed` feed
+//! ([`hikyaku_queue_schema::suppressed`]).
+//!
+//! The engine never reads PostgreSQL; the API publishes every suppression (unsubscribe,
+//! complaint, hard bounce, operator) to the feed, and each engine reads it from its start when
+//! it begins, then every second with the other control state. A connection asks
+//! [`Suppressed::contains`] when it admits a job, just before the message is built: an address
+//! suppressed a second or more ago is not sent to. While the set is empty (the common case) the
+//! check is one atomic load.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use hikyaku_queue_schema::suppressed::{ADDRESS_FIELD, OP_FIELD, RETENTION_MS, TENANT_FIELD};
+use hikyaku_queue_schema::Keys;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+
+use crate::clock;
+
+/// Entries read per call while catching up.
+const READ_COUNT: usize = 10_000;
+
+/// The suppressed addresses the feed holds, by tenant.
+#[derive(Debug, Default)]
+pub struct Suppressed {
+    any: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Last feed entry read (`0-0` before the first).
+    last_id: String,
+    /// `tenant \n address` → time of the entry that suppressed it (ms).
+    keys: HashMap<String, u64>,
+    /// Suppressions in feed order, to forget them when the feed does.
+    order: VecDeque<(u64, String)>,
+}
+
+fn key(tenant: &str, address: &str) -> String {
+    let mut k = String::with_capacity(tenant.len() + 1 + address.len());
+    k.push_str(tenant);
+    k.push('\n');
+    k.extend(address.chars().map(|c| c.to_ascii_lowercase()));
+    k
+}
+
+impl Suppressed {
+    /// Whether `address` is suppressed for `tenant` (address compared without case).
+    pub fn contains(&self, tenant: &str, address: &str) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        self.lock().keys.contains_key(&key(tenant, address))
+    }
+
+    /// Applies one feed entry written at `at_ms`.
+    pub fn apply(&self, at_ms: u64, tenant: &str, address: &str, suppressed: bool) {
+        let mut inner = self.lock();
+        let k = key(tenant, address);
+        if suppressed {
+            inner.keys.insert(k.clone(), at_ms);
+            inner.order.push_back((at_ms, k));
+        } else {
+            inner.keys.remove(&k);
+        }
+        self.any.store(!inner.keys.is_empty(), Ordering::Release);
+    }
+
+    /// Forgets suppressions older than the feed keeps (jobs that old have expired).
+    pub fn expire(&self, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(RETENTION_MS);
+        let mut inner = self.lock();
+        while inner.order.front().is_some_and(|(at, _)| *at < cutoff) {
+            if let Some((at, k)) = inner.order.pop_front() {
+                // A later entry for the same address keeps it.
+                if inner.keys.get(&k) == Some(&at) {
+                    inner.keys.remove(&k);
+                }
+            }
+        }
+        self.any.store(!inner.keys.is_empty(), Ordering::Release);
+    }
+
+    /// Reads the feed from where the last call stopped to its end. Returns the entries read.
+    pub async fn refresh(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<usize> {
+        let mut read = 0;
+        loop {
+            let from = {
+                let inner = self.lock();
+                if inner.last_id.is_empty() {
+                    "0-0".to_owned()
+                } else {
+                    inner.last_id.clone()
+                }
+            };
+            let reply: Option<StreamReadReply> = redis::AsyncCommands::xread_options(
+                con,
+                &[Keys::suppressed()],
+                &[from.as_str()],
+                &StreamReadOptions::default().count(READ_COUNT),
+            )
+            .await?;
+            let ids = reply
+                .and_then(|r| r.keys.into_iter().next())
+                .map(|k| k.ids)
+                .unwrap_or_default();
+            let n = ids.len();
+            for entry in ids {
+                let at_ms = entry
+                    .id
+                    .split_once('-')
+                    .and_then(|(ms, _)| ms.parse().ok())
+                    .unwrap_or(0);
+                let field = |name: &str| entry.get::<String>(name);
+                if let (Some(t), Some(a), Some(op)) =
+                    (field(TENANT_FIELD), field(ADDRESS_FIELD), field(OP_FIELD))
+                {
+                    self.apply(at_ms, &t, &a, op == "add");
+                }
+                self.lock().last_id = entry.id;
+            }
+            read += n;
+            if n < READ_COUNT {
+                break;
+            }
+        }
+        self.expire(clock::now_ms());
+        Ok(read)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppressions_apply_per_tenant_release_and_expire() {
+        let s = Suppressed::default();
+        assert!(!s.contains("1", "a@x.test"));
+        s.apply(1_000, "1", "A@X.test", true);
+        assert!(s.contains("1", "a@x.TEST"), "case does not matter");
+        assert!(!s.contains("2", "a@x.test"), "another tenant's list");
+        s.apply(2_000, "1", "a@x.test", false);
+        assert!(!s.contains("1", "a@x.test"), "released");
+        s.apply(3_000, "1", "b@x.test", true);
+        s.apply(3_500, "1", "b@x.test", true);
+        s.apply(4_000 + RETENTION_MS, "1", "c@x.test", true);
+        s.expire(3_200 + RETENTION_MS);
+        assert!(s.contains("1", "b@x.test"), "its later entry keeps it");
+        s.expire(3_600 + RETENTION_MS);
+        assert!(!s.contains("1", "b@x.test"), "forgotten with the feed");
+        assert!(s.contains("1", "c@x.test"));
+    }
+}
