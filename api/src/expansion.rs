@@ -113,7 +113,7 @@ fn snapshot(state: &AppState, c: &Campaign, html: String) -> CampaignSnapshot {
         message_id_domain: domain.to_owned(),
         headers: bulk_headers(state, c.id, c.tenant_id),
         verp_domain: state.bounce_domain.clone().unwrap_or_default(),
-        mobile_charset: String::new(),
+        mobile_charset: c.mobile_charset.clone().unwrap_or_default(),
     }
 }
 

