@@ -143,10 +143,22 @@ pub async fn test_send(
         .query_async(&mut con)
         .await?;
     let test_id = TEST_ID_BASE + n;
+    // Read again under a share lock: a campaign sent meanwhile has its links stored by `send`,
+    // and those must not be overwritten with this (possibly older) body's.
+    let mut tx = state.db.begin().await?;
+    let c: Campaign = sqlx::query_as(&format!(
+        "SELECT {} FROM campaigns WHERE id = $1 FOR SHARE",
+        crate::routes::campaigns::COLUMNS
+    ))
+    .bind(c.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let c = &c;
     let tracked = frozen_html(c);
-    if c.track_opens || c.track_clicks {
-        store_links(&state.db, c.id, &tracked.links).await?;
+    if (c.track_opens || c.track_clicks) && c.status == "draft" {
+        store_links(&mut *tx, c.id, &tracked.links).await?;
     }
+    tx.commit().await?;
     let mut snap = snapshot(state, c, tracked.html);
     snap.id = test_id;
     let key = Keys::campaign(test_id);

@@ -36,8 +36,16 @@ fn reject(r: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             let msg =
                 std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
-            let field =
-                field_of(&msg).or_else(|| msg.split(':').next().map(|p| p.trim().to_owned()));
+            // "path: message" names the field (an unknown enum value's message quotes the
+            // value, not the field); at the root, the message quotes the field.
+            let path = msg
+                .split_once(": ")
+                .map(|(p, _)| p.trim())
+                .filter(|p| !p.is_empty() && *p != "." && !p.contains(char::is_whitespace))
+                .map(str::to_owned);
+            let field = path
+                .or_else(|| field_of(&msg))
+                .or_else(|| msg.split(':').next().map(|p| p.trim().to_owned()));
             ApiError::Invalid {
                 field: field.unwrap_or_else(|| "body".into()),
                 detail: msg,

@@ -154,7 +154,8 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
         crate::metrics::recorded(status, n, secs);
     }
     let mut touched: Vec<i64> = totals.iter().map(|r| r.0).collect();
-    touched.dedup(); // sorted by the query
+    touched.sort_unstable();
+    touched.dedup();
     for c in touched {
         maybe_complete(state, c).await?;
     }

@@ -64,8 +64,10 @@ fn rewrite_links(html: &str, links: &mut Vec<String>) -> String {
     let mut i = 0;
     while let Some(at) = find_ci(&b[i..], b"href").map(|p| p + i) {
         i = at + 4;
-        // An attribute of its own (not `data-href`), then `=` and a quote.
-        if at == 0 || !b[at - 1].is_ascii_whitespace() {
+        // An attribute of its own (not `data-href`) of a link tag (not `<link>` or `<base>`,
+        // which clients load or resolve without a click), outside comments; then `=` and a
+        // quote.
+        if at == 0 || !b[at - 1].is_ascii_whitespace() || !in_link_tag(b, at) {
             continue;
         }
         let eq = skip_ws(b, at + 4);
@@ -97,6 +99,29 @@ fn rewrite_links(html: &str, links: &mut Vec<String>) -> String {
     }
     out.push_str(&html[copied..]);
     out
+}
+
+/// Whether the attribute at `at` belongs to an `<a>` or `<area>` tag that is not inside a
+/// comment.
+fn in_link_tag(b: &[u8], at: usize) -> bool {
+    let before = &b[..at];
+    let Some(open) = before.iter().rposition(|&c| c == b'<') else {
+        return false;
+    };
+    if before[open..].contains(&b'>') {
+        return false;
+    }
+    if let Some(comment) = rfind_ci(before, b"<!--") {
+        if rfind_ci(&before[comment..], b"-->").is_none() {
+            return false;
+        }
+    }
+    let name_end = before[open + 1..]
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || *c == b'/')
+        .map_or(before.len(), |p| open + 1 + p);
+    let name = &before[open + 1..name_end];
+    name.eq_ignore_ascii_case(b"a") || name.eq_ignore_ascii_case(b"area")
 }
 
 fn is_http(url: &str) -> bool {
@@ -217,6 +242,25 @@ mod tests {
             ]
         );
         assert_eq!(rewrite(html, true, false), t, "the same every time");
+    }
+
+    #[test]
+    fn only_link_tags_outside_comments_are_rewritten() {
+        let html = "<head><link rel=stylesheet href=\"https://fonts.test/css\">\
+                    <base href=\"https://shop.test/\"></head>\
+                    <!-- <a href=\"https://old.test/\">old</a> -->\
+                    <area shape=rect href=\"https://map.test/\">\
+                    <a\thref=\"https://a.test/\">a</a><abbr title=x href=\"https://no.test/\">";
+        let t = rewrite(html, true, false);
+        assert_eq!(t.links, ["https://map.test/", "https://a.test/"]);
+        for kept in [
+            "https://fonts.test/css",
+            "https://shop.test/",
+            "https://old.test/",
+            "https://no.test/",
+        ] {
+            assert!(t.html.contains(kept), "{kept} left as written: {}", t.html);
+        }
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub struct SitePolicyConfig {
     pub retry_max: Option<Span>,
     /// Retry jitter fraction (0–1).
     pub retry_jitter: Option<f64>,
-    /// Job lifetime from first enqueue.
+    /// Job lifetime from first enqueue (at most 7 days, the suppression feed's reach: longer
+    /// is cut to 7 days).
     pub expiry: Option<Span>,
     /// Reply rules (replace the shipped ones): `[[sites.<name>.reply_rules]]` with `pattern`,
     /// `action` (`cut`, `suspend`, `block`), `factor`, `duration`.

@@ -118,9 +118,7 @@ impl QpWriter {
 
     /// Ends the body: a trailing space or tab is escaped.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.col > 0 {
-            self.col += end_line(out);
-        }
+        self.close_line(out);
     }
 
     /// A run of escaped text without line ends.
@@ -157,18 +155,24 @@ impl QpWriter {
     }
 
     fn hard_break(&mut self, out: &mut Vec<u8>) {
-        if self.col > 0 {
-            let grew = end_line(out);
-            self.col += grew;
-            if self.col > LINE {
-                // The escape pushed the line over: move it to a line of its own.
-                let esc: Vec<u8> = out.split_off(out.len() - 3);
-                self.soft_break(out);
-                out.extend_from_slice(&esc);
-            }
-        }
+        self.close_line(out);
         out.extend_from_slice(b"\r\n");
         self.col = 0;
+    }
+
+    /// Escapes a trailing space or tab of the current line, moving the escape to a line of its
+    /// own when it would make the line too long.
+    fn close_line(&mut self, out: &mut Vec<u8>) {
+        if self.col == 0 {
+            return;
+        }
+        self.col += end_line(out);
+        if self.col > LINE {
+            let esc: Vec<u8> = out.split_off(out.len() - 3);
+            self.soft_break(out);
+            out.extend_from_slice(&esc);
+            self.col = 3;
+        }
     }
 }
 
@@ -241,6 +245,20 @@ mod tests {
                 + &"x".repeat(200)
                 + "\t\r\n .";
         assert_eq!(String::from_utf8(decode(&out)).expect("utf8"), want);
+    }
+
+    #[test]
+    fn a_blank_ending_a_full_last_line_moves_to_its_own_line() {
+        let text = format!("{} ", "a".repeat(74));
+        let out = write(&[&text], &[]);
+        check_lines(&out);
+        assert_eq!(String::from_utf8(decode(&out)).expect("utf8"), text);
+        let out = write(&[&format!("{text}\n")], &[]);
+        check_lines(&out);
+        assert_eq!(
+            String::from_utf8(decode(&out)).expect("utf8"),
+            format!("{text}\r\n")
+        );
     }
 
     #[test]

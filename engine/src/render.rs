@@ -63,8 +63,9 @@ enum Segment {
     QpEnd,
 }
 
-/// Marks where a quoted-printable body starts and ends in the composed message; the byte 0x01
-/// never survives escaping, so no template can contain them.
+/// Marks where a quoted-printable body starts and ends in the composed message. No other 0x01
+/// can be there: [`clean_header`] drops control characters from header text, a body holding
+/// one is quoted-printable (which escapes it), and the markers are counted after composing.
 const QP_START: &[u8] = b"\x01[";
 const QP_END: &[u8] = b"\x01]";
 
@@ -168,7 +169,7 @@ impl Campaign {
             .parse()
             .map_err(|e| invalid(format!("from_addr {:?}: {e}", s.from_addr)))?;
         let from = Mailbox::new(
-            (!s.from_name.is_empty()).then(|| s.from_name.clone()),
+            (!s.from_name.is_empty()).then(|| clean_header(&s.from_name)),
             from_addr,
         );
         if !s.return_path.is_empty() {
@@ -204,7 +205,7 @@ impl Campaign {
         let mut field_lines = (0, 0);
         let mut seven_bit_clean = true;
         for line in bodies.iter().flat_map(|b| b.split(['\r', '\n'])) {
-            seven_bit_clean &= line.is_ascii() && line.len() <= 998 && !line.contains('\0');
+            seven_bit_clean &= line.len() <= 998 && !line.bytes().any(needs_escape_in_7bit);
             let n: usize = placeholders
                 .iter()
                 .map(|p| line.matches(p.as_str()).count())
@@ -216,14 +217,15 @@ impl Campaign {
         // One form of the message: bodies that need it (`qp`: non-ASCII, fields or long lines)
         // quoted-printable, the others 7bit as written. lettre gets them as already encoded.
         let compose = |qp: bool| -> Result<Variant, RenderError> {
+            let qp_parts = std::cell::Cell::new(0usize);
             let part = |ct: ContentType, text: &str| -> SinglePart {
                 let needs_qp = qp
-                    && (!text.is_ascii()
-                        || placeholders.iter().any(|p| text.contains(p.as_str()))
+                    && (placeholders.iter().any(|p| text.contains(p.as_str()))
                         || text
                             .split(['\r', '\n'])
-                            .any(|l| l.len() > 998 || l.contains('\0')));
+                            .any(|l| l.len() > 998 || l.bytes().any(needs_escape_in_7bit)));
                 let body = if needs_qp {
+                    qp_parts.set(qp_parts.get() + 1);
                     let mut b = QP_START.to_vec();
                     b.extend_from_slice(&crate::qp::escape_template(text));
                     b.extend_from_slice(QP_END);
@@ -253,6 +255,12 @@ impl Campaign {
             .map_err(|e| invalid(e.to_string()))?;
             let stripped = strip_headers(&message.formatted(), &["to", "date", "message-id"]);
             let data = Skeleton::new(dotstuff::stuff(&stripped), &s.field_names);
+            let count =
+                |want: fn(&Segment) -> bool| data.segments.iter().filter(|g| want(g)).count();
+            let starts = count(|g| matches!(g, Segment::QpStart));
+            if starts != qp_parts.get() || count(|g| matches!(g, Segment::QpEnd)) != starts {
+                return Err(invalid("a control character reached the message".into()));
+            }
             let mut raw = Vec::with_capacity(stripped.len());
             dotstuff::canonical_into(&mut raw, &stripped);
             Ok(Variant {
@@ -281,7 +289,10 @@ impl Campaign {
             let valid_name = h.split_once(':').is_some_and(|(n, _)| {
                 !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
             });
-            if !valid_name || !h.is_ascii() || h.contains(['\r', '\n', '\0']) || h.len() > 998 {
+            if !valid_name
+                || !h.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+                || h.len() > 998
+            {
                 return Err(invalid(format!(
                     "header {h:?} is not one ASCII `Name: value` line"
                 )));
@@ -517,13 +528,13 @@ impl Campaign {
 }
 
 impl Campaign {
-    /// Whether `job`'s body values can go into the 7bit form: all ASCII, and no line made
+    /// Whether `job`'s body values can go into the 7bit form: printable ASCII, and no line made
     /// longer than 998 bytes.
     fn plain_fits(&self, job: &Job) -> bool {
         let mut longest = 0;
         for &i in &self.body_fields {
             let v = job.fields.get(i).map_or("", String::as_str);
-            if !v.is_ascii() {
+            if v.bytes().any(needs_escape_in_7bit) {
                 return false;
             }
             longest = longest.max(v.len());
@@ -641,11 +652,18 @@ fn push_display(out: &mut Vec<u8>, n: u64) {
     let _ = write!(out, "{n}");
 }
 
-/// Removes CR, LF and NUL: nothing from input may start a new header line.
+/// Removes control characters but tab (CR, LF and NUL among them): nothing from input may
+/// start a new header line.
 fn clean_header(s: &str) -> String {
     s.chars()
-        .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+        .filter(|c| !c.is_control() || *c == '\t')
         .collect()
+}
+
+/// Whether a body byte keeps a part from going as written in 7bit: 8-bit octets and control
+/// characters other than tab (line ends are split off before).
+fn needs_escape_in_7bit(b: u8) -> bool {
+    !(b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Replaces `{{name}}` in `template` with the job's values.
@@ -901,6 +919,22 @@ mod tests {
                     values[0]
                 )
             );
+        }
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_part_markers_or_headers() {
+        let mut s = snapshot();
+        s.subject = format!("Hi \x01[{}Reply-To: evil@x.test", "x".repeat(75));
+        s.from_name = "A\x01[B".into();
+        s.text_body = "Hi\n\x01].\nMAIL FROM:<x@y>\n\x01[\n".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        for j in [job(&["Taro", "gold"]), job(&["太郎", "gold"])] {
+            let text = rendered(&c, &j, Framing::Data);
+            assert!(!text.split("\r\n").any(|l| l == "."), "{text}");
+            assert!(!text.contains("\r\nReply-To: evil"), "{text}");
+            assert!(!text.contains('\x01'), "{text}");
+            assert!(text_part(&text).contains("\x01].\nMAIL FROM"), "{text}");
         }
     }
 

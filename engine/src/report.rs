@@ -4,6 +4,7 @@
 //! comes here. [`Reporter::outcome`] classifies, counts, and hands the job to its shard's
 //! [`crate::flusher`] as finished (event) or deferred (retry set, or expired past its expiry).
 
+use hikyaku_queue_schema::suppressed::MAX_JOB_LIFE_MS;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,15 +302,16 @@ impl Reporter {
     }
 }
 
-/// When the job expires: the campaign's expiry if set, else first enqueue + the site's.
+/// When the job expires: the campaign's expiry if set, else first enqueue + the site's; never
+/// later than [`MAX_JOB_LIFE_MS`] after first enqueue (the suppression feed covers that long).
 fn expires_ms(work: &Work, site: &SitePolicy) -> u64 {
-    if work.job.expires_ms > 0 {
+    let queued = work.job.queued_ms;
+    let wanted = if work.job.expires_ms > 0 {
         work.job.expires_ms
     } else {
-        work.job
-            .queued_ms
-            .saturating_add(site.expiry.as_millis() as u64)
-    }
+        queued.saturating_add(site.expiry.as_millis() as u64)
+    };
+    wanted.min(queued.saturating_add(MAX_JOB_LIFE_MS))
 }
 
 fn describe(attempt: &Attempt) -> (u16, String, String) {

@@ -6,12 +6,12 @@
 //! complaint, hard bounce, operator) to the feed, and each engine reads it from its start when
 //! it begins, then every second with the other control state. A connection asks
 //! [`Suppressed::contains`] when it admits a job, just before the message is built: an address
-//! suppressed a second or more ago is not sent to. While the set is empty (the common case) the
-//! check is one atomic load.
+//! suppressed a second or more ago is not sent to. While the set is empty the check is one
+//! atomic load; otherwise a shared lock and two hash lookups.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use hikyaku_queue_schema::suppressed::{ADDRESS_FIELD, OP_FIELD, RETENTION_MS, TENANT_FIELD};
 use hikyaku_queue_schema::Keys;
@@ -27,62 +27,95 @@ const READ_COUNT: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct Suppressed {
     any: AtomicBool,
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     /// Last feed entry read (`0-0` before the first).
     last_id: String,
-    /// `tenant \n address` → time of the entry that suppressed it (ms).
-    keys: HashMap<String, u64>,
-    /// Suppressions in feed order, to forget them when the feed does.
-    order: VecDeque<(u64, String)>,
+    /// Tenant → lower-cased address → time of the entry that suppressed it (ms).
+    tenants: HashMap<String, HashMap<String, u64>>,
+    /// Suppressions in feed order (time, tenant, address), to forget them when the feed does.
+    order: VecDeque<(u64, String, String)>,
 }
 
-fn key(tenant: &str, address: &str) -> String {
-    let mut k = String::with_capacity(tenant.len() + 1 + address.len());
-    k.push_str(tenant);
-    k.push('\n');
-    k.extend(address.chars().map(|c| c.to_ascii_lowercase()));
-    k
+/// The address as the API keeps it: lower case (Unicode rules, as PostgreSQL's `lower`).
+fn lower(address: &str) -> std::borrow::Cow<'_, str> {
+    if address.is_ascii() {
+        if address.bytes().any(|b| b.is_ascii_uppercase()) {
+            address.to_ascii_lowercase().into()
+        } else {
+            address.into()
+        }
+    } else {
+        address.to_lowercase().into()
+    }
+}
+
+impl Inner {
+    fn apply(&mut self, at_ms: u64, tenant: &str, address: &str, suppressed: bool) {
+        let address = lower(address).into_owned();
+        if suppressed {
+            self.tenants
+                .entry(tenant.to_owned())
+                .or_default()
+                .insert(address.clone(), at_ms);
+            self.order.push_back((at_ms, tenant.to_owned(), address));
+        } else if let Some(t) = self.tenants.get_mut(tenant) {
+            t.remove(&address);
+        }
+    }
+
+    fn expire(&mut self, cutoff: u64) {
+        while self.order.front().is_some_and(|(at, _, _)| *at < cutoff) {
+            let Some((at, tenant, address)) = self.order.pop_front() else {
+                break;
+            };
+            // A later entry for the same address keeps it.
+            if let Some(t) = self.tenants.get_mut(&tenant) {
+                if t.get(&address) == Some(&at) {
+                    t.remove(&address);
+                }
+                if t.is_empty() {
+                    self.tenants.remove(&tenant);
+                }
+            }
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.tenants.values().any(|t| !t.is_empty())
+    }
 }
 
 impl Suppressed {
-    /// Whether `address` is suppressed for `tenant` (address compared without case).
+    /// Whether `address` is suppressed for `tenant` (address compared without case). Without
+    /// suppressions one atomic load; with some, a shared lock and two hash lookups (no
+    /// allocation for a lower-case address).
     pub fn contains(&self, tenant: &str, address: &str) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;
         }
-        self.lock().keys.contains_key(&key(tenant, address))
+        let inner = self.read();
+        inner
+            .tenants
+            .get(tenant)
+            .is_some_and(|t| t.contains_key(lower(address).as_ref()))
     }
 
     /// Applies one feed entry written at `at_ms`.
     pub fn apply(&self, at_ms: u64, tenant: &str, address: &str, suppressed: bool) {
-        let mut inner = self.lock();
-        let k = key(tenant, address);
-        if suppressed {
-            inner.keys.insert(k.clone(), at_ms);
-            inner.order.push_back((at_ms, k));
-        } else {
-            inner.keys.remove(&k);
-        }
-        self.any.store(!inner.keys.is_empty(), Ordering::Release);
+        let mut inner = self.write();
+        inner.apply(at_ms, tenant, address, suppressed);
+        self.any.store(inner.any(), Ordering::Release);
     }
 
     /// Forgets suppressions older than the feed keeps (jobs that old have expired).
     pub fn expire(&self, now_ms: u64) {
-        let cutoff = now_ms.saturating_sub(RETENTION_MS);
-        let mut inner = self.lock();
-        while inner.order.front().is_some_and(|(at, _)| *at < cutoff) {
-            if let Some((at, k)) = inner.order.pop_front() {
-                // A later entry for the same address keeps it.
-                if inner.keys.get(&k) == Some(&at) {
-                    inner.keys.remove(&k);
-                }
-            }
-        }
-        self.any.store(!inner.keys.is_empty(), Ordering::Release);
+        let mut inner = self.write();
+        inner.expire(now_ms.saturating_sub(RETENTION_MS));
+        self.any.store(inner.any(), Ordering::Release);
     }
 
     /// Reads the feed from where the last call stopped to its end. Returns the entries read.
@@ -90,7 +123,7 @@ impl Suppressed {
         let mut read = 0;
         loop {
             let from = {
-                let inner = self.lock();
+                let inner = self.read();
                 if inner.last_id.is_empty() {
                     "0-0".to_owned()
                 } else {
@@ -109,6 +142,8 @@ impl Suppressed {
                 .map(|k| k.ids)
                 .unwrap_or_default();
             let n = ids.len();
+            // One write lock per batch, not per entry.
+            let mut inner = self.write();
             for entry in ids {
                 let at_ms = entry
                     .id
@@ -119,10 +154,12 @@ impl Suppressed {
                 if let (Some(t), Some(a), Some(op)) =
                     (field(TENANT_FIELD), field(ADDRESS_FIELD), field(OP_FIELD))
                 {
-                    self.apply(at_ms, &t, &a, op == "add");
+                    inner.apply(at_ms, &t, &a, op == "add");
                 }
-                self.lock().last_id = entry.id;
+                inner.last_id = entry.id;
             }
+            self.any.store(inner.any(), Ordering::Release);
+            drop(inner);
             read += n;
             if n < READ_COUNT {
                 break;
@@ -132,8 +169,12 @@ impl Suppressed {
         Ok(read)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -158,5 +199,10 @@ mod tests {
         s.expire(3_600 + RETENTION_MS);
         assert!(!s.contains("1", "b@x.test"), "forgotten with the feed");
         assert!(s.contains("1", "c@x.test"));
+        s.apply(5_000 + RETENTION_MS, "1", "Ärger@X.jp", true);
+        assert!(
+            s.contains("1", "äRGER@x.jp"),
+            "Unicode case, as the API's lower()"
+        );
     }
 }

@@ -43,7 +43,8 @@ pub struct CampaignSnapshot {
     /// sent from `return_path`. Version 2 on.
     pub verp_domain: String,
     /// Charset for recipients at Japanese mobile carriers ([`crate::carriers`]): empty for the
-    /// site policy's choice, or `iso-2022-jp` (7bit) for this campaign. Version 3 on.
+    /// site policy's choice, else `iso-2022-jp` (7bit) or `utf-8` for this campaign. Version 3
+    /// on.
     pub mobile_charset: String,
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Expansion already skips every address suppressed when its page was read; the feed only has
 //! to cover what happens later, while jobs wait in queues and retry sets. Entries are kept for
-//! [`RETENTION_MS`] (trimmed by `MINID` on every write), longer than any job lives (the shipped
-//! retry expiry is 24 hours); engines read the feed from its start when they begin and then
-//! follow it.
+//! [`RETENTION_MS`] (trimmed by `MINID` on every write), longer than any job lives: engines end
+//! a job [`MAX_JOB_LIFE_MS`] after its first enqueue whatever its campaign or site says (the
+//! shipped retry expiry is 24 hours). Engines read the feed from its start when they begin and
+//! then follow it. Addresses are lower-cased with Unicode rules, as PostgreSQL's `lower`.
 
 use redis::aio::ConnectionLike;
 
@@ -14,6 +15,9 @@ use crate::keys::Keys;
 
 /// How long entries stay in the feed: 8 days.
 pub const RETENTION_MS: u64 = 8 * 24 * 3600 * 1000;
+
+/// The longest a job lives after its first enqueue: 7 days, a day inside the feed's retention.
+pub const MAX_JOB_LIFE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Field: the tenant id.
 pub const TENANT_FIELD: &str = "t";

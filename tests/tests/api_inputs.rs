@@ -118,6 +118,20 @@ async fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
             Some("subject"),
         ),
         (
+            "control character in a body",
+            "/v1/campaigns".into(),
+            json!({"name": "c", "list_id": list_id, "from_addr": "n@a.test", "subject": "s", "text_body": "b\u{1}].\n"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("text_body"),
+        ),
+        (
+            "unknown mobile charset",
+            "/v1/campaigns".into(),
+            json!({"name": "c", "list_id": list_id, "from_addr": "n@a.test", "subject": "s", "text_body": "b", "mobile_charset": "shift_jis"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("mobile_charset"),
+        ),
+        (
             "bad from",
             "/v1/campaigns".into(),
             json!({"name": "c", "list_id": list_id, "from_addr": "n", "subject": "s", "text_body": "b"}),

@@ -384,7 +384,7 @@ async fn campaign_mobile_charset_applies_to_carrier_recipients_only() {
             .extend(body.as_object().expect("object").clone());
         let (s, problem) = api.json(Method::POST, "/v1/campaigns", c).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-        assert!(problem.to_string().contains(field), "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
     }
     let body = "{{first_name}}様\n今週のお知らせです。\n";
     let (s, c) = api

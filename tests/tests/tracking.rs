@@ -251,6 +251,26 @@ async fn opens_and_clicks_are_served_and_counted_once_per_recipient() {
     not_found(&api, &format!("/t/{unsubscribe_token}/o.gif")).await;
     not_found(&api, &format!("/t/{unsubscribe_token}/c/0")).await;
     not_found(&api, &format!("/u/{token_a}")).await;
+    // A validly signed token naming another tenant (a key that is not this campaign's owner)
+    // finds nothing: links and opens are looked up with the token's tenant.
+    let other = hikyaku_api::admin::create_tenant(&api.state.db, "other")
+        .await
+        .expect("tenant");
+    let cross = hikyaku_api::tokens::sign(
+        &api.state.token_secret,
+        hikyaku_api::tokens::Purpose::Track,
+        hikyaku_api::tokens::Recipient {
+            tenant: other.tenant_id,
+            campaign: p[1].parse().expect("campaign id"),
+            subscriber: other_subscriber.parse::<i64>().expect("id") - 1,
+        },
+    );
+    not_found(&api, &format!("/t/{cross}/c/0")).await;
+    // The pixel is served either way; the counts below show it recorded nothing.
+    assert_eq!(
+        hit(&api, &format!("/t/{cross}/o.gif")).await.0,
+        StatusCode::OK
+    );
 
     // The test send's links work, for nobody.
     let (html_t, _) = message("tracked", "tester@other.test");

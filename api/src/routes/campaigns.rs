@@ -97,6 +97,9 @@ fn check_mobile_charset(
         return Ok(());
     }
     for (field, text) in texts {
+        if !encoding_rs::ISO_2022_JP.encode(text).2 {
+            continue;
+        }
         let bad = text.chars().find(|c| {
             let mut b = [0u8; 4];
             encoding_rs::ISO_2022_JP.encode(c.encode_utf8(&mut b)).2
@@ -219,6 +222,14 @@ fn check_text(field: &str, v: &str, max: usize, single_line: bool) -> Result<(),
     }
     if v.contains('\0') || (single_line && v.contains(['\r', '\n'])) {
         return Err(ApiError::invalid(field, "contains CR, LF or NUL"));
+    }
+    if v.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
+        return Err(ApiError::invalid(
+            field,
+            "contains a control character (only tab, CR and LF are allowed)",
+        ));
     }
     Ok(())
 }
@@ -702,12 +713,17 @@ async fn update(
         .or(c.mobile_charset.as_deref());
     check_mobile_charset(
         mobile_charset,
+        // A stored text refused only because of the new charset names the charset field.
         [
-            ("subject", u.subject.as_ref().unwrap_or(&c.subject)),
-            ("from_name", u.from_name.as_ref().unwrap_or(&c.from_name)),
-            ("text_body", u.text_body.as_ref().unwrap_or(&c.text_body)),
-            ("html_body", u.html_body.as_ref().unwrap_or(&c.html_body)),
-        ],
+            ("subject", &u.subject, &c.subject),
+            ("from_name", &u.from_name, &c.from_name),
+            ("text_body", &u.text_body, &c.text_body),
+            ("html_body", &u.html_body, &c.html_body),
+        ]
+        .map(|(field, new, old)| match new {
+            Some(v) => (field, v.as_str()),
+            None => ("mobile_charset", old.as_str()),
+        }),
     )?;
     let done = sqlx::query(
         "UPDATE campaigns SET name = COALESCE($3, name), from_name = COALESCE($4, from_name), \
