@@ -55,6 +55,8 @@ pub struct BenchOptions {
     pub compare: bool,
     /// Sign every message with a fresh RSA-2048 DKIM key; measure OpenSSL's raw sign rate.
     pub dkim: bool,
+    /// Japanese text and reader names: bodies go quoted-printable.
+    pub japanese: bool,
 }
 
 impl BenchOptions {
@@ -122,6 +124,8 @@ pub struct BenchReport {
     pub sites: Option<Vec<SiteRate>>,
     /// Every message RSA-2048 DKIM-signed (`--dkim`).
     pub dkim: bool,
+    /// Japanese text and names, quoted-printable bodies (`--japanese`).
+    pub japanese: bool,
     /// OpenSSL's RSA-2048 signatures/s on all cores (`openssl speed`), with `--dkim`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub openssl_rsa2048_sign_per_sec: Option<f64>,
@@ -294,12 +298,12 @@ impl Rig {
         let campaign = 1;
         enqueue::write_snapshot(
             &mut self.con,
-            &enqueue::bench_snapshot(campaign, opts.body_bytes),
+            &enqueue::bench_snapshot(campaign, opts.body_bytes, opts.japanese),
         )
         .await?;
         let domains = opts.job_domains();
         let t = monotonic_now();
-        let jobs = enqueue::bench_jobs(campaign, count, &domains, 0).map(|mut j| {
+        let jobs = enqueue::bench_jobs(campaign, count, &domains, 0, opts.japanese).map(|mut j| {
             j.queued_ms = now_ms();
             j
         });
@@ -461,6 +465,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         mix: opts.mix.as_ref().map(|_| "realistic".to_owned()),
         sites,
         dkim: opts.dkim,
+        japanese: opts.japanese,
         openssl_rsa2048_sign_per_sec: None,
         dkim_ratio_vs_openssl: None,
         dkim_engine_ratio_vs_openssl: None,
@@ -680,6 +685,7 @@ mod tests {
             mix: None,
             sites: None,
             dkim: false,
+            japanese: false,
             openssl_rsa2048_sign_per_sec: None,
             dkim_ratio_vs_openssl: None,
             dkim_engine_ratio_vs_openssl: None,

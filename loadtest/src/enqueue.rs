@@ -104,9 +104,25 @@ pub async fn write_jobs(
 /// The benchmark newsletter body: about `body_bytes` of text (less the unsubscribe line the
 /// caller adds) with the `{{first_name}}` and `{{plan}}` merge fields.
 pub fn newsletter_text(body_bytes: usize) -> String {
-    let paragraph = "hikyaku weekly: the express couriers of old Japan ran relay stages between \
-                     Edo and Osaka; this newsletter runs the same relay for your readers.\n";
-    let mut text = String::from("Dear {{first_name}},\n\nYour plan: {{plan}}.\n\n");
+    newsletter(body_bytes, false)
+}
+
+/// [`newsletter_text`], in Japanese when `japanese` (UTF-8: 3 bytes a character).
+fn newsletter(body_bytes: usize, japanese: bool) -> String {
+    let (paragraph, greeting) = if japanese {
+        (
+            "飛脚週報：江戸と大坂を結んだ飛脚のように、このニュースレターも読者の皆さまへ\
+             リレーでお届けします。今週のおすすめ商品とお知らせをご覧ください。\n",
+            "{{first_name}}様\n\nご契約プラン：{{plan}}\n\n",
+        )
+    } else {
+        (
+            "hikyaku weekly: the express couriers of old Japan ran relay stages between \
+             Edo and Osaka; this newsletter runs the same relay for your readers.\n",
+            "Dear {{first_name}},\n\nYour plan: {{plan}}.\n\n",
+        )
+    };
+    let mut text = String::from(greeting);
     while text.len() + paragraph.len() < body_bytes.saturating_sub(120) {
         text.push_str(paragraph);
     }
@@ -136,8 +152,8 @@ pub const BENCH_FROM_DOMAIN: &str = "hikyaku.test";
 
 /// The benchmark campaign: about `body_bytes` of text with three merge fields and a
 /// per-recipient unsubscribe link.
-pub fn bench_snapshot(id: u64, body_bytes: usize) -> CampaignSnapshot {
-    let mut text = newsletter_text(body_bytes);
+pub fn bench_snapshot(id: u64, body_bytes: usize, japanese: bool) -> CampaignSnapshot {
+    let mut text = newsletter(body_bytes, japanese);
     text.push_str("\nUnsubscribe: https://hikyaku.test/u/{{token}}\n");
     CampaignSnapshot {
         id,
@@ -169,6 +185,7 @@ pub fn bench_jobs(
     count: u64,
     domains: &[(String, u32)],
     queued_ms: u64,
+    japanese: bool,
 ) -> impl Iterator<Item = Job> + '_ {
     (0..count).map(move |seq| {
         let domain = weighted_domain(domains, seq);
@@ -180,7 +197,11 @@ pub fn bench_jobs(
             priority: 0,
             rcpt: format!("u{seq}@{domain}"),
             fields: vec![
-                format!("Reader{seq}"),
+                if japanese {
+                    format!("読者{seq}")
+                } else {
+                    format!("Reader{seq}")
+                },
                 ["bronze", "silver", "gold"][(seq % 3) as usize].to_owned(),
                 format!("{campaign:x}{seq:08x}"),
             ],
@@ -210,11 +231,14 @@ mod tests {
     #[test]
     fn bench_jobs_follow_the_weights() {
         let domains = parse_domains("a.test:3,b.test:1").expect("ok");
-        let jobs: Vec<Job> = bench_jobs(1, 400, &domains, 0).collect();
+        let jobs: Vec<Job> = bench_jobs(1, 400, &domains, 0, false).collect();
         let a = jobs.iter().filter(|j| j.domain() == "a.test").count();
         assert_eq!(a, 300);
         assert_eq!(jobs[5].fields.len(), 3);
-        let snap = bench_snapshot(1, 2048);
+        let snap = bench_snapshot(1, 2048, false);
         assert!(snap.text_body.len() > 1800 && snap.text_body.len() < 2100);
+        let ja = bench_snapshot(1, 2048, true);
+        assert!(!ja.text_body.is_ascii());
+        assert!(ja.text_body.len() > 1700 && ja.text_body.len() < 2100);
     }
 }

@@ -159,6 +159,9 @@ struct BenchArgs {
     /// Engine mode; use a smaller --count (signing bounds the rate to a few thousand msg/s).
     #[arg(long)]
     dkim: bool,
+    /// Japanese newsletter text and reader names (engine mode): bodies go quoted-printable.
+    #[arg(long)]
+    japanese: bool,
     /// A provider mix instead of --domains. `realistic`: google 50%, yahoo 20%, docomo, au
     /// and softbank 5% each, other 15%; engine limits yahoo 2000/s and the carriers 300/s
     /// each (google and other unlimited); the sink emulates each provider (reply texts,
@@ -225,9 +228,9 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("connecting to {redis}"))?;
                 let shards = enqueue::shards(&mut con, shards).await?;
-                enqueue::write_snapshot(&mut con, &enqueue::bench_snapshot(campaign, body_bytes))
+                enqueue::write_snapshot(&mut con, &enqueue::bench_snapshot(campaign, body_bytes, false))
                     .await?;
-                let jobs = enqueue::bench_jobs(campaign, count, &domains, now_ms());
+                let jobs = enqueue::bench_jobs(campaign, count, &domains, now_ms(), false);
                 let n = enqueue::write_jobs(&mut con, shards, jobs, |_| {}).await?;
                 println!("{{\"enqueued\":{n},\"campaign\":{campaign},\"shards\":{shards}}}");
                 Ok(())
@@ -334,6 +337,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         mix,
         compare: b.compare,
         dkim: b.dkim,
+        japanese: b.japanese,
     };
     if let Some(n) = b.backlog {
         let report = backlog::run(&opts, n, Duration::from_secs(b.duration_s)).await?;
