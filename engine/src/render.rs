@@ -6,9 +6,10 @@
 //! behind a few per-message headers (Date, Message-ID, To, and Subject when it has merge
 //! fields, and the snapshot's extra header lines — List-Unsubscribe, Feedback-ID … — with
 //! their per-recipient values). That is one memcpy-like pass per message instead of a MIME
-//! build. Bodies are 7bit when the templates and the job's values allow it, else
-//! quoted-printable ([`crate::qp`], written around the values as they are spliced in): lines
-//! stay within RFC 5322's 998 bytes and no 8-bit octet travels. A campaign whose From domain has DKIM keys ([`crate::dkim`]) is rendered raw into a
+//! build. Bodies are 7bit when the templates and the job's values allow it, else base64 when
+//! the text is mostly non-ASCII (filled, then encoded per message) or quoted-printable
+//! ([`crate::qp`], written around the values as they are spliced in): lines stay within RFC
+//! 5322's 998 bytes and no 8-bit octet travels. A campaign whose From domain has DKIM keys ([`crate::dkim`]) is rendered raw into a
 //! scratch buffer, signed with every key, and written behind its `DKIM-Signature` lines.
 
 use std::collections::HashMap;
@@ -61,6 +62,9 @@ enum Segment {
     QpStart,
     /// The quoted-printable body ends.
     QpEnd,
+    /// The N-th base64 body of the message: its template is [`Variant::base64`]`[N]`, filled
+    /// and encoded per message.
+    Base64(usize),
 }
 
 /// Marks where a quoted-printable body starts and ends in the composed message. No other 0x01
@@ -68,6 +72,8 @@ enum Segment {
 /// one is quoted-printable (which escapes it), and the markers are counted after composing.
 const QP_START: &[u8] = b"\x01[";
 const QP_END: &[u8] = b"\x01]";
+/// Stands for a whole base64 body in the composed message.
+const BASE64_BODY: &[u8] = b"\x01(";
 
 /// How the content travels: after `DATA` (dot-stuffed, ended by the caller's `.`) or in a
 /// `BDAT` chunk (octets as they are, RFC 3030).
@@ -84,6 +90,8 @@ pub enum Framing {
 struct Variant {
     data: Skeleton,
     bdat: Skeleton,
+    /// Templates (CRLF, raw) of the base64 bodies, in message order.
+    base64: Vec<Skeleton>,
 }
 
 /// The campaign's message in one framing, cut at its merge fields.
@@ -215,28 +223,36 @@ impl Campaign {
             }
         }
         // One form of the message: bodies that need it (`qp`: non-ASCII, fields or long lines)
-        // quoted-printable, the others 7bit as written. lettre gets them as already encoded.
+        // encoded — base64 when mostly non-ASCII (Japanese text: 4 bytes for 3 instead of
+        // quoted-printable's 9), else quoted-printable — the others 7bit as written. lettre gets
+        // them as already encoded.
         let compose = |qp: bool| -> Result<Variant, RenderError> {
             let qp_parts = std::cell::Cell::new(0usize);
+            let base64 = std::cell::RefCell::new(Vec::new());
             let part = |ct: ContentType, text: &str| -> SinglePart {
                 let needs_qp = qp
                     && (placeholders.iter().any(|p| text.contains(p.as_str()))
                         || text
                             .split(['\r', '\n'])
                             .any(|l| l.len() > 998 || l.bytes().any(needs_escape_in_7bit)));
-                let body = if needs_qp {
+                let high = text.bytes().filter(|b| *b >= 0x80).count();
+                let body = if needs_qp && high * 3 > text.len() {
+                    base64
+                        .borrow_mut()
+                        .push(Skeleton::new(crlf(text).into_bytes(), &s.field_names));
+                    Body::dangerous_pre_encoded(
+                        BASE64_BODY.to_vec(),
+                        ContentTransferEncoding::Base64,
+                    )
+                } else if needs_qp {
                     qp_parts.set(qp_parts.get() + 1);
                     let mut b = QP_START.to_vec();
                     b.extend_from_slice(&crate::qp::escape_template(text));
                     b.extend_from_slice(QP_END);
                     Body::dangerous_pre_encoded(b, ContentTransferEncoding::QuotedPrintable)
                 } else {
-                    let crlf = text
-                        .replace("\r\n", "\n")
-                        .replace('\r', "\n")
-                        .replace('\n', "\r\n");
                     Body::dangerous_pre_encoded(
-                        crlf.into_bytes(),
+                        crlf(text).into_bytes(),
                         ContentTransferEncoding::SevenBit,
                     )
                 };
@@ -258,7 +274,11 @@ impl Campaign {
             let count =
                 |want: fn(&Segment) -> bool| data.segments.iter().filter(|g| want(g)).count();
             let starts = count(|g| matches!(g, Segment::QpStart));
-            if starts != qp_parts.get() || count(|g| matches!(g, Segment::QpEnd)) != starts {
+            let base64 = base64.into_inner();
+            if starts != qp_parts.get()
+                || count(|g| matches!(g, Segment::QpEnd)) != starts
+                || count(|g| matches!(g, Segment::Base64(_))) != base64.len()
+            {
                 return Err(invalid("a control character reached the message".into()));
             }
             let mut raw = Vec::with_capacity(stripped.len());
@@ -266,6 +286,7 @@ impl Campaign {
             Ok(Variant {
                 data,
                 bdat: Skeleton::new(raw, &s.field_names),
+                base64,
             })
         };
         let plain = seven_bit_clean.then(|| compose(false)).transpose()?;
@@ -483,6 +504,11 @@ impl Campaign {
         for seg in &skeleton.segments {
             match seg {
                 Segment::QpStart => qp = Some(QpWriter::new()),
+                Segment::Base64(n) => {
+                    if let Some(t) = variant.base64.get(*n) {
+                        write_base64(t, job, out);
+                    }
+                }
                 Segment::QpEnd => {
                     if let Some(mut w) = qp.take() {
                         w.finish(out);
@@ -584,7 +610,7 @@ impl Campaign {
                     out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
                 }
                 // Header lines are checked ASCII at build: no 0x01 markers.
-                Segment::QpStart | Segment::QpEnd => {}
+                Segment::QpStart | Segment::QpEnd | Segment::Base64(_) => {}
             }
         }
     }
@@ -660,6 +686,48 @@ fn clean_header(s: &str) -> String {
         .collect()
 }
 
+/// `text` with CRLF line ends (bare CR or LF become CRLF).
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "\r\n")
+}
+
+thread_local! {
+    /// A base64 body being filled, reused across messages of a thread.
+    static BASE64_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A base64 body: the template filled with the job's values (CR, LF and NUL dropped from
+/// them), encoded in lines of 76 characters. Base64 never starts a line with `.`, so it serves
+/// both framings.
+fn write_base64(template: &Skeleton, job: &Job, out: &mut Vec<u8>) {
+    use base64::Engine as _;
+    BASE64_SCRATCH.with_borrow_mut(|raw| {
+        raw.clear();
+        for seg in &template.segments {
+            match seg {
+                Segment::Literal(r) => raw.extend_from_slice(&template.text[r.clone()]),
+                Segment::Field(i) => {
+                    let v = job.fields.get(*i).map_or("", String::as_str);
+                    raw.extend(v.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+                }
+                Segment::QpStart | Segment::QpEnd | Segment::Base64(_) => {}
+            }
+        }
+        out.reserve(raw.len() / 57 * 78 + 80);
+        for chunk in raw.chunks(57) {
+            let start = out.len();
+            out.resize(start + 76, 0);
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(chunk, &mut out[start..])
+                .unwrap_or(0); // 76 bytes hold 57 encoded: cannot fail.
+            out.truncate(start + n);
+            out.extend_from_slice(b"\r\n");
+        }
+    });
+}
+
 /// Whether a body byte keeps a part from going as written in 7bit: 8-bit octets and control
 /// characters other than tab (line ends are split off before).
 fn needs_escape_in_7bit(b: u8) -> bool {
@@ -706,6 +774,7 @@ fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
     let mut segs = Vec::new();
     let mut lit_start = 0;
     let mut i = 0;
+    let mut base64 = 0;
     while i + 1 < text.len() {
         if text[i] == 0x01 {
             let marker = &text[i..(i + 2).min(text.len())];
@@ -713,6 +782,9 @@ fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
                 Segment::QpStart
             } else if marker == QP_END {
                 Segment::QpEnd
+            } else if marker == BASE64_BODY {
+                base64 += 1;
+                Segment::Base64(base64 - 1)
             } else {
                 i += 1;
                 continue;
@@ -939,18 +1011,43 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_templates_are_always_quoted_printable() {
+    fn non_ascii_templates_are_base64_when_mostly_non_ascii_else_quoted_printable() {
         let mut s = snapshot();
-        s.text_body = "こんにちは {{first_name}} さん\n".into();
+        s.text_body = "こんにちは {{first_name}} さん\n.今週のお知らせ。\n".repeat(3);
         s.html_body = "<p>static ASCII</p>".into();
         let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
-        let text = rendered(&c, &job(&["Taro", "gold"]), Framing::Data);
-        assert_eq!(text.matches("quoted-printable").count(), 1, "{text}");
+        let j = job(&["Taro", "gold"]);
+        let text = rendered(&c, &j, Framing::Data);
+        assert!(text.contains("Content-Transfer-Encoding: base64"), "{text}");
+        assert!(!text.contains("quoted-printable"), "{text}");
         assert!(
             text.contains("<p>static ASCII</p>"),
             "the static part stays 7bit"
         );
-        assert_eq!(text_part(&text), "こんにちは Taro さん\n");
+        assert!(text.is_ascii());
+        assert!(text
+            .split("\r\n")
+            .all(|l| l.len() <= 998 && !l.starts_with('.')));
+        assert_eq!(
+            text_part(&text),
+            "こんにちは Taro さん\n.今週のお知らせ。\n".repeat(3)
+        );
+        let mut raw = Vec::new();
+        c.render(&j, "Date: x\r\n", Framing::Bdat, Charset::Utf8, &mut raw);
+        assert_eq!(crate::smtp::dotstuff::stuff(&raw), text.as_bytes());
+
+        // Mostly ASCII with some Japanese: quoted-printable.
+        s.text_body = "Weekly news for {{first_name}}: 今週 and more, as every week.\n".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let text = rendered(&c, &j, Framing::Data);
+        assert!(
+            text.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{text}"
+        );
+        assert_eq!(
+            text_part(&text),
+            "Weekly news for Taro: 今週 and more, as every week.\n"
+        );
     }
 
     #[test]

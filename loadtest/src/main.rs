@@ -228,8 +228,11 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("connecting to {redis}"))?;
                 let shards = enqueue::shards(&mut con, shards).await?;
-                enqueue::write_snapshot(&mut con, &enqueue::bench_snapshot(campaign, body_bytes, false))
-                    .await?;
+                enqueue::write_snapshot(
+                    &mut con,
+                    &enqueue::bench_snapshot(campaign, body_bytes, false),
+                )
+                .await?;
                 let jobs = enqueue::bench_jobs(campaign, count, &domains, now_ms(), false);
                 let n = enqueue::write_jobs(&mut con, shards, jobs, |_| {}).await?;
                 println!("{{\"enqueued\":{n},\"campaign\":{campaign},\"shards\":{shards}}}");
