@@ -132,11 +132,11 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
 
 #[test]
 fn the_bench_campaign_renders() {
-    let snap = hikyaku_loadtest::enqueue::bench_snapshot(1, 2048);
+    let snap = hikyaku_loadtest::enqueue::bench_snapshot(1, 2048, false);
     let c = hikyaku_engine::render::Campaign::build(&snap, &Default::default())
         .expect("bench campaign builds");
     let domains = hikyaku_loadtest::enqueue::parse_domains("gmail.test").expect("domains");
-    let job = hikyaku_loadtest::enqueue::bench_jobs(1, 1, &domains, 0)
+    let job = hikyaku_loadtest::enqueue::bench_jobs(1, 1, &domains, 0, false)
         .next()
         .expect("a job");
     let mut out = Vec::new();
