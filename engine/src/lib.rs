@@ -14,7 +14,7 @@
 //! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
 //! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
-//!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies; [`jis`] builds ISO-2022-JP
+//!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies (base64 ones in [`render`]); [`jis`] builds ISO-2022-JP
 //!   messages for carriers that want them; [`suppressed`]: the last suppression check.
 //! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
 //! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;

@@ -69,7 +69,8 @@ enum Segment {
 
 /// Marks where a quoted-printable body starts and ends in the composed message. No other 0x01
 /// can be there: [`clean_header`] drops control characters from header text, a body holding
-/// one is quoted-printable (which escapes it), and the markers are counted after composing.
+/// one is quoted-printable (which escapes it) or base64 (kept apart), and the markers are
+/// counted after composing.
 const QP_START: &[u8] = b"\x01[";
 const QP_END: &[u8] = b"\x01]";
 /// Stands for a whole base64 body in the composed message.
@@ -103,7 +104,13 @@ struct Skeleton {
 
 impl Skeleton {
     fn new(text: Vec<u8>, names: &[String]) -> Self {
-        let segments = split_fields(&text, names);
+        let segments = split_fields(&text, names, true);
+        Skeleton { text, segments }
+    }
+
+    /// A template cut at its merge fields only (a base64 body's: its bytes are all content).
+    fn fields_only(text: Vec<u8>, names: &[String]) -> Self {
+        let segments = split_fields(&text, names, false);
         Skeleton { text, segments }
     }
 }
@@ -115,13 +122,15 @@ pub struct Campaign {
     pub return_path: String,
     /// Domain of per-job VERP envelope senders, or empty.
     verp_domain: String,
-    /// The body contains 8-bit text (never, today: bodies are 7bit or quoted-printable).
+    /// The body contains 8-bit text (never, today: bodies are 7bit, quoted-printable or
+    /// base64).
     pub eight_bit: bool,
     /// The message with 7bit bodies and merge values written as they are: for jobs whose
     /// body values are ASCII and keep every line within 998 bytes ([`Campaign::plain_fits`]).
     /// `None` when a template is not 7bit-clean.
     plain: Option<Variant>,
-    /// The message with quoted-printable bodies where they need it: for every other job.
+    /// The message with quoted-printable or base64 bodies where they need it: for every other
+    /// job.
     /// `None` when the plain form always serves (no merge fields in the bodies).
     qp: Option<Variant>,
     /// Merge fields that appear in a body.
@@ -237,9 +246,10 @@ impl Campaign {
                             .any(|l| l.len() > 998 || l.bytes().any(needs_escape_in_7bit)));
                 let high = text.bytes().filter(|b| *b >= 0x80).count();
                 let body = if needs_qp && high * 3 > text.len() {
-                    base64
-                        .borrow_mut()
-                        .push(Skeleton::new(crlf(text).into_bytes(), &s.field_names));
+                    base64.borrow_mut().push(Skeleton::fields_only(
+                        crlf(text).into_bytes(),
+                        &s.field_names,
+                    ));
                     Body::dangerous_pre_encoded(
                         BASE64_BODY.to_vec(),
                         ContentTransferEncoding::Base64,
@@ -770,13 +780,13 @@ fn strip_headers(msg: &[u8], names: &[&str]) -> Vec<u8> {
 }
 
 /// Cuts `text` at every `{{name}}` whose name is a merge field.
-fn split_fields(text: &[u8], names: &[String]) -> Vec<Segment> {
+fn split_fields(text: &[u8], names: &[String], markers: bool) -> Vec<Segment> {
     let mut segs = Vec::new();
     let mut lit_start = 0;
     let mut i = 0;
     let mut base64 = 0;
     while i + 1 < text.len() {
-        if text[i] == 0x01 {
+        if markers && text[i] == 0x01 {
             let marker = &text[i..(i + 2).min(text.len())];
             let seg = if marker == QP_START {
                 Segment::QpStart
@@ -1008,6 +1018,12 @@ mod tests {
             assert!(!text.contains('\x01'), "{text}");
             assert!(text_part(&text).contains("\x01].\nMAIL FROM"), "{text}");
         }
+        // Mostly Japanese: base64, and the bytes are content there too.
+        s.text_body = "日本語の本文です。\x01]\x01(。\n".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let text = rendered(&c, &job(&["Taro", "gold"]), Framing::Data);
+        assert!(text.contains("Content-Transfer-Encoding: base64"), "{text}");
+        assert_eq!(text_part(&text), "日本語の本文です。\x01]\x01(。\n");
     }
 
     #[test]

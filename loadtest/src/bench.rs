@@ -55,7 +55,7 @@ pub struct BenchOptions {
     pub compare: bool,
     /// Sign every message with a fresh RSA-2048 DKIM key; measure OpenSSL's raw sign rate.
     pub dkim: bool,
-    /// Japanese text and reader names: bodies go quoted-printable.
+    /// Japanese text and reader names: bodies go base64 (mostly non-ASCII).
     pub japanese: bool,
 }
 
@@ -124,7 +124,7 @@ pub struct BenchReport {
     pub sites: Option<Vec<SiteRate>>,
     /// Every message RSA-2048 DKIM-signed (`--dkim`).
     pub dkim: bool,
-    /// Japanese text and names, quoted-printable bodies (`--japanese`).
+    /// Japanese text and names, base64 bodies (`--japanese`).
     pub japanese: bool,
     /// OpenSSL's RSA-2048 signatures/s on all cores (`openssl speed`), with `--dkim`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -159,7 +159,7 @@ struct BenchArgs {
     /// Engine mode; use a smaller --count (signing bounds the rate to a few thousand msg/s).
     #[arg(long)]
     dkim: bool,
-    /// Japanese newsletter text and reader names (engine mode): bodies go quoted-printable.
+    /// Japanese newsletter text and reader names (engine mode): bodies go base64.
     #[arg(long)]
     japanese: bool,
     /// A provider mix instead of --domains. `realistic`: google 50%, yahoo 20%, docomo, au
