@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit tests, and the black-box scenarios against real
+# Runs every test of the workspace: the Prometheus rules' unit tests (promtool), unit tests, and
+# the black-box scenarios against real
 # redis-server processes, per-test PostgreSQL databases, the project's DNS server and SMTP sink
 # on 127.0.0.x.
 set -euo pipefail
@@ -9,4 +10,8 @@ hk_ensure_rust
 hk_ensure_redis
 hk_ensure_postgres
 hk_ensure_dkimpy
+hk_ensure_promtool
+hk_log "promtool: scrape config, rules and their unit tests"
+(cd ops/prometheus && promtool check config prometheus.yml >/dev/null)
+promtool test rules ops/prometheus/tests/hikyaku.rules.test.yml
 cargo test --workspace --locked "$@"

@@ -507,6 +507,7 @@ pub async fn run(state: AppState, shutdown: tokio::sync::watch::Receiver<bool>) 
         .await;
         match pending {
             Ok(ids) => {
+                crate::metrics::campaigns_expanding(ids.len());
                 for (id,) in ids {
                     if let Err(e) = expand(&state, id).await {
                         tracing::warn!(campaign = id, error = %e, "expansion interrupted; will resume");

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use axum::routing::get;
 use axum::Router;
-use metrics::{counter, describe_counter, describe_histogram, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
@@ -25,6 +25,13 @@ pub const IMPORTED: &str = "hikyaku_api_imported_total";
 /// `soft-bounce`, `complaint`, `duplicate`, `ignored`). A rise in `complaint` during a peak
 /// means a campaign to stop.
 pub const FEEDBACK: &str = "hikyaku_api_feedback_total";
+/// Events engines wrote that the recorder has not yet recorded, per shard.
+pub const EVENTS_BACKLOG: &str = "hikyaku_api_events_backlog";
+/// Campaigns sending whose expansion has not finished.
+pub const CAMPAIGNS_EXPANDING: &str = "hikyaku_api_campaigns_expanding";
+
+/// Outcomes of [`FEEDBACK`], registered at zero so rates start from the first scrape.
+const FEEDBACK_OUTCOMES: [&str; 5] = ["bounce", "soft-bounce", "complaint", "duplicate", "ignored"];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -42,6 +49,14 @@ pub fn install() -> PrometheusHandle {
             describe_counter!(RECORDED, "Delivery events recorded in PostgreSQL, by status. Falling behind the engine's hikyaku_messages_total means recorder lag.");
             describe_histogram!(RECORD_SECONDS, "Seconds to record one batch of events. Rising means PostgreSQL is the bottleneck.");
             describe_counter!(IMPORTED, "Subscribers accepted by bulk imports.");
+            describe_counter!(FEEDBACK, "Bounce and complaint reports taken by the inbound listener, by outcome. complaint against delivered messages is the complaint rate Gmail and Yahoo judge us by (keep it under 0.1%).");
+            describe_gauge!(EVENTS_BACKLOG, "Events engines wrote that the recorder has not yet recorded, per shard. Growing means PostgreSQL (or the recorder) is behind: stats lag, nothing is lost.");
+            describe_gauge!(CAMPAIGNS_EXPANDING, "Campaigns sending whose expansion has not finished. Non-zero with hikyaku_api_expanded_total flat means expansion is stalled.");
+            for outcome in FEEDBACK_OUTCOMES {
+                counter!(FEEDBACK, "outcome" => outcome).increment(0);
+            }
+            counter!(EXPANDED).increment(0);
+            counter!(SKIPPED).increment(0);
             // The exporter keeps histogram samples until upkeep (or a scrape) drains them.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
@@ -65,6 +80,16 @@ pub fn recorded(status: &str, n: u64, seconds: f64) {
 pub fn expanded(enqueued: u64, skipped: u64) {
     counter!(EXPANDED).increment(enqueued);
     counter!(SKIPPED).increment(skipped);
+}
+
+/// The recorder's backlog on `shard`.
+pub fn events_backlog(shard: u16, n: u64) {
+    gauge!(EVENTS_BACKLOG, "shard" => shard.to_string()).set(n as f64);
+}
+
+/// Campaigns whose expansion is not finished.
+pub fn campaigns_expanding(n: usize) {
+    gauge!(CAMPAIGNS_EXPANDING).set(n as f64);
 }
 
 /// Counts an import.

@@ -239,6 +239,13 @@ async fn shard_loop(
         };
         if entries.is_empty() {
             from = ">".into();
+            if let Ok(n) = redis::cmd("XLEN")
+                .arg(&key)
+                .query_async::<u64>(&mut con)
+                .await
+            {
+                crate::metrics::events_backlog(shard, n);
+            }
             continue;
         }
         let events: Vec<Event> = entries
@@ -267,7 +274,7 @@ async fn shard_loop(
         }
         backoff = Duration::from_millis(100);
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-        let acked: redis::RedisResult<()> = redis::pipe()
+        let acked: redis::RedisResult<(u64,)> = redis::pipe()
             .cmd("XACK")
             .arg(&key)
             .arg(RECORDER_GROUP)
@@ -277,10 +284,15 @@ async fn shard_loop(
             .arg(&key)
             .arg(&ids)
             .ignore()
+            .cmd("XLEN")
+            .arg(&key)
             .query_async(&mut con)
             .await;
-        if let Err(e) = acked {
-            tracing::warn!(shard, error = %e, "acking recorded events failed; they will be replayed (harmlessly)");
+        match acked {
+            Ok((backlog,)) => crate::metrics::events_backlog(shard, backlog),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "acking recorded events failed; they will be replayed (harmlessly)");
+            }
         }
     }
 }

@@ -63,7 +63,14 @@ pub async fn poll(
     }
     for shard in 0..shards {
         pipe.xlen(Keys::ready(shard)).zcard(Keys::retry(shard));
+        pipe.cmd("XRANGE")
+            .arg(Keys::ready(shard))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
     }
+    pipe.cmd("INFO").arg("memory");
     let replies: Vec<redis::Value> = pipe.query_async(con).await?;
     let mut it = replies.into_iter();
     for site in sites.values() {
@@ -92,6 +99,36 @@ pub async fn poll(
             .transpose()?
             .unwrap_or(0);
         metrics.depths(shard, ready, retry, inflight.in_flight());
+        // The head entry's id is its enqueue time (ms-seq): its age is the shard's queue age.
+        let head: Vec<(String, redis::Value)> = it
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or_default();
+        let age = head
+            .first()
+            .and_then(|(id, _)| id.split_once('-')?.0.parse::<u64>().ok())
+            .map_or(0.0, |ms| {
+                crate::clock::now_ms().saturating_sub(ms) as f64 / 1000.0
+            });
+        metrics.oldest_age(shard, age);
     }
+    let info: String = it
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()?
+        .unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    metrics.redis_memory(field("used_memory"), field("maxmemory"));
     Ok(())
 }

@@ -31,6 +31,12 @@ pub const IN_FLIGHT: &str = "hikyaku_in_flight_jobs";
 pub const READY_DEPTH: &str = "hikyaku_queue_ready_depth";
 /// Retry set size per shard.
 pub const RETRY_DEPTH: &str = "hikyaku_queue_retry_depth";
+/// Age of the oldest unfinished job in a shard's ready stream, seconds (0 when empty).
+pub const OLDEST_AGE: &str = "hikyaku_queue_oldest_age_seconds";
+/// Redis `used_memory`, bytes.
+pub const REDIS_USED: &str = "hikyaku_redis_used_memory_bytes";
+/// Redis `maxmemory`, bytes (0: no limit set).
+pub const REDIS_MAX: &str = "hikyaku_redis_max_memory_bytes";
 /// Open SMTP connections per site.
 pub const CONNECTIONS: &str = "hikyaku_connections_open";
 /// SMTP connection attempts per site and result.
@@ -132,6 +138,13 @@ fn describe() {
         "Deferred jobs moved back to ready streams when due."
     );
     describe_gauge!(SITE_PAUSED, "1 while an operator has paused the site.");
+    describe_gauge!(OLDEST_AGE, Unit::Seconds, "Age of the oldest unfinished job per shard. Minutes during a peak are normal; growing for long means delivery is slower than enqueueing (a throttled site, or too few engines).");
+    describe_gauge!(
+        REDIS_USED,
+        Unit::Bytes,
+        "Redis used_memory. Near the maxmemory, writes start failing: the queue is full."
+    );
+    describe_gauge!(REDIS_MAX, Unit::Bytes, "Redis maxmemory (0: no limit).");
     describe_counter!(SITE_ADAPTIVE, "Adaptive-shaping changes by site and action (cut, suspend, block, recover). Cuts during a peak mean the provider is throttling us; see hk:site:events for the replies.");
     describe_gauge!(
         SITE_RATE_CAP,
@@ -204,6 +217,17 @@ impl Metrics {
         gauge!(READY_DEPTH, "shard" => s.clone()).set(ready as f64);
         gauge!(RETRY_DEPTH, "shard" => s).set(retry as f64);
         gauge!(IN_FLIGHT).set(in_flight as f64);
+    }
+
+    /// The oldest unfinished job of a shard is `seconds` old.
+    pub fn oldest_age(&self, shard: u16, seconds: f64) {
+        gauge!(OLDEST_AGE, "shard" => shard.to_string()).set(seconds);
+    }
+
+    /// Redis memory use and limit.
+    pub fn redis_memory(&self, used: u64, max: u64) {
+        gauge!(REDIS_USED).set(used as f64);
+        gauge!(REDIS_MAX).set(max as f64);
     }
 
     /// Jobs moved back from retry sets.

@@ -31,6 +31,17 @@ hk_ensure_rust() {
     fi
 }
 
+# promtool (Debian's prometheus package), which checks the scrape config and runs the alert
+# rules' unit tests.
+hk_ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        hk_log "promtool not found: installing Debian's prometheus package"
+        hk_apt_install prometheus
+        # The package starts a Prometheus on :9090; the tests do not need it.
+        (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true) >/dev/null 2>&1
+    fi
+}
+
 # dkimpy, the independent DKIM verifier the deliverability test checks signatures with.
 hk_ensure_dkimpy() {
     if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
