@@ -49,6 +49,17 @@ pub async fn run(
     }
 }
 
+/// The next reply of a pipeline, decoded; a missing reply reads as the type's default.
+fn next_reply<T: redis::FromRedisValue + Default>(
+    it: &mut impl Iterator<Item = redis::Value>,
+) -> redis::RedisResult<T> {
+    Ok(it
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()?
+        .unwrap_or_default())
+}
+
 /// One reading of every site's control hash and every shard's depths.
 pub async fn poll(
     con: &mut MultiplexedConnection,
@@ -74,11 +85,7 @@ pub async fn poll(
     let replies: Vec<redis::Value> = pipe.query_async(con).await?;
     let mut it = replies.into_iter();
     for site in sites.values() {
-        let ctl: HashMap<String, String> = it
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or_default();
+        let ctl: HashMap<String, String> = next_reply(&mut it)?;
         site.set_paused(ctl.get("paused").is_some_and(|v| v == "1"));
         let rate = ctl
             .get("rate")
@@ -88,23 +95,11 @@ pub async fn poll(
         site.set_rate_override(rate);
     }
     for shard in 0..shards {
-        let ready: u64 = it
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or(0);
-        let retry: u64 = it
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or(0);
+        let ready: u64 = next_reply(&mut it)?;
+        let retry: u64 = next_reply(&mut it)?;
         metrics.depths(shard, ready, retry, inflight.in_flight());
         // The head entry's id is its enqueue time (ms-seq): its age is the shard's queue age.
-        let head: Vec<(String, redis::Value)> = it
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or_default();
+        let head: Vec<(String, redis::Value)> = next_reply(&mut it)?;
         let age = head
             .first()
             .and_then(|(id, _)| id.split_once('-')?.0.parse::<u64>().ok())
@@ -113,11 +108,7 @@ pub async fn poll(
             });
         metrics.oldest_age(shard, age);
     }
-    let info: String = it
-        .next()
-        .map(redis::from_redis_value)
-        .transpose()?
-        .unwrap_or_default();
+    let info: String = next_reply(&mut it)?;
     let field = |name: &str| {
         info.lines()
             .find_map(|l| {

@@ -108,6 +108,22 @@ impl Skeleton {
         Skeleton { text, segments }
     }
 
+    /// Appends the text with the job's values in the fields (CR, LF and NUL dropped from
+    /// them), as it is: for header lines and base64 templates, which hold no markers (header
+    /// lines are checked printable at build; base64 templates are cut at fields only).
+    fn fill_into(&self, job: &Job, out: &mut Vec<u8>) {
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(r) => out.extend_from_slice(&self.text[r.clone()]),
+                Segment::Field(i) => {
+                    let value = job.fields.get(*i).map_or("", String::as_str);
+                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+                }
+                Segment::QpStart | Segment::QpEnd | Segment::Base64(_) => {}
+            }
+        }
+    }
+
     /// A template cut at its merge fields only (a base64 body's: its bytes are all content).
     fn fields_only(text: Vec<u8>, names: &[String]) -> Self {
         let segments = split_fields(&text, names, false);
@@ -612,17 +628,7 @@ impl Campaign {
     /// The snapshot's extra header lines with the job's values. Header lines never start with
     /// '.', and values lose CR/LF/NUL: no framing needed.
     fn write_extra_headers(&self, job: &Job, out: &mut Vec<u8>) {
-        for seg in &self.headers.segments {
-            match seg {
-                Segment::Literal(r) => out.extend_from_slice(&self.headers.text[r.clone()]),
-                Segment::Field(i) => {
-                    let value = job.fields.get(*i).map_or("", String::as_str);
-                    out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-                }
-                // Header lines are checked ASCII at build: no 0x01 markers.
-                Segment::QpStart | Segment::QpEnd | Segment::Base64(_) => {}
-            }
-        }
+        self.headers.fill_into(job, out);
     }
 
     /// The whole message in ISO-2022-JP (7bit), built for this recipient (raw, CRLF).
@@ -715,16 +721,7 @@ fn write_base64(template: &Skeleton, job: &Job, out: &mut Vec<u8>) {
     use base64::Engine as _;
     BASE64_SCRATCH.with_borrow_mut(|raw| {
         raw.clear();
-        for seg in &template.segments {
-            match seg {
-                Segment::Literal(r) => raw.extend_from_slice(&template.text[r.clone()]),
-                Segment::Field(i) => {
-                    let v = job.fields.get(*i).map_or("", String::as_str);
-                    raw.extend(v.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-                }
-                Segment::QpStart | Segment::QpEnd | Segment::Base64(_) => {}
-            }
-        }
+        template.fill_into(job, raw);
         out.reserve(raw.len() / 57 * 78 + 80);
         for chunk in raw.chunks(57) {
             let start = out.len();

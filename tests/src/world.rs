@@ -141,6 +141,38 @@ impl World {
     }
 
     /// The standard world.
+    /// Pauses (`true`) or resumes a site the way operators do: its `hk:site:<site>:ctl` flag.
+    pub async fn set_site_paused(&self, site: &str, paused: bool) {
+        let mut con = self.redis.con().await;
+        let _: () = ::redis::cmd("HSET")
+            .arg(hikyaku_queue_schema::Keys::site_ctl(site))
+            .arg("paused")
+            .arg(if paused { "1" } else { "0" })
+            .query_async(&mut con)
+            .await
+            .expect("site control written");
+    }
+
+    /// Waits (up to 30 s) until the sink has kept at least `n` whole messages; returns them.
+    pub async fn captured_at_least(
+        &self,
+        n: usize,
+    ) -> Vec<hikyaku_loadtest::sink::stats::Captured> {
+        let stats = self.sink.stats();
+        crate::wait_for(
+            Duration::from_secs(30),
+            &format!("{n} messages at the sink"),
+            || {
+                let stats = stats.clone();
+                async move {
+                    let c = stats.captured();
+                    (c.len() >= n).then_some(c)
+                }
+            },
+        )
+        .await
+    }
+
     pub async fn standard() -> World {
         Self::start(STANDARD_ZONE, standard_sinks()).await
     }

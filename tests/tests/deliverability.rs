@@ -14,7 +14,6 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use hikyaku_engine::dkim::{Algorithm, DkimKey};
 use hikyaku_tests::api::TestApi;
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, STANDARD_SITES};
 use serde_json::json;
 
@@ -128,15 +127,7 @@ async fn delivered_message_is_signed_with_one_click_headers_that_work() {
         ed = testdata("rfc8463-ed25519.pem").display().to_string(),
     );
     let engine = world.engine(world.config("", &format!("{STANDARD_SITES}\n{dkim}")));
-    let stats = world.sink.stats();
-    let messages = wait_for(Duration::from_secs(30), "2 messages at the sink", || {
-        let stats = stats.clone();
-        async move {
-            let c = stats.captured();
-            (c.len() >= 2).then_some(c)
-        }
-    })
-    .await;
+    let messages = world.captured_at_least(2).await;
     engine.stop().await.expect("engine stops cleanly");
 
     let records = [

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use hikyaku_queue_schema::{EventStatus, Keys};
+use hikyaku_queue_schema::EventStatus;
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::queue;
 use hikyaku_tests::world::{World, STANDARD_SITES};
@@ -23,7 +23,7 @@ async fn suppress(api: &TestApi, email: &str) {
 async fn addresses_suppressed_after_expansion_are_not_sent_to() {
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let mut con = world.redis.con().await;
+    let con = world.redis.con().await;
     let l = api
         .list_with_csv(
             "email\na@gmail.test\nb@gmail.test\nc@yahoo.test\nd@yahoo.test\ne@other.test\n",
@@ -78,13 +78,7 @@ async fn addresses_suppressed_after_expansion_are_not_sent_to() {
 
     // The engine running: the site is paused, a second campaign expanded, then one more
     // address suppressed; when the site resumes, that job is not sent.
-    let _: () = redis::cmd("HSET")
-        .arg(Keys::site_ctl("google"))
-        .arg("paused")
-        .arg("1")
-        .query_async(&mut con)
-        .await
-        .expect("pause");
+    world.set_site_paused("google", true).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = api.create_campaign(l, "second").await;
     api.send(second).await;
@@ -94,13 +88,7 @@ async fn addresses_suppressed_after_expansion_are_not_sent_to() {
     suppress(&api, "a@gmail.test").await;
     // The engine reads the feed every second.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let _: () = redis::cmd("HSET")
-        .arg(Keys::site_ctl("google"))
-        .arg("paused")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .expect("resume");
+    world.set_site_paused("google", false).await;
     // Second campaign: a (now suppressed), d, e; b and c were skipped at expansion.
     let events = queue::wait_events(&con, 8, Duration::from_secs(60)).await;
     engine.stop().await.expect("clean stop");

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use hikyaku_queue_schema::Keys;
 use hikyaku_tests::queue::{self, job};
 use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, SHARDS, STANDARD_SITES};
@@ -12,13 +11,7 @@ use hikyaku_tests::world::{World, SHARDS, STANDARD_SITES};
 async fn a_paused_site_waits_and_resumes_without_loss() {
     let world = World::standard().await;
     let mut con = world.redis.con().await;
-    let _: () = redis::cmd("HSET")
-        .arg(Keys::site_ctl("yahoo"))
-        .arg("paused")
-        .arg("1")
-        .query_async(&mut con)
-        .await
-        .expect("pause");
+    world.set_site_paused("yahoo", true).await;
     let jobs = (0..600)
         .map(|i| {
             job(
@@ -53,13 +46,7 @@ async fn a_paused_site_waits_and_resumes_without_loss() {
         "paused site got nothing"
     );
 
-    let _: () = redis::cmd("HSET")
-        .arg(Keys::site_ctl("yahoo"))
-        .arg("paused")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .expect("resume");
+    world.set_site_paused("yahoo", false).await;
     let events = queue::wait_events(&con, 600, Duration::from_secs(60)).await;
     engine.stop().await.expect("clean stop");
     assert_eq!(events.len(), 600);

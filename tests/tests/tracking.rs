@@ -5,12 +5,9 @@
 //! tokens, unknown links and unsubscribe tokens get 404; a test send's links work but count
 //! nothing; a campaign without tracking is delivered as written.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use hikyaku_tests::api::TestApi;
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, STANDARD_SITES};
 use mail_parser::MessageParser;
 use serde_json::json;
@@ -147,15 +144,7 @@ async fn opens_and_clicks_are_served_and_counted_once_per_recipient() {
     }
 
     let engine = world.engine(world.config("", STANDARD_SITES));
-    let stats = world.sink.stats();
-    let messages = wait_for(Duration::from_secs(30), "7 messages at the sink", || {
-        let stats = stats.clone();
-        async move {
-            let c = stats.captured();
-            (c.len() >= 7).then_some(c)
-        }
-    })
-    .await;
+    let messages = world.captured_at_least(7).await;
     engine.stop().await.expect("engine stops cleanly");
     let message = |subject: &str, rcpt: &str| {
         let m = messages
