@@ -196,6 +196,7 @@ pub async fn test_send(
             expires_ms: now_ms + 24 * 3600 * 1000,
             priority: 9,
             rcpt: rcpt.clone(),
+            last: None,
             fields: snap
                 .field_names
                 .iter()
@@ -413,6 +414,7 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
                 expires_ms,
                 priority: c.priority.clamp(0, 9) as u8,
                 rcpt: r.email.clone(),
+                last: None,
                 fields: {
                     let recipient = tokens::Recipient {
                         tenant: c.tenant_id,

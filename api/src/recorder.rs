@@ -25,7 +25,59 @@ const BATCH: usize = 2_000;
 const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 
 /// Bounce reasons of our own making (not a refusal by the carrier): they never suppress.
-const LOCAL_BOUNCES: [&str; 3] = ["unencodable", "expired", "cancelled"];
+const LOCAL_BOUNCES: [&str; 4] = ["unencodable", "expired", "cancelled", "drained"];
+
+/// PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
+/// reply would block its shard's recording forever.
+fn text<'e>(events: &[&'e Event], f: fn(&'e Event) -> &'e str) -> Vec<Cow<'e, str>> {
+    events
+        .iter()
+        .map(|e| {
+            let s = f(e);
+            if s.contains('\0') {
+                Cow::Owned(s.replace('\0', ""))
+            } else {
+                Cow::Borrowed(s)
+            }
+        })
+        .collect()
+}
+
+/// Records deferral events (not end states) in `deferral_events`; returns how many were new.
+async fn record_deferrals(state: &AppState, events: &[&Event]) -> Result<usize, ApiError> {
+    let campaign: Vec<i64> = events.iter().map(|e| e.id.campaign as i64).collect();
+    let seq: Vec<i64> = events.iter().map(|e| e.id.seq as i64).collect();
+    let attempt: Vec<i32> = events.iter().map(|e| e.attempt as i32).collect();
+    let code: Vec<i32> = events.iter().map(|e| i32::from(e.code)).collect();
+    let at: Vec<f64> = events.iter().map(|e| e.at_ms as f64 / 1000.0).collect();
+    let started = tokio::time::Instant::now();
+    let done = sqlx::query(
+        "INSERT INTO deferral_events (campaign_id, seq, attempt, tenant_id, reason, code, enhanced, \
+           detail, site, mx, rcpt, at) \
+         SELECT u.c, u.s, u.a, k.tenant_id, u.r, u.code, u.e, u.d, u.site, u.mx, u.rcpt, to_timestamp(u.t) \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::text[], $5::int[], $6::text[], \
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::float8[]) \
+           AS u(c, s, a, r, code, e, d, site, mx, rcpt, t) \
+         JOIN campaigns k ON k.id = u.c \
+         ON CONFLICT (campaign_id, seq, attempt) DO NOTHING",
+    )
+    .bind(&campaign)
+    .bind(&seq)
+    .bind(&attempt)
+    .bind(text(events, |e| &e.reason))
+    .bind(&code)
+    .bind(text(events, |e| &e.enhanced))
+    .bind(text(events, |e| &e.text))
+    .bind(text(events, |e| &e.site))
+    .bind(text(events, |e| &e.mx))
+    .bind(text(events, |e| &e.rcpt))
+    .bind(&at)
+    .execute(&state.db)
+    .await?;
+    let n = done.rows_affected();
+    crate::metrics::recorded("deferred", n, started.elapsed().as_secs_f64());
+    Ok(n as usize)
+}
 
 /// Marks a campaign completed once every enqueued job has an end state.
 pub async fn maybe_complete(state: &AppState, campaign: i64) -> Result<(), ApiError> {
@@ -57,26 +109,20 @@ pub async fn complete_all(state: &AppState) -> Result<(), ApiError> {
 /// One statement, so one round trip and one implicit transaction: the insert, the counter
 /// upserts, the hard-bounce suppressions and the subscriber marks are data-modifying CTEs over
 /// the rows really inserted, and only per-(campaign, status) totals and the newly suppressed
-/// addresses come back (for the engines' suppression feed).
+/// addresses come back (for the engines' suppression feed). Deferral events (not end states)
+/// go to `deferral_events` in a statement of their own, first.
 pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
-    let events: Vec<&Event> = events.iter().filter(|e| e.id.campaign > 0).collect();
+    let (events, deferred): (Vec<&Event>, Vec<&Event>) = events
+        .iter()
+        .filter(|e| e.id.campaign > 0)
+        .partition(|e| e.status.is_end());
+    let deferrals = if deferred.is_empty() {
+        0
+    } else {
+        record_deferrals(state, &deferred).await?
+    };
     if events.is_empty() {
-        return Ok(0);
-    }
-    // PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
-    // reply would block its shard's recording forever.
-    fn text<'e>(events: &[&'e Event], f: fn(&'e Event) -> &'e str) -> Vec<Cow<'e, str>> {
-        events
-            .iter()
-            .map(|e| {
-                let s = f(e);
-                if s.contains('\0') {
-                    Cow::Owned(s.replace('\0', ""))
-                } else {
-                    Cow::Borrowed(s)
-                }
-            })
-            .collect()
+        return Ok(deferrals);
     }
     let campaign: Vec<i64> = events.iter().map(|e| e.id.campaign as i64).collect();
     let seq: Vec<i64> = events.iter().map(|e| e.id.seq as i64).collect();
@@ -159,7 +205,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     for c in touched {
         maybe_complete(state, c).await?;
     }
-    Ok(totals.iter().map(|r| r.2 as usize).sum())
+    Ok(deferrals + totals.iter().map(|r| r.2 as usize).sum::<usize>())
 }
 
 async fn read(

@@ -66,6 +66,8 @@ pub enum Reason {
     Unencodable,
     /// The address was suppressed for the tenant after the campaign was expanded.
     Suppressed,
+    /// An operator drained the job's site or campaign (`hikyaku queue drain`).
+    Drained,
 }
 
 impl Reason {
@@ -94,6 +96,7 @@ impl Reason {
             Reason::Cancelled => "cancelled",
             Reason::Unencodable => "unencodable",
             Reason::Suppressed => "suppressed",
+            Reason::Drained => "drained",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Run-time control and queue gauges: every second, read each site's `hk:site:<name>:ctl`
 //! (pause flag, rate override, set by operators through the admin CLI), each shard's depths,
-//! the run state of every campaign seen, and the suppression feed.
+//! the run state of every campaign seen, operators' drain orders and the suppression feed; and
+//! publish this node's view of every site (`hk:node:<node>:sites`) for `hikyaku site list`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,16 +17,40 @@ use crate::metrics::Metrics;
 use crate::site::Site;
 use crate::units::Rate;
 
+/// What the control loop reads into and publishes from.
+#[derive(Debug)]
+pub struct Control {
+    /// Every site of this node.
+    pub sites: BTreeMap<String, Arc<Site>>,
+    /// Campaign run states.
+    pub campaigns: Arc<CampaignStates>,
+    /// The suppression feed.
+    pub suppressed: Arc<crate::suppressed::Suppressed>,
+    /// Operators' drain orders.
+    pub drains: Arc<crate::drains::Drains>,
+    /// Shard count.
+    pub shards: u16,
+    /// The in-flight budget (for the depth gauges).
+    pub inflight: Arc<InFlight>,
+    /// This node's id (names its published site state).
+    pub node_id: String,
+}
+
 /// Runs until `stop` turns true.
 pub async fn run(
     mut con: MultiplexedConnection,
-    sites: BTreeMap<String, Arc<Site>>,
-    campaigns: Arc<CampaignStates>,
-    suppressed: Arc<crate::suppressed::Suppressed>,
-    shards: u16,
-    inflight: Arc<InFlight>,
+    control: Control,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Control {
+        sites,
+        campaigns,
+        suppressed,
+        drains,
+        shards,
+        inflight,
+        node_id,
+    } = control;
     let metrics = Metrics;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -46,7 +71,34 @@ pub async fn run(
         if let Err(e) = suppressed.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading the suppression feed failed");
         }
+        if let Err(e) = drains.refresh(&mut con).await {
+            tracing::warn!(error = %e, "reading drain orders failed");
+        }
+        if let Err(e) = publish(&mut con, &sites, &node_id).await {
+            tracing::warn!(error = %e, "publishing site state failed");
+        }
     }
+}
+
+/// Writes this node's view of every site to `hk:node:<node>:sites`, expiring shortly.
+pub async fn publish(
+    con: &mut MultiplexedConnection,
+    sites: &BTreeMap<String, Arc<Site>>,
+    node_id: &str,
+) -> redis::RedisResult<()> {
+    let key = Keys::node_sites(node_id);
+    let now = crate::clock::now_ms();
+    let fields: Vec<(&str, Vec<u8>)> = sites
+        .iter()
+        .map(|(name, site)| (name.as_str(), site.state(now).encode()))
+        .collect();
+    redis::pipe()
+        .atomic()
+        .del(&key)
+        .hset_multiple(&key, &fields)
+        .expire(&key, hikyaku_queue_schema::node::TTL_S as i64)
+        .query_async(con)
+        .await
 }
 
 /// The next reply of a pipeline, decoded; a missing reply reads as the type's default.

@@ -98,6 +98,8 @@ pub struct Dispatcher {
     config: DispatchConfig,
     /// Campaign run states (paused / cancelled by the API).
     campaigns: Arc<CampaignStates>,
+    /// Operators' drain orders.
+    drains: Arc<crate::drains::Drains>,
 }
 
 impl Dispatcher {
@@ -109,6 +111,7 @@ impl Dispatcher {
         metrics: Metrics,
         config: DispatchConfig,
         campaigns: Arc<CampaignStates>,
+        drains: Arc<crate::drains::Drains>,
     ) -> Option<Arc<Self>> {
         let default_site = sites.get(DEFAULT_SITE)?.clone();
         let mut suffixes: Vec<(String, Arc<Site>)> = sites
@@ -141,6 +144,7 @@ impl Dispatcher {
             metrics,
             config,
             campaigns,
+            drains,
         }))
     }
 
@@ -166,6 +170,14 @@ impl Dispatcher {
 
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
+        if let Some(rule) = self
+            .drains
+            .for_campaign(work.job.id.campaign, work.job.queued_ms)
+        {
+            self.reporter
+                .drained(work, &self.default_site.policy, &rule);
+            return;
+        }
         let state = self.campaigns.get(work.job.id.campaign);
         let Some(work) = self
             .reporter
@@ -269,6 +281,10 @@ impl Dispatcher {
     fn apply(&self, work: Work, route: Route) {
         match route {
             Route::Site(site, target) => {
+                if let Some(rule) = self.drains.for_site(&site.policy.name, work.job.queued_ms) {
+                    self.reporter.drained(work, &site.policy, &rule);
+                    return;
+                }
                 if let Err(r) = site.offer(Routed { work, target }) {
                     let reason = if site.is_paused() {
                         "paused"
@@ -277,7 +293,16 @@ impl Dispatcher {
                     };
                     self.metrics.requeued(&site.policy.name, reason);
                     let delay = site.refusal_delay(self.config.requeue_delay);
-                    self.reporter.requeue(r.work, &site.policy, delay);
+                    // Remember the site, so operators can requeue or drain it from the retry set.
+                    let mut work = r.work;
+                    if work.job.last.as_ref().is_none_or(|l| l.site != site.policy.name) {
+                        let error = work.job.last.take().map(|l| l.error).unwrap_or_default();
+                        work.job.last = Some(hikyaku_queue_schema::LastTry {
+                            site: site.policy.name.clone(),
+                            error,
+                        });
+                    }
+                    self.reporter.requeue(work, &site.policy, delay);
                 }
             }
             Route::NoDomain(why) => {

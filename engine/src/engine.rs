@@ -107,6 +107,7 @@ pub async fn run(
     let campaigns = Arc::new(crate::campaigns::CampaignStates::default());
     let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
     let suppressed = Arc::new(crate::suppressed::Suppressed::default());
+    let drains = Arc::new(crate::drains::Drains::default());
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
@@ -147,12 +148,14 @@ pub async fn run(
             requeue_delay: q.requeue_delay.0,
         },
         campaigns.clone(),
+        drains.clone(),
     )
     .ok_or_else(|| EngineError::Config("no default site".into()))?;
 
     // Operator state first: a site paused before this node started must not get a message.
     control::poll(&mut con.clone(), &sites, config.shards, &inflight, &Metrics).await?;
     suppressed.refresh(&mut con.clone()).await?;
+    drains.refresh(&mut con.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = Vec::new();
     for shard in 0..config.shards {
@@ -196,11 +199,15 @@ pub async fn run(
         )),
         tokio::spawn(control::run(
             con.clone(),
-            sites.clone(),
-            campaigns.clone(),
-            suppressed,
-            config.shards,
-            inflight.clone(),
+            control::Control {
+                sites: sites.clone(),
+                campaigns: campaigns.clone(),
+                suppressed,
+                drains,
+                shards: config.shards,
+                inflight: inflight.clone(),
+                node_id: config.node_id.clone(),
+            },
             stop_rx.clone(),
         )),
     ];

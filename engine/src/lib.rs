@@ -21,8 +21,9 @@
 //!   [`site_events`]: those changes as events in Redis.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
-//! - [`control`]: operator pause / rate override and queue gauges; [`campaigns`]: campaign
-//!   pause / cancel from the API; [`metrics`]: `/metrics`.
+//! - [`control`]: operator pause / rate override, queue gauges and the site state each node
+//!   publishes; [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel
+//!   from the API; [`metrics`]: `/metrics`.
 //! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
@@ -36,6 +37,7 @@ pub mod connect;
 pub mod control;
 pub mod dispatcher;
 pub mod dkim;
+pub mod drains;
 pub mod engine;
 pub mod flusher;
 pub mod inflight;

@@ -405,6 +405,7 @@ impl Campaign {
                 priority: 0,
                 rcpt: "sample@example.invalid".into(),
                 fields: vec![String::new(); s.field_names.len()],
+                last: None,
             };
             campaign.render_unsigned(
                 &job,
@@ -948,6 +949,7 @@ mod tests {
             priority: 0,
             rcpt: "taro@example.test".into(),
             fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+            last: None,
         }
     }
 

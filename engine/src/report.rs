@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::scripts::{Deferred, Finished};
-use hikyaku_queue_schema::{Event, EventStatus, JobId};
+use hikyaku_queue_schema::drain::Rule;
+use hikyaku_queue_schema::{Event, EventStatus, JobId, LastTry};
 use tokio::sync::mpsc;
 
 use crate::campaigns::RunState;
@@ -126,12 +127,29 @@ impl Reporter {
                         .outcome(&site.name, "deferred", verdict.reason.as_str());
                     let mut job = work.job;
                     job.attempt = attempts;
+                    job.last = Some(LastTry::new(&site.name, &text));
+                    // The deferral, for the record (the daily digest groups these).
+                    let event = Event {
+                        id: job.id,
+                        attempt: attempts,
+                        status: EventStatus::Deferred,
+                        reason: verdict.reason.as_str().into(),
+                        code,
+                        enhanced,
+                        text,
+                        site: site.name.clone(),
+                        mx: mx.to_owned(),
+                        rcpt: job.rcpt.clone(),
+                        queued_ms: job.queued_ms,
+                        at_ms: now,
+                    };
                     self.send(
                         work.shard,
                         Done::Deferred(Deferred {
                             entry: work.entry.to_string(),
                             due_ms: due,
                             job: job.encode(),
+                            event: Some(event.encode()),
                         }),
                     );
                 }
@@ -169,6 +187,7 @@ impl Reporter {
                 entry: work.entry.to_string(),
                 due_ms: due,
                 job: work.job.encode(),
+                event: None,
             }),
         );
     }
@@ -206,16 +225,34 @@ impl Reporter {
         );
     }
 
+    /// Finishes a job an operator drained (site or campaign), as the rule says: bounced or
+    /// cancelled, reason `drained`, the operator's words as the text.
+    pub fn drained(&self, work: Work, site: &SitePolicy, rule: &Rule) {
+        self.end_unsent(work, site, rule.status, Reason::Drained, &rule.reason);
+    }
+
     /// Ends a job unsent: status `cancelled`, with `reason`.
     fn unsent(&self, work: Work, site: &SitePolicy, reason: Reason, why: &str) {
+        self.end_unsent(work, site, EventStatus::Cancelled, reason, why);
+    }
+
+    /// Ends a job without an attempt, with `status` and `reason`.
+    fn end_unsent(
+        &self,
+        work: Work,
+        site: &SitePolicy,
+        status: EventStatus,
+        reason: Reason,
+        why: &str,
+    ) {
         self.metrics
-            .outcome(&site.name, "cancelled", reason.as_str());
+            .outcome(&site.name, status.as_str(), reason.as_str());
         let attempts = work.job.attempt;
         self.finish(
             work,
             site,
             "",
-            EventStatus::Cancelled,
+            status,
             reason,
             attempts,
             0,

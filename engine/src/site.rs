@@ -116,6 +116,8 @@ pub struct Site {
     accepted: AtomicU64,
     /// (ms, attempts) at the last tick and the rate observed since, msg/s.
     observed: Mutex<(u64, u64, f64)>,
+    /// The current suspension came from a block rule (operator attention needed).
+    blocked: AtomicBool,
     /// Shutting down: take no new jobs, start no new messages.
     draining: AtomicBool,
     deps: SiteDeps,
@@ -146,6 +148,7 @@ impl Site {
             spare_tokens: AtomicU32::new(0),
             return_slot_us: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             operator_rate: Mutex::new(None),
             adaptive: Adaptive::new(
                 &policy.reply_rules,
@@ -202,6 +205,7 @@ impl Site {
         if self.adaptive.suspended_until_ms() <= now {
             self.metrics.suspended.set(0.0);
             self.metrics.blocked.set(0.0);
+            self.blocked.store(false, Ordering::Relaxed);
         }
     }
 
@@ -262,6 +266,7 @@ impl Site {
                 if blocked {
                     tracing::error!(site = %site, for_s = secs, reply, "provider blocks us: site suspended, operator attention needed");
                     self.metrics.blocked.set(1.0);
+                    self.blocked.store(true, Ordering::Relaxed);
                 } else {
                     tracing::warn!(site = %site, for_s = secs, reply, "provider defers us: site suspended");
                 }
@@ -440,6 +445,35 @@ impl Site {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0
+    }
+
+    /// The site as operators see it (`hikyaku site list`), as of `now_ms`.
+    pub fn state(&self, now_ms: u64) -> hikyaku_queue_schema::node::SiteState {
+        let adaptive = if self.adaptive.suspended_until_ms() > now_ms {
+            if self.blocked.load(Ordering::Relaxed) {
+                "blocked"
+            } else {
+                "suspended"
+            }
+        } else if self.adaptive.cap().is_some() {
+            "cut"
+        } else {
+            "normal"
+        };
+        hikyaku_queue_schema::node::SiteState {
+            rate: self.rate().unwrap_or(0.0),
+            override_rate: self
+                .operator_rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .and_then(|r| r.0)
+                .unwrap_or(0.0),
+            adaptive: adaptive.into(),
+            paused: self.paused.load(Ordering::Relaxed),
+            connections: u64::from(self.connections()),
+            queued: self.queued() as u64,
+            at_ms: now_ms,
+        }
     }
 
     /// Jobs waiting.

@@ -196,6 +196,7 @@ pub fn bench_jobs(
             expires_ms: 0,
             priority: 0,
             rcpt: format!("u{seq}@{domain}"),
+            last: None,
             fields: vec![
                 if japanese {
                     format!("読者{seq}")

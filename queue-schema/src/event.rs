@@ -17,6 +17,10 @@ pub enum EventStatus {
     Expired,
     /// Its campaign was cancelled before it was sent.
     Cancelled,
+    /// Not an end state: one attempt was deferred and the job went to the retry set. Written
+    /// by the same script that moves the job, for the record (the daily error digest); the
+    /// recorder keeps it apart from end states.
+    Deferred,
 }
 
 impl EventStatus {
@@ -27,7 +31,13 @@ impl EventStatus {
             EventStatus::Bounced => "bounced",
             EventStatus::Expired => "expired",
             EventStatus::Cancelled => "cancelled",
+            EventStatus::Deferred => "deferred",
         }
+    }
+
+    /// Whether the job ended (everything but [`EventStatus::Deferred`]).
+    pub fn is_end(self) -> bool {
+        self != EventStatus::Deferred
     }
 
     fn code(self) -> u64 {
@@ -36,6 +46,7 @@ impl EventStatus {
             EventStatus::Bounced => 2,
             EventStatus::Expired => 3,
             EventStatus::Cancelled => 4,
+            EventStatus::Deferred => 5,
         }
     }
 
@@ -45,6 +56,7 @@ impl EventStatus {
             2 => Ok(EventStatus::Bounced),
             3 => Ok(EventStatus::Expired),
             4 => Ok(EventStatus::Cancelled),
+            5 => Ok(EventStatus::Deferred),
             _ => Err(DecodeError::OutOfRange { field: "status" }),
         }
     }

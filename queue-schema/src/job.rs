@@ -3,7 +3,8 @@
 use crate::codec::{DecodeError, Reader, Writer};
 
 const TAG: u8 = b'J';
-const VERSION: u8 = 1;
+/// Version 1: a job as enqueued; version 2 appends [`LastTry`] (jobs deferred by an engine).
+const VERSION: u8 = 2;
 
 /// Identity of a job: the campaign and the recipient's sequence number within it.
 ///
@@ -40,6 +41,36 @@ pub struct Job {
     pub rcpt: String,
     /// Merge-field values, in the order of the snapshot's `field_names`.
     pub fields: Vec<String>,
+    /// Where and why the last try stopped, set by the engine when it puts the job in a retry
+    /// set (read by the admin CLI's `queue inspect|requeue|drain`); `None` on enqueue.
+    pub last: Option<LastTry>,
+}
+
+/// The site a deferred job was routed to and its last error (a reply, trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LastTry {
+    /// The site the job was routed to.
+    pub site: String,
+    /// The last deferral's reply or reason, at most [`LastTry::MAX_ERROR`] bytes; empty when
+    /// the job was only held back (site paused or busy).
+    pub error: String,
+}
+
+impl LastTry {
+    /// Longest error kept in a job.
+    pub const MAX_ERROR: usize = 200;
+
+    /// A last try at `site` with `error` cut to [`LastTry::MAX_ERROR`] on a char boundary.
+    pub fn new(site: &str, error: &str) -> Self {
+        let mut cut = error.len().min(Self::MAX_ERROR);
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        LastTry {
+            site: site.to_owned(),
+            error: error[..cut].to_owned(),
+        }
+    }
 }
 
 impl Job {
@@ -52,7 +83,10 @@ impl Job {
 
     /// Encodes the job.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new(TAG, VERSION, 32 + self.rcpt.len() + 16 * self.fields.len());
+        // A job without a last try is written as version 1, byte for byte what older
+        // engines read.
+        let version = if self.last.is_some() { VERSION } else { 1 };
+        let mut w = Writer::new(TAG, version, 32 + self.rcpt.len() + 16 * self.fields.len());
         w.u64(self.id.campaign)
             .u64(self.id.seq)
             .u64(u64::from(self.attempt))
@@ -61,13 +95,16 @@ impl Job {
             .u64(u64::from(self.priority))
             .str(&self.rcpt)
             .strs(&self.fields);
+        if let Some(last) = &self.last {
+            w.str(&last.site).str(&last.error);
+        }
         w.finish()
     }
 
     /// Decodes a job written by [`Job::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (mut r, _version) = Reader::new(bytes, TAG, VERSION)?;
-        let job = Job {
+        let (mut r, version) = Reader::new(bytes, TAG, VERSION)?;
+        let mut job = Job {
             id: JobId {
                 campaign: r.u64("campaign")?,
                 seq: r.u64("seq")?,
@@ -78,7 +115,14 @@ impl Job {
             priority: r.int("priority")?,
             rcpt: r.str("rcpt")?.to_owned(),
             fields: r.strs("fields")?,
+            last: None,
         };
+        if version >= 2 {
+            job.last = Some(LastTry {
+                site: r.str("site")?.to_owned(),
+                error: r.str("error")?.to_owned(),
+            });
+        }
         r.end()?;
         Ok(job)
     }
@@ -100,6 +144,7 @@ mod tests {
             priority: 1,
             rcpt: "taro@docomo.ne.jp".into(),
             fields: vec!["太郎".into(), "".into(), "gold".into()],
+            last: None,
         }
     }
 
@@ -107,6 +152,23 @@ mod tests {
     fn round_trips() {
         let job = sample();
         assert_eq!(Job::decode(&job.encode()), Ok(job));
+    }
+
+    #[test]
+    fn a_last_try_round_trips_as_version_2_and_none_stays_version_1() {
+        let plain = sample().encode();
+        assert_eq!(plain[1], 1);
+        let mut j = sample();
+        j.last = Some(LastTry::new("yahoo", "421 4.7.0 [TSS04] Messages temporarily deferred"));
+        let bytes = j.encode();
+        assert_eq!(bytes[1], 2);
+        assert_eq!(Job::decode(&bytes), Ok(j.clone()));
+        for cut in 0..bytes.len() {
+            assert!(Job::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let long = "あ".repeat(100);
+        let t = LastTry::new("s", &long);
+        assert!(t.error.len() <= LastTry::MAX_ERROR && long.starts_with(&t.error));
     }
 
     #[test]

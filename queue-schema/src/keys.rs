@@ -75,6 +75,16 @@ impl Keys {
         "hk:suppressed"
     }
 
+    /// `hk:drain`: operators' drain rules ([`crate::drain`]).
+    pub fn drains() -> &'static str {
+        "hk:drain"
+    }
+
+    /// `hk:node:<node>:sites`: the site state one engine node publishes ([`crate::node`]).
+    pub fn node_sites(node: &str) -> String {
+        format!("hk:node:{node}:sites")
+    }
+
     /// `hk:site:<site>:ctl`: run-time control of a site (pause, rate override).
     pub fn site_ctl(site: &str) -> String {
         format!("hk:site:{site}:ctl")

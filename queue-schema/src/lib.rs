@@ -16,11 +16,13 @@
 //! | `hk:camp:{<id>}` | hash | field `snap`: the frozen [`CampaignSnapshot`] the engine renders from; field `state`: `paused` / `cancelled` when set |
 //! | `hk:camp:{<id>}:n` | hash | live per-campaign counters (written by the recorder) |
 //! | `hk:{s<N>}:ready` | stream | jobs of shard N, field `j` = encoded [`Job`]; consumer group [`ENGINE_GROUP`] |
-//! | `hk:{s<N>}:retry` | sorted set | deferred jobs (member = encoded [`Job`]) scored by due time in ms |
+//! | `hk:{s<N>}:retry` | sorted set | deferred jobs (member = encoded [`Job`], with its [`LastTry`]: site and last error) scored by due time in ms |
 //! | `hk:{s<N>}:expanded` | hash | per campaign id, the highest job `seq` expansion enqueued on the shard |
-//! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, field `e`, for the recorder |
+//! | `hk:{s<N>}:events` | stream | end-state [`Event`]s of shard N's jobs, and one `deferred` event per deferred attempt (for the record, not an end state), field `e`, for the recorder |
 //! | `hk:site:<site>:ctl` | hash | `paused` (`1`/`0`), `rate` (msg/s override, `0` = none) |
 //! | `hk:suppressed` | stream | addresses suppressed or released after expansion: `t` tenant, `a` address, `op` `add`/`del`; kept 8 days ([`suppressed`]) |
+//! | `hk:drain` | hash | operators' drain rules: `site:<name>` / `campaign:<id>` → `<bounced\|cancelled>\|<before_ms>\|<reason>` ([`drain`]) |
+//! | `hk:node:<node>:sites` | hash | per engine node, site → encoded [`node::SiteState`] (rate, adaptive state, connections, queue), expires after 10 s ([`node`]) |
 //! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`), `rate`, `until_ms`, `reply`; capped at ~10,000 |
 //!
 //! A job's shard is [`shard_for_domain`] of its recipient domain, so all jobs for one domain (and
@@ -30,7 +32,7 @@
 //! # Places a job can be (the "nothing is lost" invariant)
 //!
 //! A job is in exactly one of: the shard's ready stream (delivered to a consumer or not), the
-//! shard's retry set, or finished with exactly one event on the shard's events stream. The three
+//! shard's retry set, or finished with exactly one end-state event on the shard's events stream. The three
 //! scripts in [`scripts`] are the only transitions, each atomic:
 //! [`scripts::finish`] (ready → event), [`scripts::defer`] (ready → retry) and
 //! [`scripts::move_due`] (retry → ready); jobs enter through [`scripts::enqueue`], which
@@ -45,13 +47,16 @@
 //! - [`verp`]: the per-job bounce address (envelope sender) both sides agree on.
 //! - [`suppressed`]: the suppression feed engines check just before sending.
 //! - [`carriers`]: the Japanese mobile carrier domains both sides treat specially.
+//! - [`drain`]: operators' drain rules; [`node`]: the site state engine nodes publish.
 
 pub mod carriers;
 pub mod codec;
+pub mod drain;
 pub mod event;
 pub mod job;
 pub mod keys;
 pub mod meta;
+pub mod node;
 pub mod scripts;
 pub mod snapshot;
 pub mod suppressed;
@@ -59,6 +64,6 @@ pub mod verp;
 
 pub use codec::DecodeError;
 pub use event::{Event, EventStatus};
-pub use job::{Job, JobId};
+pub use job::{Job, JobId, LastTry};
 pub use keys::{shard_for_domain, Keys, ENGINE_GROUP, SCHEMA_VERSION};
 pub use snapshot::CampaignSnapshot;

@@ -44,6 +44,10 @@ pub struct Deferred {
     pub due_ms: u64,
     /// Encoded [`crate::Job`] with its attempt counter advanced as the caller decided.
     pub job: Vec<u8>,
+    /// Encoded [`crate::Event`] with status [`crate::EventStatus::Deferred`] for a deferred
+    /// attempt (appended to the events stream for the record), `None` when the job was only
+    /// held back.
+    pub event: Option<Vec<u8>>,
 }
 
 /// Acknowledges and deletes finished entries of `shard` and appends their events, atomically.
@@ -79,9 +83,13 @@ pub async fn defer<C: ConnectionLike>(
     let mut inv = DEFER.prepare_invoke();
     inv.key(Keys::ready(shard))
         .key(Keys::retry(shard))
+        .key(Keys::events(shard))
         .arg(ENGINE_GROUP);
     for d in batch {
-        inv.arg(&d.entry).arg(d.due_ms).arg(&d.job[..]);
+        inv.arg(&d.entry)
+            .arg(d.due_ms)
+            .arg(&d.job[..])
+            .arg(d.event.as_deref().unwrap_or_default());
     }
     inv.invoke_async(con).await
 }

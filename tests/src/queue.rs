@@ -40,6 +40,7 @@ pub fn job(seq: u64, rcpt: &str) -> Job {
         priority: 0,
         rcpt: rcpt.to_owned(),
         fields: vec![format!("reader {seq}")],
+        last: None,
     }
 }
 
@@ -64,8 +65,23 @@ pub async fn enqueue(con: &mut MultiplexedConnection, shards: u16, jobs: Vec<Job
         .expect("jobs")
 }
 
-/// Every event on every shard's events stream.
+/// Every end-state event on every shard's events stream (deferrals left out: see
+/// [`deferrals`]).
 pub async fn events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+    let mut all = stream_events(con, shards).await;
+    all.retain(|e| e.status.is_end());
+    all
+}
+
+/// Every deferral event on every shard's events stream.
+pub async fn deferrals(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+    let mut all = stream_events(con, shards).await;
+    all.retain(|e| !e.status.is_end());
+    all
+}
+
+/// Every event on every shard's events stream, in stream order per shard.
+async fn stream_events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
     let mut out = Vec::new();
     for shard in 0..shards {
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

@@ -78,16 +78,33 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
     let now = queue::now_ms();
     let mut j = job(1, "a@b.test");
     j.attempt = 1;
+    j.last = Some(hikyaku_queue_schema::LastTry::new("other", "451 4.3.0 try later"));
+    let deferral = hikyaku_queue_schema::Event {
+        id: j.id,
+        attempt: 1,
+        status: hikyaku_queue_schema::EventStatus::Deferred,
+        reason: "temp-failure".into(),
+        code: 451,
+        enhanced: "4.3.0".into(),
+        text: "451 4.3.0 try later".into(),
+        site: "other".into(),
+        mx: "mx.b.test".into(),
+        rcpt: j.rcpt.clone(),
+        queued_ms: j.queued_ms,
+        at_ms: now,
+    };
     let batch = vec![
         Deferred {
             entry: ids[1].clone(),
             due_ms: now - 10,
             job: j.encode(),
+            event: Some(deferral.encode()),
         },
         Deferred {
             entry: ids[2].clone(),
             due_ms: now + 60_000,
             job: job(2, "a@b.test").encode(),
+            event: None,
         },
     ];
     assert_eq!(scripts::defer(&mut con, 0, &batch).await.expect("defer"), 2);
@@ -97,6 +114,12 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
         "not deferred twice"
     );
     assert_eq!(queue::depths(&mut con, 1).await, (1, 1, 2));
+    assert_eq!(
+        queue::deferrals(&mut con, 1).await,
+        vec![deferral],
+        "one deferral event, only for the attempt that had one, written once"
+    );
+    assert!(queue::events(&mut con, 1).await.is_empty(), "no end state");
     assert_eq!(
         scripts::move_due(&mut con, 0, now, 100)
             .await
