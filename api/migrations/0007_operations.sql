@@ -38,3 +38,8 @@ CREATE TABLE audit_events (
     detail     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX audit_events_at ON audit_events (at);
+
+-- One-click unsubscribes are counted per campaign (the campaign report) beside opens and clicks.
+ALTER TABLE tracking_events DROP CONSTRAINT tracking_events_kind_check;
+ALTER TABLE tracking_events ADD CONSTRAINT tracking_events_kind_check
+    CHECK (kind IN ('open', 'click', 'unsubscribe'));

@@ -295,12 +295,17 @@ impl Dispatcher {
                     let delay = site.refusal_delay(self.config.requeue_delay);
                     // Remember the site, so operators can requeue or drain it from the retry set.
                     let mut work = r.work;
-                    if work.job.last.as_ref().is_none_or(|l| l.site != site.policy.name) {
+                    if work
+                        .job
+                        .last
+                        .as_ref()
+                        .is_none_or(|l| l.site != site.policy.name)
+                    {
                         let error = work.job.last.take().map(|l| l.error).unwrap_or_default();
-                        work.job.last = Some(hikyaku_queue_schema::LastTry {
+                        work.job.last = Some(Box::new(hikyaku_queue_schema::LastTry {
                             site: site.policy.name.clone(),
                             error,
-                        });
+                        }));
                     }
                     self.reporter.requeue(work, &site.policy, delay);
                 }

@@ -80,7 +80,10 @@ mod tests {
         raw.insert("campaign:7".to_owned(), "cancelled|50|stop".to_owned());
         raw.insert("site:bad".to_owned(), "nonsense".to_owned());
         d.set(&raw);
-        assert_eq!(d.for_site("yahoo", 100).map(|r| r.reason), Some("gone".into()));
+        assert_eq!(
+            d.for_site("yahoo", 100).map(|r| r.reason),
+            Some("gone".into())
+        );
         assert!(d.for_site("yahoo", 101).is_none());
         assert!(d.for_site("google", 1).is_none());
         assert!(d.for_site("bad", 1).is_none());

@@ -8,8 +8,8 @@ use hikyaku_queue_schema::suppressed::MAX_JOB_LIFE_MS;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hikyaku_queue_schema::scripts::{Deferred, Finished};
 use hikyaku_queue_schema::drain::Rule;
+use hikyaku_queue_schema::scripts::{Deferred, Finished};
 use hikyaku_queue_schema::{Event, EventStatus, JobId, LastTry};
 use tokio::sync::mpsc;
 
@@ -127,7 +127,7 @@ impl Reporter {
                         .outcome(&site.name, "deferred", verdict.reason.as_str());
                     let mut job = work.job;
                     job.attempt = attempts;
-                    job.last = Some(LastTry::new(&site.name, &text));
+                    job.last = Some(Box::new(LastTry::new(&site.name, &text)));
                     // The deferral, for the record (the daily digest groups these).
                     let event = Event {
                         id: job.id,

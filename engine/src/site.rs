@@ -314,6 +314,8 @@ impl Site {
     }
 
     /// Takes a job, or gives it back if the site is paused, draining or full.
+    // The refused job comes back by value: boxing it would allocate per refusal.
+    #[allow(clippy::result_large_err)]
     pub fn offer(self: &Arc<Self>, r: Routed) -> Result<(), Routed> {
         if self.is_paused() || self.draining.load(Ordering::Relaxed) {
             return Err(r);

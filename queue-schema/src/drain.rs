@@ -58,7 +58,12 @@ impl Rule {
 
     /// The hash value.
     pub fn encode(&self) -> String {
-        format!("{}|{}|{}", self.status.as_str(), self.before_ms, self.reason)
+        format!(
+            "{}|{}|{}",
+            self.status.as_str(),
+            self.before_ms,
+            self.reason
+        )
     }
 
     /// Parses a hash value; `None` for anything else than a bounce or cancel rule.

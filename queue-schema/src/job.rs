@@ -43,7 +43,8 @@ pub struct Job {
     pub fields: Vec<String>,
     /// Where and why the last try stopped, set by the engine when it puts the job in a retry
     /// set (read by the admin CLI's `queue inspect|requeue|drain`); `None` on enqueue.
-    pub last: Option<LastTry>,
+    /// Boxed: most jobs have none, and a job's size is what the engine moves around.
+    pub last: Option<Box<LastTry>>,
 }
 
 /// The site a deferred job was routed to and its last error (a reply, trimmed).
@@ -118,10 +119,10 @@ impl Job {
             last: None,
         };
         if version >= 2 {
-            job.last = Some(LastTry {
+            job.last = Some(Box::new(LastTry {
                 site: r.str("site")?.to_owned(),
                 error: r.str("error")?.to_owned(),
-            });
+            }));
         }
         r.end()?;
         Ok(job)
@@ -159,7 +160,10 @@ mod tests {
         let plain = sample().encode();
         assert_eq!(plain[1], 1);
         let mut j = sample();
-        j.last = Some(LastTry::new("yahoo", "421 4.7.0 [TSS04] Messages temporarily deferred"));
+        j.last = Some(Box::new(LastTry::new(
+            "yahoo",
+            "421 4.7.0 [TSS04] Messages temporarily deferred",
+        )));
         let bytes = j.encode();
         assert_eq!(bytes[1], 2);
         assert_eq!(Job::decode(&bytes), Ok(j.clone()));

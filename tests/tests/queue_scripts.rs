@@ -78,7 +78,10 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
     let now = queue::now_ms();
     let mut j = job(1, "a@b.test");
     j.attempt = 1;
-    j.last = Some(hikyaku_queue_schema::LastTry::new("other", "451 4.3.0 try later"));
+    j.last = Some(Box::new(hikyaku_queue_schema::LastTry::new(
+        "other",
+        "451 4.3.0 try later",
+    )));
     let deferral = hikyaku_queue_schema::Event {
         id: j.id,
         attempt: 1,

@@ -495,10 +495,59 @@ async fn pause(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
-    let c = transition(&state, tenant, id, &["sending"], "paused").await?;
-    // Expansion stops at its next page; engines hold queued jobs back within a second.
-    set_run_state(&state, id, Some("paused")).await?;
-    Ok(axum::Json(c))
+    Ok(axum::Json(
+        run_action(&state, tenant, id, RunAction::Pause).await?,
+    ))
+}
+
+/// A change of a campaign's run, by its owner (API) or an operator (admin CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAction {
+    /// Hold queued jobs back, stop expanding (from `sending`).
+    Pause,
+    /// Go on (from `paused`).
+    Resume,
+    /// End every queued job unsent (from any state before `completed`).
+    Cancel,
+}
+
+/// Applies `action` to campaign `id` of `tenant`: the record first, then the engines' run
+/// state in Redis.
+pub async fn run_action(
+    state: &AppState,
+    tenant: Tenant,
+    id: i64,
+    action: RunAction,
+) -> Result<Campaign, ApiError> {
+    match action {
+        RunAction::Pause => {
+            let c = transition(state, tenant, id, &["sending"], "paused").await?;
+            // Expansion stops at its next page; engines hold queued jobs back within a second.
+            set_run_state(state, id, Some("paused")).await?;
+            Ok(c)
+        }
+        RunAction::Resume => {
+            let c = transition(state, tenant, id, &["paused"], "sending").await?;
+            set_run_state(state, id, None).await?;
+            // An API process's expander also looks every second (an operator's resume comes
+            // from another process).
+            state.expander.notify_one();
+            Ok(c)
+        }
+        RunAction::Cancel => {
+            let c = transition(
+                state,
+                tenant,
+                id,
+                &["draft", "scheduled", "sending", "paused"],
+                "cancelled",
+            )
+            .await?;
+            // Engines finish the queued jobs unsent, each with a `cancelled` event.
+            set_run_state(state, id, Some("cancelled")).await?;
+            Ok(c)
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/resume", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
@@ -507,10 +556,9 @@ async fn resume(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
-    let c = transition(&state, tenant, id, &["paused"], "sending").await?;
-    set_run_state(&state, id, None).await?;
-    state.expander.notify_one();
-    Ok(axum::Json(c))
+    Ok(axum::Json(
+        run_action(&state, tenant, id, RunAction::Resume).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
@@ -519,17 +567,9 @@ async fn cancel(
     tenant: Tenant,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Campaign>, ApiError> {
-    let c = transition(
-        &state,
-        tenant,
-        id,
-        &["draft", "scheduled", "sending", "paused"],
-        "cancelled",
-    )
-    .await?;
-    // Engines finish the queued jobs unsent, each with a `cancelled` event.
-    set_run_state(&state, id, Some("cancelled")).await?;
-    Ok(axum::Json(c))
+    Ok(axum::Json(
+        run_action(&state, tenant, id, RunAction::Cancel).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/campaigns/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404), (status = 409)), security(("bearer" = [])))]

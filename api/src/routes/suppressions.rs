@@ -149,7 +149,6 @@ async fn import(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<axum::Json<SuppressionImport>, ApiError> {
-    use futures_util::StreamExt;
     let ct = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -157,15 +156,36 @@ async fn import(
     if !(ct.starts_with("text/csv") || ct.starts_with("text/plain")) {
         return Err(ApiError::UnsupportedMediaType("text/csv or text/plain"));
     }
+    let report = import_stream(&state, tenant.0, body.into_data_stream(), |_| {}).await?;
+    Ok(axum::Json(report))
+}
+
+/// Imports suppressions for `tenant` from a stream of byte chunks: one address per line with an
+/// optional `,reason` (a header line `email,reason` is skipped); `on_chunk` hears each chunk's
+/// size (progress). Shared by the API route and the admin CLI.
+pub async fn import_stream<S, B, E>(
+    state: &AppState,
+    tenant: i64,
+    mut stream: S,
+    mut on_chunk: impl FnMut(usize),
+) -> Result<SuppressionImport, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
     let mut report = SuppressionImport::default();
     let mut batch: Vec<(String, String)> = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
     let mut line = 0u64;
-    let mut stream = body.into_data_stream();
     let mut finished = false;
     while !finished {
         match stream.next().await {
-            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Ok(chunk)) => {
+                on_chunk(chunk.as_ref().len());
+                pending.extend_from_slice(chunk.as_ref());
+            }
             Some(Err(e)) => {
                 return Err(ApiError::BadRequest {
                     field: None,
@@ -212,7 +232,7 @@ async fn import(
                 }
             }
             if batch.len() >= 5000 {
-                report.accepted += flush(&state, tenant.0, &mut batch).await?;
+                report.accepted += flush(state, tenant, &mut batch).await?;
             }
         }
         pending.drain(..start);
@@ -223,8 +243,8 @@ async fn import(
             ));
         }
     }
-    report.accepted += flush(&state, tenant.0, &mut batch).await?;
-    Ok(axum::Json(report))
+    report.accepted += flush(state, tenant, &mut batch).await?;
+    Ok(report)
 }
 
 async fn flush(
@@ -267,23 +287,12 @@ async fn export(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let db = state.db.clone();
     tokio::spawn(async move {
-        if tx
-            .send(Ok("email,reason,source,created_at\n".into()))
-            .await
-            .is_err()
-        {
+        if tx.send(Ok(EXPORT_HEADER.into())).await.is_err() {
             return;
         }
         let mut after = String::new();
         loop {
-            let rows: Result<Vec<Suppression>, sqlx::Error> = sqlx::query_as(
-                "SELECT email_lower AS email, reason, source, created_at FROM suppressions \
-                 WHERE tenant_id = $1 AND email_lower > $2 ORDER BY email_lower LIMIT 5000",
-            )
-            .bind(tenant.0)
-            .bind(&after)
-            .fetch_all(&db)
-            .await;
+            let rows = export_page(&db, tenant.0, &after).await;
             let rows = match rows {
                 Ok(r) => r,
                 Err(e) => {
@@ -295,14 +304,7 @@ async fn export(
             after = last.email.clone();
             let mut chunk = String::new();
             for r in &rows {
-                let reason = r.reason.replace([',', '"', '\n', '\r'], " ");
-                chunk.push_str(&format!(
-                    "{},{},{},{}\n",
-                    r.email,
-                    reason,
-                    r.source,
-                    r.created_at.to_rfc3339()
-                ));
+                chunk.push_str(&r.csv_line());
             }
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
@@ -317,4 +319,37 @@ async fn export(
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Header of the export CSV.
+pub const EXPORT_HEADER: &str = "email,reason,source,created_at\n";
+
+/// One keyset page (5,000) of a tenant's suppressions after address `after`.
+pub async fn export_page(
+    db: &sqlx::PgPool,
+    tenant: i64,
+    after: &str,
+) -> Result<Vec<Suppression>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email_lower AS email, reason, source, created_at FROM suppressions \
+         WHERE tenant_id = $1 AND email_lower > $2 ORDER BY email_lower LIMIT 5000",
+    )
+    .bind(tenant)
+    .bind(after)
+    .fetch_all(db)
+    .await
+}
+
+impl Suppression {
+    /// The export CSV line (reasons lose commas, quotes and line breaks).
+    pub fn csv_line(&self) -> String {
+        let reason = self.reason.replace([',', '"', '\n', '\r'], " ");
+        format!(
+            "{},{},{},{}\n",
+            self.email,
+            reason,
+            self.source,
+            self.created_at.to_rfc3339()
+        )
+    }
 }

@@ -72,6 +72,17 @@ async fn one_click(
     .bind(&email)
     .execute(&mut *tx)
     .await?;
+    // Counted for the campaign's report (not for test sends, nor a campaign deleted since).
+    sqlx::query(
+        "INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind) \
+         SELECT $1, $2, $3, 'unsubscribe' WHERE $3 > 0 \
+           AND EXISTS (SELECT 1 FROM campaigns WHERE id = $2 AND tenant_id = $1)",
+    )
+    .bind(u.tenant)
+    .bind(u.campaign)
+    .bind(u.subscriber)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     crate::suppression_feed::publish(&state, &[(u.tenant, &email, true)]).await;
     tracing::info!(

@@ -1,0 +1,925 @@
+//! The `hikyaku` admin batch command line: parsing, output (text or `--json`), exit codes, and
+//! the audit event of every command. The binary is `main` and nothing else.
+//!
+//! Exit codes: 0 done; 1 failed (database, Redis, files); 2 bad input; 3 not found;
+//! 4 conflicts with the current state (e.g. pausing a campaign that is not sending).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use hikyaku_queue_schema::drain::Scope;
+use hikyaku_queue_schema::EventStatus;
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+
+use super::{audit, AdminError, Ctx};
+use crate::routes::campaigns::RunAction;
+
+/// hikyaku's admin batch: tenants and keys, sites, queues, campaigns, reports, the daily error
+/// digest, suppressions, retention. Every command is recorded as an audit event.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 done, 1 failed, 2 bad input, 3 not found, 4 conflicts with the current state."
+)]
+struct Args {
+    /// PostgreSQL URL of the record.
+    #[arg(
+        long,
+        global = true,
+        env = "HIKYAKU_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/hikyaku"
+    )]
+    database_url: String,
+    /// Redis URL of the queues (commands on sites, queues and campaigns).
+    #[arg(
+        long,
+        global = true,
+        env = "HIKYAKU_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Cmd {
+    /// Tenants: create, list, retire.
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+    /// API keys: create, list, revoke.
+    Apikey {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Destination sites: list, pause, resume, set-rate.
+    Site {
+        #[command(subcommand)]
+        cmd: SiteCmd,
+    },
+    /// Queues: stats, requeue, drain, inspect.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// Campaigns: list, pause, resume, cancel, report.
+    Campaign {
+        #[command(subcommand)]
+        cmd: CampaignCmd,
+    },
+    /// The error digest: a day's deferrals, bounces and expiries grouped by normalized reply.
+    Digest(DigestArgs),
+    /// Suppression files: import, export.
+    Suppressions {
+        #[command(subcommand)]
+        cmd: SuppressionCmd,
+    },
+    /// Deletes recorded events older than the retention (campaign counters stay).
+    Purge {
+        /// Retention: 30d, 2w, 36h (at least 1d).
+        #[arg(long)]
+        older_than: String,
+        /// Count what would go, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The latest audit events.
+    Audit {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum TenantCmd {
+    /// Creates a tenant; prints its id and first API key (shown once).
+    Create {
+        /// Tenant name.
+        name: String,
+    },
+    /// Lists tenants with their active keys, campaigns and subscribers.
+    List,
+    /// Retires a tenant: revokes its keys, cancels its campaigns, exports its data to a
+    /// directory, then deletes it from the record and its snapshots from Redis.
+    Retire {
+        /// Tenant id.
+        tenant: i64,
+        /// Directory for the export (created; must not exist or be empty).
+        #[arg(long)]
+        export_dir: PathBuf,
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum KeyCmd {
+    /// Adds an API key to a tenant; prints it (shown once).
+    Create {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Lists keys (prefixes only), of every tenant or one.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<i64>,
+    },
+    /// Revokes the key with this prefix, effective at once.
+    Revoke {
+        /// The key's visible prefix (8 hex characters).
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SiteCmd {
+    /// Every site: pause, rate override and in force, adaptive state, connections, queue.
+    List,
+    /// Pauses a site on every engine (queued jobs wait in the retry sets).
+    Pause {
+        /// Site name (google, yahoo, docomo, …).
+        site: String,
+    },
+    /// Resumes a paused site.
+    Resume {
+        /// Site name.
+        site: String,
+    },
+    /// Overrides a site's rate (messages per second per engine node), or clears it.
+    SetRate {
+        /// Site name.
+        site: String,
+        /// Messages per second.
+        #[arg(required_unless_present = "clear")]
+        rate: Option<f64>,
+        /// Back to the policy's rate.
+        #[arg(long, conflicts_with = "rate")]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum QueueCmd {
+    /// Depths per shard (ready, pending, retry, due, oldest age, events not yet recorded).
+    Stats {
+        /// Also count the retry sets by the site their jobs were last routed to.
+        #[arg(long)]
+        by_site: bool,
+    },
+    /// Makes deferred jobs due now (e.g. a site's, after its problem is fixed).
+    Requeue {
+        /// Jobs last routed to this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Jobs of this campaign.
+        #[arg(long)]
+        campaign: Option<u64>,
+        /// Every deferred job.
+        #[arg(long, conflicts_with_all = ["site", "campaign"])]
+        all: bool,
+    },
+    /// Ends the queued jobs of a site or campaign unsent, bounced or cancelled, with a reason.
+    Drain {
+        /// A site's jobs.
+        #[arg(
+            long,
+            required_unless_present = "campaign",
+            conflicts_with = "campaign"
+        )]
+        site: Option<String>,
+        /// A campaign's jobs.
+        #[arg(long)]
+        campaign: Option<u64>,
+        /// End them as bounced or cancelled.
+        #[arg(long = "as", value_enum, required_unless_present = "clear")]
+        status: Option<DrainAs>,
+        /// Why (recorded with every event).
+        #[arg(long, required_unless_present = "clear")]
+        reason: Option<String>,
+        /// Withdraw the order instead.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Lists drain orders in force.
+    Drains,
+    /// Shows sample jobs (retry sets first, soonest due), with their site and last error.
+    Inspect {
+        /// Jobs last routed to this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Jobs of this campaign.
+        #[arg(long)]
+        campaign: Option<u64>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum DrainAs {
+    Bounced,
+    Cancelled,
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum CampaignCmd {
+    /// Campaigns with progress, newest first.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<i64>,
+        /// Only in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Pauses a sending campaign.
+    Pause {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Resumes a paused campaign.
+    Resume {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Cancels a campaign: its queued jobs end unsent.
+    Cancel {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Per-site results as CSV (sent, delivered, deferred, bounced by class, complaints,
+    /// unsubscribes, opens, clicks).
+    Report {
+        /// Campaign id.
+        id: i64,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args, Serialize)]
+struct DigestArgs {
+    /// The day (default: yesterday).
+    #[arg(long)]
+    date: Option<NaiveDate>,
+    /// Where days start, as an offset from UTC (e.g. +09:00 for Japan).
+    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
+    utc_offset: String,
+    /// Start of another period (RFC 3339), instead of --date.
+    #[arg(long, requires = "until", conflicts_with = "date")]
+    since: Option<DateTime<Utc>>,
+    /// End of that period (RFC 3339).
+    #[arg(long, requires = "since")]
+    until: Option<DateTime<Utc>>,
+    /// Output format (--json means json).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Also POST the JSON digest to this http:// URL.
+    #[arg(long)]
+    webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SuppressionCmd {
+    /// Imports `email[,reason]` lines (a header `email,reason` is skipped) for a tenant.
+    Import {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: i64,
+        /// File, or - for stdin.
+        file: String,
+    },
+    /// Exports a tenant's suppressions as CSV.
+    Export {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: i64,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The command's name (`site pause`) and its arguments, for the audit trail.
+fn audit_of(cmd: &Cmd) -> (String, serde_json::Value) {
+    let mut v = serde_json::to_value(cmd).unwrap_or_default();
+    let mut name = Vec::new();
+    loop {
+        match v {
+            serde_json::Value::String(s) => {
+                name.push(s);
+                v = serde_json::Value::Object(Default::default());
+                break;
+            }
+            serde_json::Value::Object(ref m) if m.len() == 1 => {
+                let (k, inner) = m
+                    .iter()
+                    .next()
+                    .map(|(k, i)| (k.clone(), i.clone()))
+                    .unwrap_or_default();
+                if k == "cmd" {
+                    v = inner;
+                    continue;
+                }
+                name.push(k);
+                v = inner;
+                if !matches!(&v, serde_json::Value::Object(m) if m.len() == 1 && m.contains_key("cmd"))
+                    && !v.is_string()
+                {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    (name.join(" "), v)
+}
+
+/// Runs the CLI; the exit code says how it ended.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hikyaku: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hikyaku: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), AdminError> {
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(&args.database_url)
+        .await
+        .map_err(|e| {
+            AdminError::Other(format!(
+                "connecting to PostgreSQL (set --database-url or HIKYAKU_DATABASE_URL): {e}"
+            ))
+        })?;
+    sqlx::migrate!("./migrations")
+        .run(&db)
+        .await
+        .map_err(|e| AdminError::Other(format!("migrations: {e}")))?;
+    let ctx = Ctx::new(db, &args.redis_url);
+    let (command, audit_args) = audit_of(&args.cmd);
+    let result = execute(&ctx, args.cmd, args.json).await;
+    if command != "audit" {
+        let detail = result.as_ref().err().map(ToString::to_string);
+        let outcome = match &detail {
+            None => Ok(()),
+            Some(d) => Err(d.as_str()),
+        };
+        if let Err(e) =
+            audit::record(&ctx.db, &audit::actor(), &command, &audit_args, outcome).await
+        {
+            eprintln!("hikyaku: warning: audit event not written: {e}");
+        }
+    }
+    result
+}
+
+/// Prints `value` as JSON, or `text` otherwise.
+fn show<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<(), AdminError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).map_err(|e| AdminError::Other(e.to_string()))?
+        );
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+fn opt_rate(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.1}"))
+}
+
+async fn execute(ctx: &Ctx, cmd: Cmd, json: bool) -> Result<(), AdminError> {
+    match cmd {
+        Cmd::Tenant { cmd } => tenant(ctx, cmd, json).await,
+        Cmd::Apikey { cmd } => apikey(ctx, cmd, json).await,
+        Cmd::Site { cmd } => site(ctx, cmd, json).await,
+        Cmd::Queue { cmd } => queue(ctx, cmd, json).await,
+        Cmd::Campaign { cmd } => campaign(ctx, cmd, json).await,
+        Cmd::Digest(a) => digest(ctx, a, json).await,
+        Cmd::Suppressions { cmd } => suppressions(ctx, cmd, json).await,
+        Cmd::Purge {
+            older_than,
+            dry_run,
+        } => {
+            let age = super::purge::parse_age(&older_than)?;
+            let p = super::purge::purge(ctx, age, dry_run).await?;
+            show(json, &p, || {
+                let verb = if p.dry_run { "would delete" } else { "deleted" };
+                let mut s = format!("events before {}:\n", p.before.to_rfc3339());
+                for (t, n) in &p.tables {
+                    s.push_str(&format!("  {t:<18} {verb} {n}\n"));
+                }
+                s
+            })
+        }
+        Cmd::Audit { limit } => {
+            let rows = audit::list(&ctx.db, limit).await?;
+            show(json, &rows, || {
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {:<10} {:<5} {} {}{}\n",
+                            r.at.format("%Y-%m-%d %H:%M:%S"),
+                            r.actor,
+                            r.outcome,
+                            r.command,
+                            r.args,
+                            if r.detail.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  ({})", r.detail)
+                            }
+                        )
+                    })
+                    .collect()
+            })
+        }
+    }
+}
+
+async fn tenant(ctx: &Ctx, cmd: TenantCmd, json: bool) -> Result<(), AdminError> {
+    match cmd {
+        TenantCmd::Create { name } => {
+            let t = super::create_tenant(&ctx.db, &name).await?;
+            print_key(&t, json)
+        }
+        TenantCmd::List => {
+            let rows = super::tenants::list(&ctx.db).await?;
+            show(json, &rows, || {
+                let mut s = format!(
+                    "{:>6}  {:<30} {:>5} {:>9} {:>11}  created\n",
+                    "id", "name", "keys", "campaigns", "subscribers"
+                );
+                for r in &rows {
+                    s.push_str(&format!(
+                        "{:>6}  {:<30} {:>5} {:>9} {:>11}  {}\n",
+                        r.id,
+                        r.name,
+                        r.active_keys,
+                        r.campaigns,
+                        r.subscribers,
+                        r.created_at.format("%Y-%m-%d")
+                    ));
+                }
+                s
+            })
+        }
+        TenantCmd::Retire {
+            tenant,
+            export_dir,
+            yes,
+        } => {
+            if !yes {
+                return Err(AdminError::Invalid(format!(
+                    "retiring tenant {tenant} revokes its keys, cancels its campaigns and deletes its data after exporting it to {}; add --yes to go ahead",
+                    export_dir.display()
+                )));
+            }
+            let r = super::tenants::retire(ctx, tenant, &export_dir).await?;
+            show(json, &r, || {
+                format!(
+                    "tenant {} retired: {} keys revoked, {} campaigns cancelled, {} files exported to {}; deleted {}\n",
+                    r.tenant_id,
+                    r.keys_revoked,
+                    r.campaigns_cancelled,
+                    r.exported.len(),
+                    export_dir.display(),
+                    r.deleted.iter().map(|(t, n)| format!("{t}={n}")).collect::<Vec<_>>().join(" ")
+                )
+            })
+        }
+    }
+}
+
+fn print_key(t: &super::CreatedTenant, json: bool) -> Result<(), AdminError> {
+    show(json, t, || {
+        format!(
+            "tenant  {}\napi key {}   (shown once; prefix {})\n",
+            t.tenant_id, t.api_key, t.prefix
+        )
+    })
+}
+
+async fn apikey(ctx: &Ctx, cmd: KeyCmd, json: bool) -> Result<(), AdminError> {
+    match cmd {
+        KeyCmd::Create { tenant } => {
+            let t = super::create_key(&ctx.db, tenant).await?;
+            print_key(&t, json)
+        }
+        KeyCmd::List { tenant } => {
+            let rows = super::keys::list_keys(&ctx.db, tenant).await?;
+            show(json, &rows, || {
+                let mut s = String::from("prefix    tenant  created           revoked\n");
+                for r in &rows {
+                    s.push_str(&format!(
+                        "{:<9} {:>6}  {}  {}\n",
+                        r.prefix,
+                        r.tenant_id,
+                        r.created_at.format("%Y-%m-%d %H:%M"),
+                        r.revoked_at
+                            .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+                    ));
+                }
+                s
+            })
+        }
+        KeyCmd::Revoke { prefix } => {
+            super::revoke_key(&ctx.db, &prefix).await?;
+            show(json, &serde_json::json!({ "revoked": prefix }), || {
+                format!("revoked key {prefix}\n")
+            })
+        }
+    }
+}
+
+async fn site(ctx: &Ctx, cmd: SiteCmd, json: bool) -> Result<(), AdminError> {
+    match cmd {
+        SiteCmd::List => {
+            let rows = super::sites::list(ctx).await?;
+            show(json, &rows, || {
+                let mut s = format!(
+                    "{:<12} {:<6} {:>9} {:>9} {:<10} {:>6} {:>8} {:>5}\n",
+                    "site", "paused", "override", "rate", "adaptive", "conns", "queued", "nodes"
+                );
+                for r in &rows {
+                    s.push_str(&format!(
+                        "{:<12} {:<6} {:>9} {:>9} {:<10} {:>6} {:>8} {:>5}\n",
+                        r.site,
+                        if r.paused { "yes" } else { "no" },
+                        opt_rate(r.rate_override),
+                        r.rate.map_or("unlimited".into(), |v| format!("{v:.1}")),
+                        r.adaptive,
+                        r.connections,
+                        r.queued,
+                        r.nodes
+                    ));
+                }
+                if rows.is_empty() {
+                    s.push_str("(no engine is running: sites are listed by running engines)\n");
+                }
+                s
+            })
+        }
+        SiteCmd::Pause { site } => {
+            super::sites::set_paused(ctx, &site, true).await?;
+            show(
+                json,
+                &serde_json::json!({ "site": site, "paused": true }),
+                || format!("site {site} paused (engines stop starting messages within a second)\n"),
+            )
+        }
+        SiteCmd::Resume { site } => {
+            super::sites::set_paused(ctx, &site, false).await?;
+            show(
+                json,
+                &serde_json::json!({ "site": site, "paused": false }),
+                || format!("site {site} resumed\n"),
+            )
+        }
+        SiteCmd::SetRate { site, rate, clear } => {
+            let rate = if clear { None } else { rate };
+            super::sites::set_rate(ctx, &site, rate).await?;
+            show(
+                json,
+                &serde_json::json!({ "site": site, "rate": rate }),
+                || match rate {
+                    Some(r) => format!("site {site}: {r} msg/s per engine node\n"),
+                    None => format!("site {site}: back to its policy's rate\n"),
+                },
+            )
+        }
+    }
+}
+
+async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {
+    use super::queue as q;
+    match cmd {
+        QueueCmd::Stats { by_site } => {
+            let st = q::stats(ctx, by_site).await?;
+            show(json, &st, || {
+                let mut s = format!(
+                    "{:>5} {:>10} {:>9} {:>10} {:>9} {:>12} {:>9}\n",
+                    "shard", "ready", "pending", "retry", "due", "oldest age", "events"
+                );
+                for r in &st.shards {
+                    s.push_str(&format!(
+                        "{:>5} {:>10} {:>9} {:>10} {:>9} {:>11.0}s {:>9}\n",
+                        r.shard, r.ready, r.pending, r.retry, r.retry_due, r.oldest_age_s, r.events
+                    ));
+                }
+                if let Some(by) = &st.retry_by_site {
+                    s.push_str("\nretry sets by site:\n");
+                    for (site, n) in by {
+                        s.push_str(&format!("  {site:<16} {n}\n"));
+                    }
+                }
+                s
+            })
+        }
+        QueueCmd::Requeue {
+            site,
+            campaign,
+            all,
+        } => {
+            let n = q::requeue(ctx, &q::Filter { site, campaign }, all).await?;
+            show(json, &serde_json::json!({ "requeued": n }), || {
+                format!("{n} deferred jobs due now\n")
+            })
+        }
+        QueueCmd::Drain {
+            site,
+            campaign,
+            status,
+            reason,
+            clear,
+        } => {
+            let scope = match (site, campaign) {
+                (Some(s), None) => Scope::Site(s),
+                (None, Some(c)) => Scope::Campaign(c),
+                _ => return Err(AdminError::Invalid("give --site or --campaign".into())),
+            };
+            if clear {
+                let had = q::clear_drain(ctx, &scope).await?;
+                return show(
+                    json,
+                    &serde_json::json!({ "order": scope.field(), "cleared": had }),
+                    || {
+                        if had {
+                            format!("drain order {} withdrawn\n", scope.field())
+                        } else {
+                            format!("no drain order for {}\n", scope.field())
+                        }
+                    },
+                );
+            }
+            let status = match status {
+                Some(DrainAs::Bounced) => EventStatus::Bounced,
+                Some(DrainAs::Cancelled) | None => EventStatus::Cancelled,
+            };
+            let d = q::drain(ctx, scope, status, reason.as_deref().unwrap_or_default()).await?;
+            show(json, &d, || {
+                format!(
+                    "drain order {} given: its queued jobs end {} (reason drained); {} deferred jobs made due now\n",
+                    d.order, d.status, d.requeued
+                )
+            })
+        }
+        QueueCmd::Drains => {
+            let rows = q::drains(ctx).await?;
+            let view: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(f, r)| {
+                    serde_json::json!({ "order": f, "status": r.status.as_str(), "before_ms": r.before_ms, "reason": r.reason })
+                })
+                .collect();
+            show(json, &view, || {
+                rows.iter()
+                    .map(|(f, r)| {
+                        format!(
+                            "{f:<24} {:<9} since {}  {}\n",
+                            r.status.as_str(),
+                            r.before_ms,
+                            r.reason
+                        )
+                    })
+                    .collect()
+            })
+        }
+        QueueCmd::Inspect {
+            site,
+            campaign,
+            limit,
+        } => {
+            let jobs = q::inspect(ctx, &q::Filter { site, campaign }, limit).await?;
+            show(json, &jobs, || {
+                let mut s = String::new();
+                for j in &jobs {
+                    s.push_str(&format!(
+                        "{:<5} s{:<3} {:<14} {:<32} attempt {} age {:.0}s{} site {}\n      last error: {}\n",
+                        j.place,
+                        j.shard,
+                        j.id,
+                        j.rcpt,
+                        j.attempt,
+                        j.age_s,
+                        j.due_in_s.map_or(String::new(), |d| format!(" due in {d:.0}s")),
+                        j.site.as_deref().unwrap_or("-"),
+                        j.last_error.as_deref().unwrap_or("-")
+                    ));
+                }
+                if jobs.is_empty() {
+                    s.push_str("no matching jobs\n");
+                }
+                s
+            })
+        }
+    }
+}
+
+async fn campaign(ctx: &Ctx, cmd: CampaignCmd, json: bool) -> Result<(), AdminError> {
+    use super::campaigns as c;
+    let act = |id: i64, action: RunAction, verb: &'static str| async move {
+        let camp = c::act(ctx, id, action).await?;
+        show(json, &camp, || {
+            format!("campaign {id} {verb} (now {})\n", camp.status)
+        })
+    };
+    match cmd {
+        CampaignCmd::List {
+            tenant,
+            status,
+            limit,
+        } => {
+            let rows = c::list(ctx, tenant, status.as_deref(), limit).await?;
+            show(json, &rows, || {
+                let mut s = format!(
+                    "{:>7} {:>6}  {:<24} {:<10} {:>10} {:>10} {:>10}\n",
+                    "id", "tenant", "name", "status", "expanded", "finished", "delivered"
+                );
+                for r in &rows {
+                    s.push_str(&format!(
+                        "{:>7} {:>6}  {:<24} {:<10} {:>10} {:>10} {:>10}\n",
+                        r.id, r.tenant_id, r.name, r.status, r.expanded, r.finished, r.delivered
+                    ));
+                }
+                s
+            })
+        }
+        CampaignCmd::Pause { id } => act(id, RunAction::Pause, "paused").await,
+        CampaignCmd::Resume { id } => act(id, RunAction::Resume, "resumed").await,
+        CampaignCmd::Cancel { id } => act(id, RunAction::Cancel, "cancelled").await,
+        CampaignCmd::Report { id, out } => {
+            let r = super::report::build(ctx, id).await?;
+            let csv = r.to_csv();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &csv)?;
+                    show(json, &r, || {
+                        format!("report of campaign {id} written to {}\n", path.display())
+                    })
+                }
+                None if json => show(true, &r, String::new),
+                None => {
+                    print!("{csv}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn digest(ctx: &Ctx, a: DigestArgs, json: bool) -> Result<(), AdminError> {
+    let (from, to) = match (a.since, a.until) {
+        (Some(s), Some(u)) => (s, u),
+        _ => {
+            let offset: chrono::FixedOffset = a.utc_offset.parse().map_err(|_| {
+                AdminError::Invalid(format!("--utc-offset {:?}: expected +HH:MM", a.utc_offset))
+            })?;
+            let today = Utc::now().with_timezone(&offset).date_naive();
+            let day = a.date.unwrap_or(today - chrono::Duration::days(1));
+            let start = day
+                .and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(offset).single())
+                .ok_or_else(|| AdminError::Invalid(format!("--date {day}: no such day")))?;
+            let start = start.with_timezone(&Utc);
+            (start, start + chrono::Duration::days(1))
+        }
+    };
+    let d = super::digest::build(ctx, from, to).await?;
+    if let Some(url) = &a.webhook {
+        let body = serde_json::to_string(&d).map_err(|e| AdminError::Other(e.to_string()))?;
+        super::digest::post_webhook(url, &body).await?;
+    }
+    let format = if json { Format::Json } else { a.format };
+    match format {
+        Format::Json => show(true, &d, String::new),
+        Format::Csv => {
+            print!("{}", d.to_csv());
+            Ok(())
+        }
+        Format::Text => {
+            print!("{}", d.to_text());
+            Ok(())
+        }
+    }
+}
+
+async fn suppressions(ctx: &Ctx, cmd: SuppressionCmd, json: bool) -> Result<(), AdminError> {
+    match cmd {
+        SuppressionCmd::Import { tenant, file } => {
+            let r = super::suppressions::import(ctx, tenant, &file).await?;
+            show(json, &r, || {
+                let mut s = format!(
+                    "{} suppressions imported, {} lines refused\n",
+                    r.accepted, r.invalid
+                );
+                for row in r.invalid_rows.iter().take(20) {
+                    s.push_str(&format!("  line {row}\n"));
+                }
+                s
+            })
+        }
+        SuppressionCmd::Export { tenant, out } => match out {
+            Some(path) => {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                let n = super::suppressions::export(ctx, tenant, &mut f).await?;
+                show(
+                    json,
+                    &serde_json::json!({ "exported": n, "file": path }),
+                    || format!("{n} suppressions written to {}\n", path.display()),
+                )
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                super::suppressions::export(ctx, tenant, &mut out).await?;
+                Ok(())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_names_the_command_and_keeps_its_arguments() {
+        let a = Args::try_parse_from(["hikyaku", "site", "pause", "yahoo"]).expect("parses");
+        let (name, args) = audit_of(&a.cmd);
+        assert_eq!(name, "site pause");
+        assert_eq!(args, serde_json::json!({ "site": "yahoo" }));
+        let a = Args::try_parse_from(["hikyaku", "tenant", "list"]).expect("parses");
+        assert_eq!(audit_of(&a.cmd).0, "tenant list");
+        let a = Args::try_parse_from(["hikyaku", "purge", "--older-than", "30d"]).expect("parses");
+        let (name, args) = audit_of(&a.cmd);
+        assert_eq!(name, "purge");
+        assert_eq!(args["older_than"], "30d");
+        let a = Args::try_parse_from([
+            "hikyaku", "queue", "drain", "--site", "au", "--as", "bounced", "--reason", "gone",
+        ])
+        .expect("parses");
+        let (name, args) = audit_of(&a.cmd);
+        assert_eq!(name, "queue drain");
+        assert_eq!(args["status"], "bounced");
+        assert!(Args::try_parse_from(["hikyaku", "queue", "drain", "--site", "au"]).is_err());
+        assert!(Args::try_parse_from(["hikyaku", "site", "set-rate", "au"]).is_err());
+        assert!(Args::try_parse_from(["hikyaku", "site", "set-rate", "au", "--clear"]).is_ok());
+    }
+}

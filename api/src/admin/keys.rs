@@ -1,0 +1,70 @@
+//! API keys: create, list, revoke.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{AdminError, CreatedTenant};
+use crate::keys;
+
+/// Adds an API key to a tenant.
+pub async fn create_key(db: &PgPool, tenant_id: i64) -> Result<CreatedTenant, AdminError> {
+    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(db)
+        .await?;
+    if exists.is_none() {
+        return Err(AdminError::NotFound(format!("tenant {tenant_id}")));
+    }
+    let key = keys::generate()?;
+    sqlx::query("INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3)")
+        .bind(tenant_id)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .execute(db)
+        .await?;
+    Ok(CreatedTenant {
+        tenant_id,
+        api_key: key.key,
+        prefix: key.prefix,
+    })
+}
+
+/// Revokes the key with `prefix`; effective for the next request.
+pub async fn revoke_key(db: &PgPool, prefix: &str) -> Result<(), AdminError> {
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+    )
+    .bind(prefix)
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(AdminError::NotFound(format!(
+            "active key with prefix {prefix}"
+        )));
+    }
+    Ok(())
+}
+
+/// An API key as operators see it (never the secret).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct KeyRow {
+    /// Visible prefix.
+    pub prefix: String,
+    /// Owner.
+    pub tenant_id: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Every key, or one tenant's, oldest first.
+pub async fn list_keys(db: &PgPool, tenant: Option<i64>) -> Result<Vec<KeyRow>, AdminError> {
+    Ok(sqlx::query_as(
+        "SELECT prefix, tenant_id, created_at, revoked_at FROM api_keys \
+         WHERE $1::bigint IS NULL OR tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant)
+    .fetch_all(db)
+    .await?)
+}
