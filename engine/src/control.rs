@@ -173,5 +173,6 @@ pub async fn poll(
             .unwrap_or(0)
     };
     metrics.redis_memory(field("used_memory"), field("maxmemory"));
+    metrics.resident_memory();
     Ok(())
 }

@@ -37,6 +37,8 @@ pub const OLDEST_AGE: &str = "hikyaku_queue_oldest_age_seconds";
 pub const REDIS_USED: &str = "hikyaku_redis_used_memory_bytes";
 /// Redis `maxmemory`, bytes (0: no limit set).
 pub const REDIS_MAX: &str = "hikyaku_redis_max_memory_bytes";
+/// Gauge: the engine process's resident memory.
+pub const RSS: &str = "hikyaku_engine_resident_memory_bytes";
 /// Open SMTP connections per site.
 pub const CONNECTIONS: &str = "hikyaku_connections_open";
 /// SMTP connection attempts per site and result.
@@ -114,6 +116,9 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    // Counters dashboards and alerts watch start at zero rather than appear on first use.
+    counter!(RECLAIMED).absolute(0);
+    counter!(RETRY_MOVED).absolute(0);
     describe_counter!(MESSAGES, "Messages by site, result and reason. A rise of deferred{reason=\"rate-limited\"} for one site means that provider is throttling us; bounced{reason=\"bad-mailbox\"} spikes mean a dirty list.");
     describe_counter!(REQUEUED, "Jobs put back without counting an attempt. A steady flow for one site means it is paused or at its limit while jobs keep arriving (expected for throttled sites).");
     describe_counter!(READ, "Jobs read from ready streams. Flat while queues are non-empty means the engine is stuck or at its in-flight budget.");
@@ -145,6 +150,7 @@ fn describe() {
         "Redis used_memory. Near the maxmemory, writes start failing: the queue is full."
     );
     describe_gauge!(REDIS_MAX, Unit::Bytes, "Redis maxmemory (0: no limit).");
+    describe_gauge!(RSS, Unit::Bytes, "Resident memory of the engine process. Bounded by design (the in-flight budget): growth with the backlog is a bug.");
     describe_counter!(SITE_ADAPTIVE, "Adaptive-shaping changes by site and action (cut, suspend, block, recover). Cuts during a peak mean the provider is throttling us; see hk:site:events for the replies.");
     describe_gauge!(
         SITE_RATE_CAP,
@@ -230,6 +236,17 @@ impl Metrics {
         gauge!(REDIS_MAX).set(max as f64);
     }
 
+    /// The process's resident memory, from `/proc/self/statm` (Linux; nothing elsewhere).
+    pub fn resident_memory(&self) {
+        let pages = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+        if let Some(pages) = pages {
+            // 4 KiB pages: the page size of every Linux the engine ships for.
+            gauge!(RSS).set((pages * 4096) as f64);
+        }
+    }
+
     /// Jobs moved back from retry sets.
     pub fn moved(&self, n: usize) {
         if n > 0 {
@@ -267,6 +284,14 @@ impl SiteMetrics {
     /// Handles for `site`.
     pub fn new(site: &str) -> Self {
         let s = site.to_owned();
+        // Adaptive changes are counted from zero, so dashboards and alerts see the series
+        // before the first change.
+        for action in ["cut", "suspend", "block", "recover"] {
+            counter!(SITE_ADAPTIVE, "site" => s.clone(), "action" => action).absolute(0);
+        }
+        for reason in ["paused", "site-busy"] {
+            counter!(REQUEUED, "site" => s.clone(), "reason" => reason).absolute(0);
+        }
         SiteMetrics {
             connections: gauge!(CONNECTIONS, "site" => s.clone()),
             connect_ok: counter!(CONNECTS, "site" => s.clone(), "result" => "ok"),

@@ -187,3 +187,216 @@ async fn every_metric_the_rules_and_dashboards_name_is_exported_and_every_alert_
         assert!(text.contains(a), "{} is about {a}", page.display());
     }
 }
+
+/// Every `expr` of every panel target in a Grafana dashboard (rows' panels included).
+fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(panels: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("?").to_owned();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.push((title.clone(), e.to_owned()));
+                }
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// A minimal HTTP/1.0 GET on loopback; the body.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+}
+
+/// Percent-encodes a query parameter.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Kills the child when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_a_run_and_every_dashboard_query_returns_data() {
+    let prometheus = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "prometheus is installed (Debian package `prometheus`; ops/run-tests.sh installs it)",
+        );
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let recorders =
+        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx.clone());
+    let expander = tokio::spawn(hikyaku_api::expansion::run(api.state.clone(), stop_rx));
+    // The API's /metrics on a real port, for Prometheus.
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("api port");
+    let api_port = api_listener.local_addr().expect("addr").port();
+    let router = api.router.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(api_listener, router).await;
+    });
+    let engine_port = hikyaku_tests::redis::free_port();
+    let config = format!(
+        "metrics_listen = \"127.0.0.1:{engine_port}\"\n{}",
+        world.config_toml("", STANDARD_SITES)
+    );
+    let engine = world.engine_process(ENGINE, &config);
+
+    let dir = std::env::temp_dir().join(format!("hk-prom-{}-{engine_port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("prometheus dir");
+    let rules = ops().join("prometheus/rules/hikyaku.rules.yml");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: hikyaku-engine\n    static_configs:\n      - targets: ['127.0.0.1:{engine_port}']\n  - job_name: hikyaku-api\n    static_configs:\n      - targets: ['127.0.0.1:{api_port}']\n",
+            rules.display()
+        ),
+    )
+    .expect("config");
+    let prom_port = hikyaku_tests::redis::free_port();
+    let _prom = Killed(
+        std::process::Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+
+    // Deliveries, a deferral that then goes through, a bounce, at three sites.
+    let l = api
+        .list_with_csv(
+            "email\na@gmail.test\nb@yahoo.test\nc@other.test\ndefer1-d@other.test\nunknown-e@gmail.test\n",
+        )
+        .await;
+    let cid = api.create_campaign(l, "hello").await;
+    api.send(cid).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the campaign completed",
+        || async {
+            let (_, stats) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
+            (stats["status"] == "completed").then_some(())
+        },
+    )
+    .await;
+
+    let mut exprs = Vec::new();
+    for f in files(&ops().join("grafana"), "json") {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).expect("dashboard")).expect("json");
+        for (title, e) in dashboard_exprs(&d) {
+            exprs.push((
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                title,
+                e,
+            ));
+        }
+    }
+    assert!(
+        exprs.len() >= 20,
+        "the dashboards have panels: {}",
+        exprs.len()
+    );
+    let panels: BTreeSet<&str> = exprs.iter().map(|e| e.1.as_str()).collect();
+    for needed in [
+        "Messages/min by site and result",
+        "Deferrals by site and reason",
+        "Bounces by reason",
+        "Queue depth and oldest job age per shard",
+        "Connections per site",
+        "Rate-limit state and adaptive changes",
+        "Campaign progress",
+        "Delivery latency",
+        "SMTP reply time",
+        "Redis ops",
+        "Memory",
+    ] {
+        assert!(
+            panels.contains(needed),
+            "panel {needed:?} (runbooks point to it)"
+        );
+    }
+    // Every query, as Grafana would send it, until each returns data (rates need two scrapes).
+    let mut empty: Vec<String> = Vec::new();
+    for _ in 0..30 {
+        empty.clear();
+        for (file, title, e) in &exprs {
+            let q = e.replace("$__rate_interval", "1m").replace("$site", ".*");
+            let body = http_get(prom_port, &format!("/api/v1/query?query={}", encode(&q))).await;
+            let has_data = body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .is_some_and(|v| {
+                    v["status"] == "success"
+                        && v["data"]["result"]
+                            .as_array()
+                            .is_some_and(|r| !r.is_empty())
+                });
+            if !has_data {
+                empty.push(format!("{file} / {title}: {q}"));
+            }
+        }
+        if empty.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = stop_tx.send(true);
+    engine.kill();
+    for t in recorders {
+        let _ = t.await;
+    }
+    let _ = expander.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
+}
