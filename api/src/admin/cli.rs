@@ -602,7 +602,12 @@ async fn site(ctx: &Ctx, cmd: SiteCmd, json: bool) -> Result<(), AdminError> {
                     s.push_str(&format!(
                         "{:<12} {:<6} {:>9} {:>9} {:<10} {:>6} {:>8} {:>5}\n",
                         r.site,
-                        if r.paused { "yes" } else { "no" },
+                        match (r.paused, r.nodes_paused == r.nodes) {
+                            (true, true) => "yes",
+                            (true, false) => "soon",
+                            (false, false) => "ending",
+                            (false, true) => "no",
+                        },
                         opt_rate(r.rate_override),
                         r.rate.map_or("unlimited".into(), |v| format!("{v:.1}")),
                         r.adaptive,

@@ -92,7 +92,6 @@ pub async fn stats(ctx: &Ctx, by_site: bool) -> Result<QueueStats, AdminError> {
             .arg("+")
             .arg("COUNT")
             .arg(1);
-        pipe.cmd("XPENDING").arg(Keys::ready(s)).arg(ENGINE_GROUP);
     }
     let replies: Vec<redis::Value> = pipe.query_async(&mut con).await?;
     let mut it = replies.into_iter();
@@ -108,15 +107,20 @@ pub async fn stats(ctx: &Ctx, by_site: bool) -> Result<QueueStats, AdminError> {
             .first()
             .and_then(|(id, _)| id.split_once('-')?.0.parse::<u64>().ok())
             .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
-        // XPENDING summary: [count, min, max, consumers]; an error when the group is missing.
-        let pending = match next() {
-            redis::Value::Array(v) => v
-                .into_iter()
-                .next()
-                .and_then(|c| redis::from_redis_value::<u64>(c).ok())
-                .unwrap_or(0),
-            _ => 0,
-        };
+        // XPENDING summary: [count, min, max, consumers]; an error (so asked on its own)
+        // while no engine has created the group yet.
+        let pending: u64 = redis::cmd("XPENDING")
+            .arg(Keys::ready(shard))
+            .arg(ENGINE_GROUP)
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .ok()
+            .and_then(|v| match v {
+                redis::Value::Array(v) => v.into_iter().next(),
+                _ => None,
+            })
+            .and_then(|c| redis::from_redis_value::<u64>(c).ok())
+            .unwrap_or(0);
         out.push(ShardStats {
             shard,
             ready,

@@ -28,6 +28,8 @@ pub struct SiteRow {
     pub queued: u64,
     /// Nodes that reported the site.
     pub nodes: u32,
+    /// Of those, nodes that hold it paused (an operator's pause is taken within a second).
+    pub nodes_paused: u32,
 }
 
 /// A site name as policies write them.
@@ -175,6 +177,7 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<SiteRow>, AdminError> {
                 ..SiteRow::default()
             });
             row.nodes += 1;
+            row.nodes_paused += u32::from(s.paused);
             row.rate = match (row.rate, s.rate) {
                 (Some(a), r) if r > 0.0 => Some(a + r),
                 _ => None,
@@ -188,6 +191,9 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<SiteRow>, AdminError> {
     }
     let mut con = ctx.redis().await?;
     let names: Vec<String> = rows.keys().cloned().collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for name in &names {
         pipe.hgetall(Keys::site_ctl(name));
