@@ -23,8 +23,9 @@ static IPV4: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"\b\d{1,3}(?:\.\d{1,3}){3}\b").ok());
 static IPV6: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}").ok());
-static PREFIX: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"^\d{3}(?:[ -]+[245]\.\d{1,3}\.\d{1,3})?").ok());
+static PREFIX: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^\d{3}\b").ok());
+static ENHANCED: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"\b[245]\.\d{1,3}\.\d{1,3}\b").ok());
 
 /// Writes one word (ASCII letters, digits, `_`) with its variable parts replaced.
 fn push_word(word: &str, out: &mut String) {
@@ -57,6 +58,17 @@ fn push_word(word: &str, out: &mut String) {
     }
 }
 
+/// A failure's pattern: the reply code (when there is one) and the normalized text.
+pub fn pattern(code: i32, detail: &str) -> String {
+    let text = normalize(detail);
+    let prefix = code.to_string();
+    if code <= 0 || text.starts_with(&prefix) {
+        text
+    } else {
+        format!("{prefix} {text}")
+    }
+}
+
 /// The reply with its variable parts replaced (see the module docs).
 pub fn normalize(text: &str) -> String {
     let text = text.trim();
@@ -86,9 +98,21 @@ pub fn normalize(text: &str) -> String {
     }
     let mut out = String::with_capacity(text.len());
     out.push_str(keep);
+    // Enhanced status codes (RFC 3463) anywhere in the text are kept whole.
+    let codes: Vec<(usize, usize)> = ENHANCED
+        .as_ref()
+        .map(|re| re.find_iter(&rest).map(|m| (m.start(), m.end())).collect())
+        .unwrap_or_default();
     let mut word = String::new();
     let mut i = 0;
     while let Some(ch) = rest[i..].chars().next() {
+        if let Some(&(_, end)) = codes.iter().find(|(start, _)| *start == i) {
+            push_word(&word, &mut out);
+            word.clear();
+            out.push_str(&rest[i..end]);
+            i = end;
+            continue;
+        }
         // Placeholders already written pass through whole.
         if let Some(tag) = ["<addr>", "<ip>"]
             .iter()
@@ -151,6 +175,7 @@ pub struct Digest {
 #[derive(Debug, sqlx::FromRow)]
 struct Raw {
     kind: String,
+    code: i32,
     detail: String,
     site: String,
     mx: String,
@@ -173,11 +198,12 @@ pub async fn build(
     let pb = progress::bar(None, "reply groups read");
     // Exact duplicates are grouped by PostgreSQL; normalization merges the rest here.
     let mut stream = sqlx::query_as::<_, Raw>(
-        "SELECT 'deferred' AS kind, detail, site, mx, count(*) AS n, min(at) AS first, max(at) AS last \
-         FROM deferral_events WHERE at >= $1 AND at < $2 GROUP BY detail, site, mx \
+        "SELECT 'deferred' AS kind, code, detail, site, mx, count(*) AS n, min(at) AS first, max(at) AS last \
+         FROM deferral_events WHERE at >= $1 AND at < $2 GROUP BY code, detail, site, mx \
          UNION ALL \
-         SELECT status, detail, site, mx, count(*), min(at), max(at) FROM delivery_events \
-         WHERE at >= $1 AND at < $2 AND status IN ('bounced', 'expired') GROUP BY status, detail, site, mx",
+         SELECT status, code, detail, site, mx, count(*), min(at), max(at) FROM delivery_events \
+         WHERE at >= $1 AND at < $2 AND status IN ('bounced', 'expired') \
+         GROUP BY status, code, detail, site, mx",
     )
     .bind(from)
     .bind(to)
@@ -187,7 +213,7 @@ pub async fn build(
     while let Some(r) = stream.try_next().await? {
         pb.inc(1);
         total += r.n;
-        let pattern = normalize(&r.detail);
+        let pattern = pattern(r.code, &r.detail);
         let row = groups
             .entry((r.kind.clone(), pattern.clone()))
             .or_insert_with(|| DigestRow {
@@ -361,6 +387,10 @@ mod tests {
                 "421 4.7.0 [TSS04] Messages from <ip> temporarily deferred due to unexpected volume or user complaints - <ip>; see https://postmaster.yahooinc.com/error-codes",
             ),
             (
+                "421-4.7.28 [127.0.0.1] Our system\n421-4.7.28 from your IP",
+                "421-4.7.28 [<ip>] Our system #-4.7.28 from your IP",
+            ),
+            (
                 "421 4.7.0 Messages from 192.0.2.7 temporarily deferred - VS98-IP0 deferred",
                 "421 4.7.0 Messages from <ip> temporarily deferred - VS98-IP0 deferred",
             ),
@@ -380,6 +410,15 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize(raw), want, "{raw}");
         }
+        assert_eq!(
+            pattern(421, "4.7.0 [TSS04] Messages from 10.0.0.1 deferred"),
+            "421 4.7.0 [TSS04] Messages from <ip> deferred"
+        );
+        assert_eq!(pattern(421, "421 4.7.0 busy"), "421 4.7.0 busy");
+        assert_eq!(
+            pattern(0, "connection reset (os error 104)"),
+            "connection reset (os error #)"
+        );
         // Different numbers, same pattern.
         assert_eq!(
             normalize("expired after 3 attempts; last: 421 too busy"),
