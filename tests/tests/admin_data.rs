@@ -1,0 +1,337 @@
+//! The lifecycle of data through the admin CLI: suppression files in and out, tenants and keys
+//! listed, the retention purge, and tenant retirement (stop, export, delete) — with refusals
+//! that change nothing.
+
+use std::process::Command;
+
+use axum::http::{Method, StatusCode};
+use hikyaku_queue_schema::Keys;
+use hikyaku_tests::api::TestApi;
+use hikyaku_tests::redis::TestRedis;
+
+const CLI: &str = env!("CARGO_BIN_EXE_hikyaku-under-test");
+
+fn cli(api: &TestApi, redis: &TestRedis, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(CLI)
+        .arg("--database-url")
+        .arg(&api.db.url)
+        .arg("--redis-url")
+        .arg(&redis.url)
+        .args(args)
+        .output()
+        .expect("the CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_json(api: &TestApi, redis: &TestRedis, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = cli(api, redis, &all);
+    assert_eq!(code, 0, "hikyaku {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("hikyaku {args:?} JSON: {e}: {out}"))
+}
+
+async fn count(api: &TestApi, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .fetch_one(&api.state.db)
+        .await
+        .expect("count");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppression_files_tenant_listing_and_the_retention_purge() {
+    let redis = TestRedis::start();
+    let api = TestApi::start(&redis).await;
+    let tenant = api.tenant.to_string();
+    let dir = std::env::temp_dir().join(format!(
+        "hk-admin-data-{}-{}",
+        std::process::id(),
+        redis.port
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+
+    // Import: good lines in, a bad one refused and reported, engines told.
+    let file = dir.join("in.csv");
+    std::fs::write(
+        &file,
+        "email,reason\nA@Example.test,complaint\nb@example.test\nnot-an-address\n",
+    )
+    .expect("file");
+    let r = cli_json(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "import",
+            "--tenant",
+            &tenant,
+            file.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["invalid"], 1, "{r}");
+    let mut con = redis.con().await;
+    let feed: u64 = redis::cmd("XLEN")
+        .arg(Keys::suppressed())
+        .query_async(&mut con)
+        .await
+        .expect("xlen");
+    assert_eq!(feed, 2, "imported addresses reach the engines' feed");
+    let out = dir.join("out.csv");
+    let e = cli_json(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "export",
+            "--tenant",
+            &tenant,
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(e["exported"], 2);
+    let csv = std::fs::read_to_string(&out).expect("export");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "email,reason,source,created_at");
+    assert!(
+        lines[1].starts_with("a@example.test,complaint,import,"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with("b@example.test,manual,import,"),
+        "{csv}"
+    );
+    let (code, _, err) = cli(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "import",
+            "--tenant",
+            "999999",
+            file.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = cli(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "import",
+            "--tenant",
+            &tenant,
+            "/nonexistent/file.csv",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/file.csv"), "{err}");
+
+    // Tenants and keys, secrets never shown again.
+    let tenants = cli_json(&api, &redis, &["tenant", "list"]);
+    assert_eq!(tenants[0]["name"], "acme");
+    assert_eq!(tenants[0]["active_keys"], 1);
+    let created = cli_json(&api, &redis, &["apikey", "create", "--tenant", &tenant]);
+    let prefix = created["prefix"].as_str().expect("prefix").to_owned();
+    let keys = cli_json(&api, &redis, &["apikey", "list", "--tenant", &tenant]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert!(!keys
+        .to_string()
+        .contains(created["api_key"].as_str().expect("key")));
+    let (code, _, _) = cli(&api, &redis, &["apikey", "revoke", &prefix]);
+    assert_eq!(code, 0);
+    let (code, _, _) = cli(&api, &redis, &["apikey", "revoke", &prefix]);
+    assert_eq!(code, 3, "already revoked");
+
+    // Purge: only events older than the retention go; short retentions are refused.
+    let l = api.list_with_csv("email\nx@example.test\n").await;
+    let cid = api.create_campaign(l, "hello").await;
+    for (seq, age_days) in [(1, 40), (2, 35), (3, 1)] {
+        for table in ["delivery_events", "deferral_events"] {
+            let status = if table == "delivery_events" {
+                ", status"
+            } else {
+                ""
+            };
+            let value = if table == "delivery_events" {
+                ", 'delivered'"
+            } else {
+                ""
+            };
+            sqlx::query(&format!(
+                "INSERT INTO {table} (campaign_id, seq, attempt, tenant_id{status}, reason, code, enhanced, detail, site, mx, rcpt{q}, at) \
+                 VALUES ($1, $2, 1, $3{value}, 'accepted', 250, '2.0.0', 'ok', 'google', 'mx', 'x@example.test'{qv}, now() - make_interval(days => $4))",
+                q = if table == "delivery_events" { ", queued_at" } else { "" },
+                qv = if table == "delivery_events" { ", now()" } else { "" },
+            ))
+            .bind(cid)
+            .bind(seq)
+            .bind(api.tenant)
+            .bind(age_days)
+            .execute(&api.state.db)
+            .await
+            .expect("old event");
+        }
+    }
+    let (code, _, err) = cli(&api, &redis, &["purge", "--older-than", "12h"]);
+    assert_eq!(code, 2, "{err}");
+    let dry = cli_json(&api, &redis, &["purge", "--older-than", "30d", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["tables"][0], serde_json::json!(["delivery_events", 2]));
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM delivery_events").await,
+        3,
+        "dry run deletes nothing"
+    );
+    let done = cli_json(&api, &redis, &["purge", "--older-than", "30d"]);
+    assert_eq!(done["tables"][0], serde_json::json!(["delivery_events", 2]));
+    assert_eq!(done["tables"][1], serde_json::json!(["deferral_events", 2]));
+    assert_eq!(count(&api, "SELECT count(*) FROM delivery_events").await, 1);
+    assert_eq!(count(&api, "SELECT count(*) FROM deferral_events").await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_tenant_stops_it_exports_its_data_and_deletes_it() {
+    let redis = TestRedis::start();
+    let api = TestApi::start(&redis).await;
+    let tenant = api.tenant.to_string();
+    let other = api.other_tenant_key().await;
+    let dir = std::env::temp_dir().join(format!("hk-retire-{}-{}", std::process::id(), redis.port));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let l = api
+        .list_with_csv("email,name\na@example.test,A\nb@example.test,B\nc@example.test,C\n")
+        .await;
+    let cid = api.create_campaign(l, "hello {{name}}").await;
+    api.send(cid).await;
+    // Expansion enqueues the jobs (no engine here: they wait in the ready streams).
+    hikyaku_api::expansion::expand(&api.state, cid)
+        .await
+        .expect("expansion");
+    let (s, _) = api
+        .json(
+            Method::POST,
+            "/v1/suppressions",
+            serde_json::json!({ "email": "z@example.test" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut con = redis.con().await;
+    let snap: bool = redis::cmd("HEXISTS")
+        .arg(Keys::campaign(cid as u64))
+        .arg("snap")
+        .query_async(&mut con)
+        .await
+        .expect("hexists");
+    assert!(snap, "the campaign is frozen in Redis");
+
+    // Without --yes: refused, nothing changed.
+    let (code, _, err) = cli(
+        &api,
+        &redis,
+        &[
+            "tenant",
+            "retire",
+            &tenant,
+            "--export-dir",
+            dir.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(!dir.exists());
+    assert_eq!(
+        api.get("/v1/lists").await.0,
+        StatusCode::OK,
+        "the key still works"
+    );
+
+    let r = cli_json(
+        &api,
+        &redis,
+        &[
+            "tenant",
+            "retire",
+            &tenant,
+            "--export-dir",
+            dir.to_str().expect("utf8"),
+            "--yes",
+        ],
+    );
+    assert_eq!(r["keys_revoked"], 1, "{r}");
+    assert_eq!(r["campaigns_cancelled"], 1, "{r}");
+    // Stopped: its key no longer opens the API.
+    assert_eq!(api.get("/v1/lists").await.0, StatusCode::UNAUTHORIZED);
+    // Exported.
+    let subs = std::fs::read_to_string(dir.join("subscribers.ndjson")).expect("subscribers");
+    assert_eq!(subs.lines().count(), 3);
+    let first: serde_json::Value =
+        serde_json::from_str(subs.lines().next().unwrap_or("")).expect("ndjson");
+    assert_eq!(first["email"], "a@example.test");
+    assert_eq!(first["attributes"]["name"], "A");
+    let sup = std::fs::read_to_string(dir.join("suppressions.csv")).expect("suppressions");
+    assert!(sup.contains("z@example.test"), "{sup}");
+    let camps = std::fs::read_to_string(dir.join("campaigns.ndjson")).expect("campaigns");
+    let camp: serde_json::Value =
+        serde_json::from_str(camps.lines().next().unwrap_or("")).expect("campaign");
+    assert_eq!(camp["id"], cid);
+    assert_eq!(camp["status"], "cancelled");
+    assert!(dir.join(format!("reports/{cid}.csv")).exists());
+    let tenant_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("tenant.json")).expect("tenant"))
+            .expect("json");
+    assert_eq!(tenant_json["name"], "acme");
+    // Deleted from the record; the other tenant untouched.
+    for sql in [
+        format!("SELECT count(*) FROM tenants WHERE id = {tenant}"),
+        format!("SELECT count(*) FROM subscribers WHERE tenant_id = {tenant}"),
+        format!("SELECT count(*) FROM suppressions WHERE tenant_id = {tenant}"),
+        format!("SELECT count(*) FROM campaigns WHERE tenant_id = {tenant}"),
+        format!("SELECT count(*) FROM api_keys WHERE tenant_id = {tenant}"),
+    ] {
+        assert_eq!(count(&api, &sql).await, 0, "{sql}");
+    }
+    assert_eq!(count(&api, "SELECT count(*) FROM tenants").await, 1);
+    let (s, _, _) = api.call(Method::GET, "/v1/lists", Some(&other), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Redis: the snapshot (bodies) gone, the cancelled state kept so engines end the queued
+    // jobs unsent, and set to expire.
+    let (snap, state, ttl): (bool, Option<String>, i64) = redis::pipe()
+        .cmd("HEXISTS")
+        .arg(Keys::campaign(cid as u64))
+        .arg("snap")
+        .cmd("HGET")
+        .arg(Keys::campaign(cid as u64))
+        .arg("state")
+        .cmd("TTL")
+        .arg(Keys::campaign(cid as u64))
+        .query_async(&mut con)
+        .await
+        .expect("redis");
+    assert!(!snap);
+    assert_eq!(state.as_deref(), Some("cancelled"));
+    assert!(ttl > 0, "{ttl}");
+    // A second retirement finds nothing; the export directory is not reused.
+    let (code, _, _) = cli(
+        &api,
+        &redis,
+        &[
+            "tenant",
+            "retire",
+            &tenant,
+            "--export-dir",
+            "/tmp/hk-never",
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
