@@ -293,7 +293,8 @@ impl Dispatcher {
                     };
                     self.metrics.requeued(&site.policy.name, reason);
                     let delay = site.refusal_delay(self.config.requeue_delay);
-                    // Remember the site, so operators can requeue or drain it from the retry set.
+                    // Remember the site, so operators can requeue or drain it from the retry set
+                    // (another site's error is not this one's: it goes).
                     let mut work = r.work;
                     if work
                         .job
@@ -301,10 +302,9 @@ impl Dispatcher {
                         .as_ref()
                         .is_none_or(|l| l.site != site.policy.name)
                     {
-                        let error = work.job.last.take().map(|l| l.error).unwrap_or_default();
                         work.job.last = Some(Box::new(hikyaku_queue_schema::LastTry {
                             site: site.policy.name.clone(),
-                            error,
+                            error: String::new(),
                         }));
                     }
                     self.reporter.requeue(work, &site.policy, delay);

@@ -12,11 +12,13 @@ use hikyaku_queue_schema::drain::{Rule, Scope};
 use hikyaku_queue_schema::Keys;
 use redis::aio::MultiplexedConnection;
 
-/// The drain orders in force.
+/// The drain orders in force, by site and by campaign (looked up without allocating).
 #[derive(Debug, Default)]
 pub struct Drains {
-    any: AtomicBool,
-    rules: RwLock<HashMap<Scope, Rule>>,
+    any_site: AtomicBool,
+    any_campaign: AtomicBool,
+    sites: RwLock<HashMap<String, Rule>>,
+    campaigns: RwLock<HashMap<u64, Rule>>,
 }
 
 impl Drains {
@@ -32,36 +34,48 @@ impl Drains {
 
     /// Replaces the orders with those of `raw` (field → value); malformed ones are ignored.
     pub fn set(&self, raw: &HashMap<String, String>) {
-        let rules: HashMap<Scope, Rule> = raw
-            .iter()
-            .filter_map(|(f, v)| Some((Scope::parse(f)?, Rule::parse(v)?)))
-            .collect();
-        self.any.store(!rules.is_empty(), Ordering::Relaxed);
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        let mut sites = HashMap::new();
+        let mut campaigns = HashMap::new();
+        for (f, v) in raw {
+            match (Scope::parse(f), Rule::parse(v)) {
+                (Some(Scope::Site(s)), Some(r)) => {
+                    sites.insert(s, r);
+                }
+                (Some(Scope::Campaign(c)), Some(r)) => {
+                    campaigns.insert(c, r);
+                }
+                _ => {}
+            }
+        }
+        self.any_site.store(!sites.is_empty(), Ordering::Relaxed);
+        self.any_campaign
+            .store(!campaigns.is_empty(), Ordering::Relaxed);
+        *self.sites.write().unwrap_or_else(|p| p.into_inner()) = sites;
+        *self.campaigns.write().unwrap_or_else(|p| p.into_inner()) = campaigns;
     }
 
     /// The order that drains a job of `campaign` first enqueued at `queued_ms`, if any.
     pub fn for_campaign(&self, campaign: u64, queued_ms: u64) -> Option<Rule> {
-        self.find(&Scope::Campaign(campaign), queued_ms)
+        if !self.any_campaign.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.campaigns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&campaign)
+            .filter(|r| r.covers(queued_ms))
+            .cloned()
     }
 
     /// The order that drains a job routed to `site` first enqueued at `queued_ms`, if any.
     pub fn for_site(&self, site: &str, queued_ms: u64) -> Option<Rule> {
-        if !self.any.load(Ordering::Relaxed) {
+        if !self.any_site.load(Ordering::Relaxed) {
             return None;
         }
-        // Only now the key is built: the common case (no order) allocates nothing.
-        self.find(&Scope::Site(site.to_owned()), queued_ms)
-    }
-
-    fn find(&self, scope: &Scope, queued_ms: u64) -> Option<Rule> {
-        if !self.any.load(Ordering::Relaxed) {
-            return None;
-        }
-        self.rules
+        self.sites
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(scope)
+            .get(site)
             .filter(|r| r.covers(queued_ms))
             .cloned()
     }

@@ -52,14 +52,15 @@ pub struct Job {
 pub struct LastTry {
     /// The site the job was routed to.
     pub site: String,
-    /// The last deferral's reply or reason, at most [`LastTry::MAX_ERROR`] bytes; empty when
-    /// the job was only held back (site paused or busy).
+    /// The last deferral's reply or reason at this site, at most [`LastTry::MAX_ERROR`] bytes
+    /// (the whole reply is in the deferral event); empty when the job was only held back by
+    /// this site (paused or busy) and never deferred there.
     pub error: String,
 }
 
 impl LastTry {
     /// Longest error kept in a job.
-    pub const MAX_ERROR: usize = 200;
+    pub const MAX_ERROR: usize = 64;
 
     /// A last try at `site` with `error` cut to [`LastTry::MAX_ERROR`] on a char boundary.
     pub fn new(site: &str, error: &str) -> Self {

@@ -83,6 +83,60 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     assert!(err.contains("rate"), "{err}");
     let (code, _, err) = cli(&api, r, &["queue", "requeue"]);
     assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli(
+        &api,
+        r,
+        &[
+            "queue",
+            "drain",
+            "--site",
+            "yahooo",
+            "--as",
+            "cancelled",
+            "--reason",
+            "typo",
+        ],
+    );
+    assert_eq!(code, 3, "a drain of an unknown site is refused: {err}");
+    let (code, _, err) = cli(
+        &api,
+        r,
+        &[
+            "queue",
+            "drain",
+            "--campaign",
+            "999999",
+            "--as",
+            "cancelled",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = cli(
+        &api,
+        r,
+        &[
+            "queue",
+            "drain",
+            "--site",
+            "yahoo",
+            "--as",
+            "cancelled",
+            "--reason",
+            "",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    let drains: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(Keys::drains())
+        .query_async(&mut r.con().await)
+        .await
+        .expect("drains");
+    assert!(
+        drains.is_empty(),
+        "refused drains wrote nothing: {drains:?}"
+    );
     let (code, _, _) = cli(&api, r, &["campaign", "pause", "999999"]);
     assert_eq!(code, 3);
     let (code, _, err) = cli(&api, r, &["site", "pause"]);
@@ -203,11 +257,11 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         "{csv}"
     );
     assert!(
-        lines.contains(&"yahoo,3,0,0,3,3,0,0,0,0,0,0,0,0,0"),
+        lines.contains(&"yahoo,0,0,0,3,3,0,0,0,0,0,0,0,0,0"),
         "{csv}"
     );
     assert!(
-        lines.contains(&"TOTAL,5,2,0,3,3,0,0,0,0,0,0,0,0,0"),
+        lines.contains(&"TOTAL,2,2,0,3,3,0,0,0,0,0,0,0,0,0"),
         "{csv}"
     );
 
@@ -220,6 +274,34 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     assert_eq!(code, 4, "a completed campaign cannot pause: {err}");
     let (code, _, err) = cli(&api, r, &["campaign", "list", "--status", "bogus"]);
     assert_eq!(code, 2, "{err}");
+
+    // PostgreSQL unreachable: site and queue commands still work (the audit event goes to
+    // stderr), the others fail.
+    let dead_db = |args: &[&str]| {
+        let out = Command::new(CLI)
+            .arg("--database-url")
+            .arg("postgres://postgres@127.0.0.1:1/none")
+            .arg("--redis-url")
+            .arg(&r.url)
+            .args(args)
+            .output()
+            .expect("the CLI runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = dead_db(&["site", "pause", "docomo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("audit event not written") && err.contains("site pause"),
+        "{err}"
+    );
+    let (code, err) = dead_db(&["site", "resume", "docomo"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = dead_db(&["tenant", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PostgreSQL"), "{err}");
 
     let (code, _, err) = cli(&api, r, &["site", "resume", "yahoo"]);
     assert_eq!(code, 0, "{err}");

@@ -108,6 +108,44 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         lines[2].starts_with("b@example.test,manual,import,"),
         "{csv}"
     );
+    // An export imports back as it was (its extra columns ignored).
+    let again = cli_json(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "import",
+            "--tenant",
+            &tenant,
+            out.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(again["accepted"], 2, "{again}");
+    assert_eq!(again["invalid"], 0, "{again}");
+    let reasons: Vec<(String,)> =
+        sqlx::query_as("SELECT reason FROM suppressions ORDER BY email_lower")
+            .fetch_all(&api.state.db)
+            .await
+            .expect("reasons");
+    assert_eq!(
+        reasons,
+        vec![("complaint".to_owned(),), ("manual".to_owned(),)]
+    );
+    // A wrong tenant: refused before the output file is touched.
+    let (code, _, _) = cli(
+        &api,
+        &redis,
+        &[
+            "suppressions",
+            "export",
+            "--tenant",
+            "999999",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(code, 3);
+    assert_eq!(std::fs::read_to_string(&out).expect("kept"), csv);
     let (code, _, err) = cli(
         &api,
         &redis,

@@ -18,6 +18,9 @@ pub const TABLES: [&str; 4] = [
 /// Rows deleted per statement.
 const BATCH: i64 = 10_000;
 
+/// The longest retention accepted (keeps the cut a real date).
+pub const MAX_RETENTION: chrono::Duration = chrono::Duration::days(36_525);
+
 /// The shortest retention accepted: a day (a typo must not wipe today's record).
 pub const MIN_RETENTION: chrono::Duration = chrono::Duration::days(1);
 
@@ -42,16 +45,18 @@ pub fn parse_age(s: &str) -> Result<chrono::Duration, AdminError> {
         ))
     })?;
     let d = match unit {
-        "w" => chrono::Duration::weeks(n),
-        "d" => chrono::Duration::days(n),
-        "h" => chrono::Duration::hours(n),
-        "m" => chrono::Duration::minutes(n),
+        "w" => chrono::Duration::try_weeks(n),
+        "d" => chrono::Duration::try_days(n),
+        "h" => chrono::Duration::try_hours(n),
+        "m" => chrono::Duration::try_minutes(n),
         _ => {
             return Err(AdminError::Invalid(format!(
                 "{s:?}: unit must be w, d, h or m"
             )))
         }
-    };
+    }
+    .filter(|d| *d <= MAX_RETENTION)
+    .ok_or_else(|| AdminError::Invalid(format!("{s:?}: at most 100 years")))?;
     if d < MIN_RETENTION {
         return Err(AdminError::Invalid(format!(
             "{s:?}: at least 1d (events younger than a day are never purged)"
@@ -62,10 +67,14 @@ pub fn parse_age(s: &str) -> Result<chrono::Duration, AdminError> {
 
 /// Deletes events older than `age` (or counts them, `dry_run`).
 pub async fn purge(ctx: &Ctx, age: chrono::Duration, dry_run: bool) -> Result<Purged, AdminError> {
-    if age < MIN_RETENTION {
-        return Err(AdminError::Invalid("retention must be at least 1d".into()));
+    if !(MIN_RETENTION..=MAX_RETENTION).contains(&age) {
+        return Err(AdminError::Invalid(
+            "retention must be between 1d and 100 years".into(),
+        ));
     }
-    let before = Utc::now() - age;
+    let before = Utc::now()
+        .checked_sub_signed(age)
+        .ok_or_else(|| AdminError::Invalid("retention reaches before the epoch".into()))?;
     let mut counts = Vec::new();
     for t in TABLES {
         let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {t} WHERE at < $1"))
@@ -122,5 +131,8 @@ mod tests {
         assert!(parse_age("30").is_err());
         assert!(parse_age("d").is_err());
         assert!(parse_age("5y").is_err());
+        assert!(parse_age("99999999999999d").is_err());
+        assert!(parse_age("100000000d").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
     }
 }

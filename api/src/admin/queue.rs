@@ -262,9 +262,17 @@ pub async fn drain(
             "--reason must be 1-200 printable characters".into(),
         ));
     }
-    if let Scope::Site(s) = &scope {
-        if s.is_empty() {
-            return Err(AdminError::Invalid("--site must not be empty".into()));
+    match &scope {
+        Scope::Site(s) => super::sites::check_known(ctx, s).await?,
+        Scope::Campaign(c) => {
+            let mut con = ctx.redis().await?;
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(Keys::campaign(*c))
+                .query_async(&mut con)
+                .await?;
+            if !exists {
+                return Err(AdminError::NotFound(format!("campaign {c} in the queues")));
+            }
         }
     }
     let rule = Rule {
@@ -279,6 +287,8 @@ pub async fn drain(
         .arg(rule.encode())
         .query_async(&mut con)
         .await?;
+    // Deferred jobs come back only once every engine holds the order, or they would be sent.
+    super::sites::await_engines(ctx).await?;
     let filter = match &scope {
         Scope::Site(s) => Filter {
             site: Some(s.clone()),

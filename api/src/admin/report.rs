@@ -2,7 +2,9 @@
 //!
 //! Columns: `site, sent, delivered, deferred, bounced, bounced:<class>…, expired, cancelled,
 //! late_bounces, complaints, unsubscribes, opens, unique_opens, clicks, unique_clicks`, one row
-//! per site and a `TOTAL` row. `sent` counts messages tried (delivered + bounced + expired);
+//! per site and a `TOTAL` row. `sent` counts messages the destination answered for good:
+//! delivered, plus bounced except our own bounces (`drained`, `unencodable`: never sent);
+//! `expired` (deferred, or held, past the expiry) and `cancelled` are apart;
 //! `deferred` counts deferred attempts; `bounced:<class>` splits bounces by reason class
 //! (`bad-mailbox`, `policy`, …); late bounces and complaints come back after delivery
 //! (DSN/ARF); unsubscribes are one-click unsubscribes through this campaign's link; opens and
@@ -42,7 +44,17 @@ pub struct SiteFigures {
     pub unique_clicks: i64,
 }
 
+/// Bounce reasons of our own making: the message never left.
+const LOCAL_BOUNCES: [&str; 2] = ["drained", "unencodable"];
+
 impl SiteFigures {
+    fn local_bounces(&self) -> i64 {
+        LOCAL_BOUNCES
+            .iter()
+            .filter_map(|r| self.bounced.get(*r))
+            .sum()
+    }
+
     fn bounced_total(&self) -> i64 {
         self.bounced.values().sum()
     }
@@ -188,7 +200,7 @@ impl Report {
             let bounced = f.bounced_total();
             let mut line = vec![
                 field(site),
-                (f.delivered + bounced + f.expired).to_string(),
+                (f.delivered + bounced - f.local_bounces()).to_string(),
                 f.delivered.to_string(),
                 f.deferred.to_string(),
                 bounced.to_string(),
@@ -244,8 +256,8 @@ mod tests {
             "site,sent,delivered,deferred,bounced,bounced:bad-mailbox,bounced:policy,expired,cancelled,late_bounces,complaints,unsubscribes,opens,unique_opens,clicks,unique_clicks"
         );
         assert_eq!(lines[1], "google,12,10,3,2,2,0,0,0,0,0,0,0,0,0,0");
-        assert_eq!(lines[2], "yahoo,7,5,0,1,0,1,1,0,0,0,0,0,0,0,0");
-        assert_eq!(lines[3], "TOTAL,19,15,3,3,2,1,1,0,0,0,0,0,0,0,0");
+        assert_eq!(lines[2], "yahoo,6,5,0,1,0,1,1,0,0,0,0,0,0,0,0");
+        assert_eq!(lines[3], "TOTAL,18,15,3,3,2,1,1,0,0,0,0,0,0,0,0");
         assert_eq!(field("a,b"), "\"a,b\"");
     }
 }

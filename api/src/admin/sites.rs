@@ -92,7 +92,7 @@ async fn node_states(
 
 /// Refuses a site no running engine knows (a typo would otherwise pause nothing); with no
 /// engine running there is nothing to check against and the order is kept for when one starts.
-async fn check_known(ctx: &Ctx, site: &str) -> Result<(), AdminError> {
+pub(crate) async fn check_known(ctx: &Ctx, site: &str) -> Result<(), AdminError> {
     check_name(site)?;
     let nodes = node_states(ctx).await?;
     if nodes.is_empty() || nodes.values().any(|s| s.contains_key(site)) {
@@ -109,6 +109,30 @@ async fn check_known(ctx: &Ctx, site: &str) -> Result<(), AdminError> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// Waits (at most 5 s) until every running engine has read the control state written before
+/// this call: two site-state publications later, since each control pass reads the orders
+/// and then publishes. Engines that stop meanwhile are not waited for.
+pub async fn await_engines(ctx: &Ctx) -> Result<(), AdminError> {
+    let latest = |nodes: &BTreeMap<String, HashMap<String, SiteState>>| -> BTreeMap<String, u64> {
+        nodes
+            .iter()
+            .map(|(n, s)| (n.clone(), s.values().map(|v| v.at_ms).max().unwrap_or(0)))
+            .collect()
+    };
+    let start = latest(&node_states(ctx).await?);
+    for _ in 0..50 {
+        let now = latest(&node_states(ctx).await?);
+        let done = start
+            .iter()
+            .all(|(n, t)| now.get(n).is_none_or(|t2| *t2 >= t + 1_900));
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Pauses (`true`) or resumes a site on every engine within a second.

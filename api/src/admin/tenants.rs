@@ -134,12 +134,16 @@ pub async fn retire(
     .await?;
     for (c,) in &active {
         super::campaigns::act(ctx, *c, RunAction::Cancel).await?;
+        out.campaigns_cancelled += 1;
+    }
+    // Deferred jobs come back (to end unsent) only once every engine knows of the cancels.
+    super::sites::await_engines(ctx).await?;
+    for (c,) in &active {
         let filter = super::queue::Filter {
             site: None,
             campaign: Some(*c as u64),
         };
         super::queue::requeue(ctx, &filter, false).await?;
-        out.campaigns_cancelled += 1;
     }
     pb.inc(1);
     // 2. Export.
@@ -196,15 +200,23 @@ pub async fn retire(
     pb.inc(1);
     // 3. Delete from the record (tables without a foreign key to the tenant first; the rest
     // cascades from the tenant row).
+    // By campaign (their primary keys). The recorder inserts under a key-share lock on the
+    // campaign: locking the campaigns first waits for batches in flight and holds off new
+    // ones until the commit, after which they find no campaign — no row slips in behind.
+    let ids: Vec<i64> = campaigns.iter().map(|c| c.0).collect();
     let mut tx = ctx.db.begin().await?;
+    sqlx::query("SELECT id FROM campaigns WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
     for t in [
         "delivery_events",
         "deferral_events",
         "feedback_events",
         "tracking_events",
     ] {
-        let n = sqlx::query(&format!("DELETE FROM {t} WHERE tenant_id = $1"))
-            .bind(id)
+        let n = sqlx::query(&format!("DELETE FROM {t} WHERE campaign_id = ANY($1)"))
+            .bind(&ids)
             .execute(&mut *tx)
             .await?
             .rows_affected();

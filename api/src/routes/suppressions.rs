@@ -141,7 +141,8 @@ pub struct SuppressionImport {
 }
 
 /// `POST /v1/suppressions/import`: `text/plain` or `text/csv`, one address per line with an
-/// optional `,reason` (a header line `email,reason` is skipped). Bodies are streamed.
+/// optional `,reason` (a header line `email,reason` is skipped; further columns, as in an
+/// export, are ignored). Bodies are streamed.
 #[utoipa::path(post, path = "/v1/suppressions/import", request_body(content = String, content_type = "text/csv"), responses((status = 200, body = SuppressionImport), (status = 415)), security(("bearer" = [])))]
 async fn import(
     State(state): State<AppState>,
@@ -161,7 +162,7 @@ async fn import(
 }
 
 /// Imports suppressions for `tenant` from a stream of byte chunks: one address per line with an
-/// optional `,reason` (a header line `email,reason` is skipped); `on_chunk` hears each chunk's
+/// optional `,reason` (a header line `email,reason…` is skipped; further columns are ignored); `on_chunk` hears each chunk's
 /// size (progress). Shared by the API route and the admin CLI.
 pub async fn import_stream<S, B, E>(
     state: &AppState,
@@ -204,14 +205,18 @@ where
                 .trim()
                 .to_owned();
             start += nl + 1;
+            let header = raw.to_ascii_lowercase();
             if raw.is_empty()
-                || (line == 1 && raw.eq_ignore_ascii_case("email,reason"))
-                || raw.eq_ignore_ascii_case("email")
+                || (line == 1 && (header == "email,reason" || header.starts_with("email,reason,")))
+                || header == "email"
             {
                 continue;
             }
-            let (email, reason) = raw.split_once(',').unwrap_or((&raw, "manual"));
-            let reason = reason.trim();
+            // `email[,reason[,…]]`: further columns (an export's source and date) are ignored,
+            // so an export imports back as it was.
+            let mut cols = raw.split(',');
+            let email = cols.next().unwrap_or_default();
+            let reason = cols.next().map_or("manual", str::trim);
             match address::normalize("email", email) {
                 Ok((_, lower)) if !reason.is_empty() && reason.len() <= 64 => {
                     batch.push((lower, reason.to_owned()))
