@@ -235,3 +235,96 @@ impl TestApi {
         (s, v)
     }
 }
+
+/// The API's background work (one recorder per shard, the expander) running for a test.
+#[derive(Debug)]
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops the tasks and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl TestApi {
+    /// Starts the recorders and the expander, as the API process does.
+    pub fn background(&self) -> Background {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let mut tasks =
+            hikyaku_api::recorder::spawn(self.state.clone(), self.redis_client.clone(), rx.clone());
+        tasks.push(tokio::spawn(hikyaku_api::expansion::run(
+            self.state.clone(),
+            rx,
+        )));
+        Background { stop, tasks }
+    }
+
+    /// Waits (up to `secs`) until campaign `id` is completed.
+    pub async fn wait_completed(&self, id: i64, secs: u64) {
+        crate::wait_for(
+            std::time::Duration::from_secs(secs),
+            &format!("campaign {id} completed"),
+            || async {
+                let (_, stats) = self.get(&format!("/v1/campaigns/{id}/stats")).await;
+                (stats["status"] == "completed").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// The admin CLI as a process (`bin`: a test's `env!("CARGO_BIN_EXE_hikyaku-under-test")`)
+/// against one test's database and Redis.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    /// The binary.
+    pub bin: String,
+    /// `--database-url`.
+    pub database_url: String,
+    /// `--redis-url`.
+    pub redis_url: String,
+}
+
+impl Cli {
+    /// The CLI for `api`'s database and `redis`.
+    pub fn new(bin: &str, api: &TestApi, redis: &TestRedis) -> Self {
+        Cli {
+            bin: bin.to_owned(),
+            database_url: api.db.url.clone(),
+            redis_url: redis.url.clone(),
+        }
+    }
+
+    /// Runs it: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(&self.bin)
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .arg("--redis-url")
+            .arg(&self.redis_url)
+            .args(args)
+            .output()
+            .expect("the CLI runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs it with `--json`, expects success, returns the parsed output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.run(&all);
+        assert_eq!(code, 0, "hikyaku {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("hikyaku {args:?} JSON: {e}: {out}"))
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hikyaku_api::admin::queue::Filter;
 use hikyaku_api::admin::Ctx;
 use hikyaku_queue_schema::{Job, JobId, Keys, LastTry};
-use hikyaku_tests::api::TestApi;
+use hikyaku_tests::api::{Cli, TestApi};
 use hikyaku_tests::queue;
 use hikyaku_tests::redis::TestRedis;
 use hikyaku_tests::wait_for;
@@ -16,46 +16,18 @@ use hikyaku_tests::world::{World, STANDARD_SITES};
 
 const CLI: &str = env!("CARGO_BIN_EXE_hikyaku-under-test");
 
-/// Runs the CLI against the test's database and Redis: (exit code, stdout, stderr).
-fn cli(api: &TestApi, redis: &TestRedis, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(CLI)
-        .arg("--database-url")
-        .arg(&api.db.url)
-        .arg("--redis-url")
-        .arg(&redis.url)
-        .args(args)
-        .output()
-        .expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs the CLI with `--json`, expects success, returns the parsed output.
-fn cli_json(api: &TestApi, redis: &TestRedis, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = cli(api, redis, &all);
-    assert_eq!(code, 0, "hikyaku {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("hikyaku {args:?} JSON: {e}: {out}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_command_is_audited() {
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx.clone());
-    let expander = tokio::spawn(hikyaku_api::expansion::run(api.state.clone(), stop_rx));
+    let background = api.background();
     let engine = world.engine(world.config("", STANDARD_SITES));
     let r = &world.redis;
+    let cli = Cli::new(CLI, &api, r);
 
     // The fleet's view of its sites, as running engines publish it.
     let sites = wait_for(Duration::from_secs(10), "sites published", || async {
-        let v = cli_json(&api, r, &["site", "list"]);
+        let v = cli.json(&["site", "list"]);
         (v.as_array().is_some_and(|a| a.len() >= 4)).then_some(v)
     })
     .await;
@@ -75,58 +47,46 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         .all(|s| s["nodes"] == 1 && s["adaptive"] == "normal" && s["paused"] == false));
 
     // Bad input: clear errors, distinct exit codes, nothing changed.
-    let (code, _, err) = cli(&api, r, &["site", "pause", "nosuch"]);
+    let (code, _, err) = cli.run(&["site", "pause", "nosuch"]);
     assert_eq!(code, 3, "unknown site: {err}");
     assert!(err.contains("nosuch") && err.contains("yahoo"), "{err}");
-    let (code, _, err) = cli(&api, r, &["site", "set-rate", "yahoo", "0"]);
+    let (code, _, err) = cli.run(&["site", "set-rate", "yahoo", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("rate"), "{err}");
-    let (code, _, err) = cli(&api, r, &["queue", "requeue"]);
+    let (code, _, err) = cli.run(&["queue", "requeue"]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = cli(
-        &api,
-        r,
-        &[
-            "queue",
-            "drain",
-            "--site",
-            "yahooo",
-            "--as",
-            "cancelled",
-            "--reason",
-            "typo",
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "queue",
+        "drain",
+        "--site",
+        "yahooo",
+        "--as",
+        "cancelled",
+        "--reason",
+        "typo",
+    ]);
     assert_eq!(code, 3, "a drain of an unknown site is refused: {err}");
-    let (code, _, err) = cli(
-        &api,
-        r,
-        &[
-            "queue",
-            "drain",
-            "--campaign",
-            "999999",
-            "--as",
-            "cancelled",
-            "--reason",
-            "x",
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "queue",
+        "drain",
+        "--campaign",
+        "999999",
+        "--as",
+        "cancelled",
+        "--reason",
+        "x",
+    ]);
     assert_eq!(code, 3, "{err}");
-    let (code, _, err) = cli(
-        &api,
-        r,
-        &[
-            "queue",
-            "drain",
-            "--site",
-            "yahoo",
-            "--as",
-            "cancelled",
-            "--reason",
-            "",
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "queue",
+        "drain",
+        "--site",
+        "yahoo",
+        "--as",
+        "cancelled",
+        "--reason",
+        "",
+    ]);
     assert_eq!(code, 2, "{err}");
     let drains: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(Keys::drains())
@@ -137,9 +97,9 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         drains.is_empty(),
         "refused drains wrote nothing: {drains:?}"
     );
-    let (code, _, _) = cli(&api, r, &["campaign", "pause", "999999"]);
+    let (code, _, _) = cli.run(&["campaign", "pause", "999999"]);
     assert_eq!(code, 3);
-    let (code, _, err) = cli(&api, r, &["site", "pause"]);
+    let (code, _, err) = cli.run(&["site", "pause"]);
     assert_eq!(code, 2, "usage error: {err}");
     let mut con = r.con().await;
     let ctl: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
@@ -150,11 +110,11 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     assert!(ctl.is_empty(), "bad input changed nothing: {ctl:?}");
 
     // Yahoo paused: its jobs wait in the retry sets, remembered as yahoo's.
-    let (code, out, err) = cli(&api, r, &["site", "pause", "yahoo"]);
+    let (code, out, err) = cli.run(&["site", "pause", "yahoo"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("paused"), "{out}");
     wait_for(Duration::from_secs(10), "yahoo shown paused", || async {
-        let v = cli_json(&api, r, &["site", "list"]);
+        let v = cli.json(&["site", "list"]);
         v.as_array()
             .into_iter()
             .flatten()
@@ -173,12 +133,12 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         Duration::from_secs(30),
         "yahoo's jobs held in the retry sets",
         || async {
-            let v = cli_json(&api, r, &["queue", "stats", "--by-site"]);
+            let v = cli.json(&["queue", "stats", "--by-site"]);
             (v["retry_by_site"]["yahoo"].as_u64() == Some(3)).then_some(v)
         },
     )
     .await;
-    let jobs = cli_json(&api, r, &["queue", "inspect", "--site", "yahoo"]);
+    let jobs = cli.json(&["queue", "inspect", "--site", "yahoo"]);
     let jobs = jobs.as_array().expect("array");
     assert_eq!(jobs.len(), 3, "{jobs:?}");
     assert!(jobs
@@ -186,30 +146,18 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         .all(|j| j["place"] == "retry" && j["site"] == "yahoo"));
 
     // Drain them as bounced with a reason: engines end them, nothing is sent to yahoo.
-    let d = cli_json(
-        &api,
-        r,
-        &[
-            "queue",
-            "drain",
-            "--site",
-            "yahoo",
-            "--as",
-            "bounced",
-            "--reason",
-            "domain retired by customer",
-        ],
-    );
+    let d = cli.json(&[
+        "queue",
+        "drain",
+        "--site",
+        "yahoo",
+        "--as",
+        "bounced",
+        "--reason",
+        "domain retired by customer",
+    ]);
     assert_eq!(d["requeued"], 3, "{d}");
-    wait_for(
-        Duration::from_secs(30),
-        "the campaign completed",
-        || async {
-            let (_, stats) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (stats["status"] == "completed").then_some(())
-        },
-    )
-    .await;
+    api.wait_completed(cid, 30).await;
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT rcpt, status, reason, detail FROM delivery_events WHERE campaign_id = $1 ORDER BY rcpt",
     )
@@ -238,14 +186,14 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         0,
         "nothing reached yahoo"
     );
-    let drains = cli_json(&api, r, &["queue", "drains"]);
+    let drains = cli.json(&["queue", "drains"]);
     assert_eq!(drains[0]["order"], "site:yahoo");
-    let (code, out, _) = cli(&api, r, &["queue", "drain", "--site", "yahoo", "--clear"]);
+    let (code, out, _) = cli.run(&["queue", "drain", "--site", "yahoo", "--clear"]);
     assert_eq!(code, 0);
     assert!(out.contains("withdrawn"), "{out}");
 
     // The report: per site, bounces by class.
-    let (code, csv, err) = cli(&api, r, &["campaign", "report", &cid.to_string()]);
+    let (code, csv, err) = cli.run(&["campaign", "report", &cid.to_string()]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = csv.lines().collect();
     assert!(
@@ -266,13 +214,13 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     );
 
     // Campaign list and state changes through the API's rules.
-    let list = cli_json(&api, r, &["campaign", "list", "--status", "completed"]);
+    let list = cli.json(&["campaign", "list", "--status", "completed"]);
     assert_eq!(list[0]["id"], cid);
     assert_eq!(list[0]["finished"], 5);
     assert_eq!(list[0]["delivered"], 2);
-    let (code, _, err) = cli(&api, r, &["campaign", "pause", &cid.to_string()]);
+    let (code, _, err) = cli.run(&["campaign", "pause", &cid.to_string()]);
     assert_eq!(code, 4, "a completed campaign cannot pause: {err}");
-    let (code, _, err) = cli(&api, r, &["campaign", "list", "--status", "bogus"]);
+    let (code, _, err) = cli.run(&["campaign", "list", "--status", "bogus"]);
     assert_eq!(code, 2, "{err}");
 
     // PostgreSQL unreachable: site and queue commands still work (the audit event goes to
@@ -303,9 +251,9 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("PostgreSQL"), "{err}");
 
-    let (code, _, err) = cli(&api, r, &["site", "resume", "yahoo"]);
+    let (code, _, err) = cli.run(&["site", "resume", "yahoo"]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli(&api, r, &["site", "set-rate", "yahoo", "25"]);
+    let (code, _, err) = cli.run(&["site", "set-rate", "yahoo", "25"]);
     assert_eq!(code, 0, "{err}");
     let ctl: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(Keys::site_ctl("yahoo"))
@@ -318,7 +266,7 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         Duration::from_secs(10),
         "yahoo's override shown",
         || async {
-            let v = cli_json(&api, r, &["site", "list"]);
+            let v = cli.json(&["site", "list"]);
             v.as_array()
                 .into_iter()
                 .flatten()
@@ -329,7 +277,7 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
     .await;
 
     // Every command above left an audit event, failures included.
-    let audit = cli_json(&api, r, &["audit", "--limit", "200"]);
+    let audit = cli.json(&["audit", "--limit", "200"]);
     let events: Vec<(String, String, String)> = audit
         .as_array()
         .into_iter()
@@ -360,12 +308,8 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
         "reading the trail is not an action"
     );
 
-    let _ = stop_tx.send(true);
     engine.stop().await.expect("engine stops");
-    for t in recorders {
-        let _ = t.await;
-    }
-    let _ = expander.await;
+    background.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

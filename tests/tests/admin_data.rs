@@ -2,38 +2,12 @@
 //! listed, the retention purge, and tenant retirement (stop, export, delete) — with refusals
 //! that change nothing.
 
-use std::process::Command;
-
 use axum::http::{Method, StatusCode};
 use hikyaku_queue_schema::Keys;
-use hikyaku_tests::api::TestApi;
+use hikyaku_tests::api::{Cli, TestApi};
 use hikyaku_tests::redis::TestRedis;
 
 const CLI: &str = env!("CARGO_BIN_EXE_hikyaku-under-test");
-
-fn cli(api: &TestApi, redis: &TestRedis, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(CLI)
-        .arg("--database-url")
-        .arg(&api.db.url)
-        .arg("--redis-url")
-        .arg(&redis.url)
-        .args(args)
-        .output()
-        .expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn cli_json(api: &TestApi, redis: &TestRedis, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = cli(api, redis, &all);
-    assert_eq!(code, 0, "hikyaku {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("hikyaku {args:?} JSON: {e}: {out}"))
-}
 
 async fn count(api: &TestApi, sql: &str) -> i64 {
     let (n,): (i64,) = sqlx::query_as(sql)
@@ -47,6 +21,7 @@ async fn count(api: &TestApi, sql: &str) -> i64 {
 async fn suppression_files_tenant_listing_and_the_retention_purge() {
     let redis = TestRedis::start();
     let api = TestApi::start(&redis).await;
+    let cli = Cli::new(CLI, &api, &redis);
     let tenant = api.tenant.to_string();
     let dir = std::env::temp_dir().join(format!(
         "hk-admin-data-{}-{}",
@@ -63,17 +38,13 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         "email,reason\nA@Example.test,complaint\nb@example.test\nnot-an-address\n",
     )
     .expect("file");
-    let r = cli_json(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "import",
-            "--tenant",
-            &tenant,
-            file.to_str().expect("utf8"),
-        ],
-    );
+    let r = cli.json(&[
+        "suppressions",
+        "import",
+        "--tenant",
+        &tenant,
+        file.to_str().expect("utf8"),
+    ]);
     assert_eq!(r["accepted"], 2, "{r}");
     assert_eq!(r["invalid"], 1, "{r}");
     let mut con = redis.con().await;
@@ -84,18 +55,14 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         .expect("xlen");
     assert_eq!(feed, 2, "imported addresses reach the engines' feed");
     let out = dir.join("out.csv");
-    let e = cli_json(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "export",
-            "--tenant",
-            &tenant,
-            "--out",
-            out.to_str().expect("utf8"),
-        ],
-    );
+    let e = cli.json(&[
+        "suppressions",
+        "export",
+        "--tenant",
+        &tenant,
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
     assert_eq!(e["exported"], 2);
     let csv = std::fs::read_to_string(&out).expect("export");
     let lines: Vec<&str> = csv.lines().collect();
@@ -109,17 +76,13 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         "{csv}"
     );
     // An export imports back as it was (its extra columns ignored).
-    let again = cli_json(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "import",
-            "--tenant",
-            &tenant,
-            out.to_str().expect("utf8"),
-        ],
-    );
+    let again = cli.json(&[
+        "suppressions",
+        "import",
+        "--tenant",
+        &tenant,
+        out.to_str().expect("utf8"),
+    ]);
     assert_eq!(again["accepted"], 2, "{again}");
     assert_eq!(again["invalid"], 0, "{again}");
     let reasons: Vec<(String,)> =
@@ -132,60 +95,48 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         vec![("complaint".to_owned(),), ("manual".to_owned(),)]
     );
     // A wrong tenant: refused before the output file is touched.
-    let (code, _, _) = cli(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "export",
-            "--tenant",
-            "999999",
-            "--out",
-            out.to_str().expect("utf8"),
-        ],
-    );
+    let (code, _, _) = cli.run(&[
+        "suppressions",
+        "export",
+        "--tenant",
+        "999999",
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
     assert_eq!(code, 3);
     assert_eq!(std::fs::read_to_string(&out).expect("kept"), csv);
-    let (code, _, err) = cli(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "import",
-            "--tenant",
-            "999999",
-            file.to_str().expect("utf8"),
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "suppressions",
+        "import",
+        "--tenant",
+        "999999",
+        file.to_str().expect("utf8"),
+    ]);
     assert_eq!(code, 3, "{err}");
-    let (code, _, err) = cli(
-        &api,
-        &redis,
-        &[
-            "suppressions",
-            "import",
-            "--tenant",
-            &tenant,
-            "/nonexistent/file.csv",
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "suppressions",
+        "import",
+        "--tenant",
+        &tenant,
+        "/nonexistent/file.csv",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/file.csv"), "{err}");
 
     // Tenants and keys, secrets never shown again.
-    let tenants = cli_json(&api, &redis, &["tenant", "list"]);
+    let tenants = cli.json(&["tenant", "list"]);
     assert_eq!(tenants[0]["name"], "acme");
     assert_eq!(tenants[0]["active_keys"], 1);
-    let created = cli_json(&api, &redis, &["apikey", "create", "--tenant", &tenant]);
+    let created = cli.json(&["apikey", "create", "--tenant", &tenant]);
     let prefix = created["prefix"].as_str().expect("prefix").to_owned();
-    let keys = cli_json(&api, &redis, &["apikey", "list", "--tenant", &tenant]);
+    let keys = cli.json(&["apikey", "list", "--tenant", &tenant]);
     assert_eq!(keys.as_array().map(Vec::len), Some(2));
     assert!(!keys
         .to_string()
         .contains(created["api_key"].as_str().expect("key")));
-    let (code, _, _) = cli(&api, &redis, &["apikey", "revoke", &prefix]);
+    let (code, _, _) = cli.run(&["apikey", "revoke", &prefix]);
     assert_eq!(code, 0);
-    let (code, _, _) = cli(&api, &redis, &["apikey", "revoke", &prefix]);
+    let (code, _, _) = cli.run(&["apikey", "revoke", &prefix]);
     assert_eq!(code, 3, "already revoked");
 
     // Purge: only events older than the retention go; short retentions are refused.
@@ -218,9 +169,9 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
             .expect("old event");
         }
     }
-    let (code, _, err) = cli(&api, &redis, &["purge", "--older-than", "12h"]);
+    let (code, _, err) = cli.run(&["purge", "--older-than", "12h"]);
     assert_eq!(code, 2, "{err}");
-    let dry = cli_json(&api, &redis, &["purge", "--older-than", "30d", "--dry-run"]);
+    let dry = cli.json(&["purge", "--older-than", "30d", "--dry-run"]);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["tables"][0], serde_json::json!(["delivery_events", 2]));
     assert_eq!(
@@ -228,7 +179,7 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
         3,
         "dry run deletes nothing"
     );
-    let done = cli_json(&api, &redis, &["purge", "--older-than", "30d"]);
+    let done = cli.json(&["purge", "--older-than", "30d"]);
     assert_eq!(done["tables"][0], serde_json::json!(["delivery_events", 2]));
     assert_eq!(done["tables"][1], serde_json::json!(["deferral_events", 2]));
     assert_eq!(count(&api, "SELECT count(*) FROM delivery_events").await, 1);
@@ -240,6 +191,7 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
 async fn retiring_a_tenant_stops_it_exports_its_data_and_deletes_it() {
     let redis = TestRedis::start();
     let api = TestApi::start(&redis).await;
+    let cli = Cli::new(CLI, &api, &redis);
     let tenant = api.tenant.to_string();
     let other = api.other_tenant_key().await;
     let dir = std::env::temp_dir().join(format!("hk-retire-{}-{}", std::process::id(), redis.port));
@@ -272,17 +224,13 @@ async fn retiring_a_tenant_stops_it_exports_its_data_and_deletes_it() {
     assert!(snap, "the campaign is frozen in Redis");
 
     // Without --yes: refused, nothing changed.
-    let (code, _, err) = cli(
-        &api,
-        &redis,
-        &[
-            "tenant",
-            "retire",
-            &tenant,
-            "--export-dir",
-            dir.to_str().expect("utf8"),
-        ],
-    );
+    let (code, _, err) = cli.run(&[
+        "tenant",
+        "retire",
+        &tenant,
+        "--export-dir",
+        dir.to_str().expect("utf8"),
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--yes"), "{err}");
     assert!(!dir.exists());
@@ -292,18 +240,14 @@ async fn retiring_a_tenant_stops_it_exports_its_data_and_deletes_it() {
         "the key still works"
     );
 
-    let r = cli_json(
-        &api,
-        &redis,
-        &[
-            "tenant",
-            "retire",
-            &tenant,
-            "--export-dir",
-            dir.to_str().expect("utf8"),
-            "--yes",
-        ],
-    );
+    let r = cli.json(&[
+        "tenant",
+        "retire",
+        &tenant,
+        "--export-dir",
+        dir.to_str().expect("utf8"),
+        "--yes",
+    ]);
     assert_eq!(r["keys_revoked"], 1, "{r}");
     assert_eq!(r["campaigns_cancelled"], 1, "{r}");
     // Stopped: its key no longer opens the API.
@@ -358,18 +302,14 @@ async fn retiring_a_tenant_stops_it_exports_its_data_and_deletes_it() {
     assert_eq!(state.as_deref(), Some("cancelled"));
     assert!(ttl > 0, "{ttl}");
     // A second retirement finds nothing; the export directory is not reused.
-    let (code, _, _) = cli(
-        &api,
-        &redis,
-        &[
-            "tenant",
-            "retire",
-            &tenant,
-            "--export-dir",
-            "/tmp/hk-never",
-            "--yes",
-        ],
-    );
+    let (code, _, _) = cli.run(&[
+        "tenant",
+        "retire",
+        &tenant,
+        "--export-dir",
+        "/tmp/hk-never",
+        "--yes",
+    ]);
     assert_eq!(code, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

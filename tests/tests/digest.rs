@@ -95,10 +95,7 @@ async fn the_digest_groups_mixed_provider_throttles_into_one_row_each() {
     )
     .await;
     let api = TestApi::start(&world.redis).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx.clone());
-    let expander = tokio::spawn(hikyaku_api::expansion::run(api.state.clone(), stop_rx));
+    let background = api.background();
     let engine = world.engine(world.config("", SITES));
     let started = chrono::Utc::now() - chrono::Duration::seconds(5);
 
@@ -118,15 +115,7 @@ async fn the_digest_groups_mixed_provider_throttles_into_one_row_each() {
     let l = api.list_with_csv(&csv).await;
     let cid = api.create_campaign(l, "hello").await;
     api.send(cid).await;
-    wait_for(
-        Duration::from_secs(90),
-        "the campaign completed",
-        || async {
-            let (_, stats) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (stats["status"] == "completed").then_some(())
-        },
-    )
-    .await;
+    api.wait_completed(cid, 90).await;
     // Deferral events are recorded beside the end states: wait until the recorder is idle.
     let mut con = world.redis.con().await;
     wait_for(Duration::from_secs(10), "events recorded", || {
@@ -289,10 +278,6 @@ async fn the_digest_groups_mixed_provider_throttles_into_one_row_each() {
         .await
         .is_err());
 
-    let _ = stop_tx.send(true);
     engine.stop().await.expect("engine stops");
-    for t in recorders {
-        let _ = t.await;
-    }
-    let _ = expander.await;
+    background.stop().await;
 }

@@ -80,10 +80,7 @@ fn exported(exposition: &str) -> BTreeSet<String> {
 async fn every_metric_the_rules_and_dashboards_name_is_exported_and_every_alert_has_a_runbook() {
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx.clone());
-    let expander = tokio::spawn(hikyaku_api::expansion::run(api.state.clone(), stop_rx));
+    let background = api.background();
 
     let port = hikyaku_tests::redis::free_port();
     let config = format!(
@@ -96,15 +93,7 @@ async fn every_metric_the_rules_and_dashboards_name_is_exported_and_every_alert_
         .await;
     let cid = api.create_campaign(l, "hello").await;
     api.send(cid).await;
-    wait_for(
-        Duration::from_secs(60),
-        "the campaign completed",
-        || async {
-            let (_, stats) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (stats["status"] == "completed").then_some(())
-        },
-    )
-    .await;
+    api.wait_completed(cid, 60).await;
 
     let scrape = || async move {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -139,12 +128,8 @@ async fn every_metric_the_rules_and_dashboards_name_is_exported_and_every_alert_
             .expect("body");
         String::from_utf8(bytes.to_vec()).expect("utf8")
     };
-    let _ = stop_tx.send(true);
     engine.kill();
-    for t in recorders {
-        let _ = t.await;
-    }
-    let _ = expander.await;
+    background.stop().await;
 
     let have: BTreeSet<String> = exported(&engine_text)
         .union(&exported(&api_text))
@@ -256,10 +241,7 @@ async fn a_real_prometheus_scrapes_a_run_and_every_dashboard_query_returns_data(
         );
     let world = World::standard().await;
     let api = TestApi::start(&world.redis).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx.clone());
-    let expander = tokio::spawn(hikyaku_api::expansion::run(api.state.clone(), stop_rx));
+    let background = api.background();
     // The API's /metrics on a real port, for Prometheus.
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -314,15 +296,7 @@ async fn a_real_prometheus_scrapes_a_run_and_every_dashboard_query_returns_data(
         .await;
     let cid = api.create_campaign(l, "hello").await;
     api.send(cid).await;
-    wait_for(
-        Duration::from_secs(60),
-        "the campaign completed",
-        || async {
-            let (_, stats) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (stats["status"] == "completed").then_some(())
-        },
-    )
-    .await;
+    api.wait_completed(cid, 60).await;
 
     let mut exprs = Vec::new();
     for f in files(&ops().join("grafana"), "json") {
@@ -387,12 +361,8 @@ async fn a_real_prometheus_scrapes_a_run_and_every_dashboard_query_returns_data(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let _ = stop_tx.send(true);
     engine.kill();
-    for t in recorders {
-        let _ = t.await;
-    }
-    let _ = expander.await;
+    background.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         empty.is_empty(),
