@@ -59,7 +59,6 @@ async fn record_deferrals(state: &AppState, events: &[&Event]) -> Result<usize, 
            $7::text[], $8::text[], $9::text[], $10::text[], $11::float8[]) \
            AS u(c, s, a, r, code, e, d, site, mx, rcpt, t) \
          JOIN campaigns k ON k.id = u.c \
-         FOR KEY SHARE OF k \
          ON CONFLICT (campaign_id, seq, attempt) DO NOTHING",
     )
     .bind(&campaign)
@@ -145,7 +144,6 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
              $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[]) \
              AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
            JOIN campaigns k ON k.id = u.c \
-           FOR KEY SHARE OF k \
            ON CONFLICT (campaign_id, seq, attempt) DO NOTHING \
            RETURNING campaign_id, tenant_id, status, site, reason, rcpt \
          ), counted AS ( \
