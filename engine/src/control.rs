@@ -154,7 +154,7 @@ pub async fn poll(
         let head: Vec<(String, redis::Value)> = next_reply(&mut it)?;
         let age = head
             .first()
-            .and_then(|(id, _)| id.split_once('-')?.0.parse::<u64>().ok())
+            .and_then(|(id, _)| hikyaku_queue_schema::keys::stream_id_ms(id))
             .map_or(0.0, |ms| {
                 crate::clock::now_ms().saturating_sub(ms) as f64 / 1000.0
             });

@@ -145,11 +145,7 @@ impl Suppressed {
             // One write lock per batch, not per entry.
             let mut inner = self.write();
             for entry in ids {
-                let at_ms = entry
-                    .id
-                    .split_once('-')
-                    .and_then(|(ms, _)| ms.parse().ok())
-                    .unwrap_or(0);
+                let at_ms = hikyaku_queue_schema::keys::stream_id_ms(&entry.id).unwrap_or(0);
                 let field = |name: &str| entry.get::<String>(name);
                 if let (Some(t), Some(a), Some(op)) =
                     (field(TENANT_FIELD), field(ADDRESS_FIELD), field(OP_FIELD))

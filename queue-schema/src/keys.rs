@@ -91,6 +91,11 @@ impl Keys {
     }
 }
 
+/// The time part (ms since the epoch) of a stream entry id `<ms>-<seq>`: when it was added.
+pub fn stream_id_ms(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
 /// The shard of a recipient domain: FNV-1a of the lower-cased domain, modulo `shards`.
 ///
 /// Every writer (API expansion, load-test enqueuer, retry mover) must use this function so that
@@ -117,6 +122,13 @@ mod tests {
         assert_eq!(Keys::campaign(42), "hk:camp:{42}");
         assert_eq!(Keys::campaign_counters(42), "hk:camp:{42}:n");
         assert_eq!(Keys::site_ctl("google"), "hk:site:google:ctl");
+    }
+
+    #[test]
+    fn stream_ids_give_their_time() {
+        assert_eq!(stream_id_ms("1700000000000-3"), Some(1_700_000_000_000));
+        assert_eq!(stream_id_ms("x-3"), None);
+        assert_eq!(stream_id_ms("17"), None);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! control and the fleet's view of sites, queue stats / inspect / drain / requeue, campaign
 //! list / report / state changes, exit codes for bad input, and the audit trail.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hikyaku_api::admin::queue::Filter;
@@ -225,19 +224,13 @@ async fn operators_control_sites_queues_and_campaigns_from_the_cli_and_every_com
 
     // PostgreSQL unreachable: site and queue commands still work (the audit event goes to
     // stderr), the others fail.
+    let no_db = Cli {
+        database_url: "postgres://postgres@127.0.0.1:1/none".into(),
+        ..cli.clone()
+    };
     let dead_db = |args: &[&str]| {
-        let out = Command::new(CLI)
-            .arg("--database-url")
-            .arg("postgres://postgres@127.0.0.1:1/none")
-            .arg("--redis-url")
-            .arg(&r.url)
-            .args(args)
-            .output()
-            .expect("the CLI runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, _, err) = no_db.run(args);
+        (code, err)
     };
     let (code, err) = dead_db(&["site", "pause", "docomo"]);
     assert_eq!(code, 0, "{err}");

@@ -95,20 +95,8 @@ async fn every_metric_the_rules_and_dashboards_name_is_exported_and_every_alert_
     api.send(cid).await;
     api.wait_completed(cid, 60).await;
 
-    let scrape = || async move {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        Some(body)
-    };
     let engine_text = wait_for(Duration::from_secs(10), "engine metrics", || async move {
-        scrape()
+        http_get(port, "/metrics")
             .await
             .filter(|t| t.contains("hikyaku_messages_total"))
     })
@@ -203,9 +191,7 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
     let mut raw = String::new();
     s.read_to_string(&mut raw).await.ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_owned())
 }
 
 /// Percent-encodes a query parameter.

@@ -336,37 +336,20 @@ enum SuppressionCmd {
 
 /// The command's name (`site pause`) and its arguments, for the audit trail.
 fn audit_of(cmd: &Cmd) -> (String, serde_json::Value) {
-    let mut v = serde_json::to_value(cmd).unwrap_or_default();
-    let mut name = Vec::new();
-    loop {
-        match v {
-            serde_json::Value::String(s) => {
-                name.push(s);
-                v = serde_json::Value::Object(Default::default());
-                break;
-            }
-            serde_json::Value::Object(ref m) if m.len() == 1 => {
-                let (k, inner) = m
-                    .iter()
-                    .next()
-                    .map(|(k, i)| (k.clone(), i.clone()))
-                    .unwrap_or_default();
-                if k == "cmd" {
-                    v = inner;
-                    continue;
-                }
-                name.push(k);
-                v = inner;
-                if !matches!(&v, serde_json::Value::Object(m) if m.len() == 1 && m.contains_key("cmd"))
-                    && !v.is_string()
-                {
-                    break;
-                }
-            }
-            _ => break,
-        }
+    use serde_json::Value;
+    // `{"<command>": {"cmd": "<sub>" | {"<sub>": {args}}}}` or `{"<command>": {args}}`.
+    let v = serde_json::to_value(cmd).unwrap_or_default();
+    let Some((top, inner)) = v.as_object().and_then(|m| m.iter().next()) else {
+        return (String::new(), Value::Null);
+    };
+    match inner.get("cmd") {
+        Some(Value::String(sub)) => (format!("{top} {sub}"), Value::Object(Default::default())),
+        Some(Value::Object(m)) => match m.iter().next() {
+            Some((sub, args)) => (format!("{top} {sub}"), args.clone()),
+            None => (top.clone(), Value::Null),
+        },
+        _ => (top.clone(), inner.clone()),
     }
-    (name.join(" "), v)
 }
 
 /// Runs the CLI; the exit code says how it ended.
@@ -889,7 +872,7 @@ async fn suppressions(ctx: &Ctx, cmd: SuppressionCmd, json: bool) -> Result<(), 
         SuppressionCmd::Export { tenant, out } => match out {
             Some(path) => {
                 // The file is written only for a tenant that exists.
-                super::suppressions::check_tenant(ctx, tenant).await?;
+                super::tenants::check_exists(&ctx.db, tenant).await?;
                 let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
                 let n = super::suppressions::export(ctx, tenant, &mut f).await?;
                 show(

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use regex::Regex;
 
+use super::report::csv_field;
 use super::{progress, AdminError, Ctx};
 
 static ADDRESS: LazyLock<Option<Regex>> =
@@ -260,14 +261,6 @@ fn counts(m: &BTreeMap<String, i64>) -> String {
         .map(|(k, n)| format!("{k}={n}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 impl Digest {

@@ -8,13 +8,7 @@ use crate::keys;
 
 /// Adds an API key to a tenant.
 pub async fn create_key(db: &PgPool, tenant_id: i64) -> Result<CreatedTenant, AdminError> {
-    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1")
-        .bind(tenant_id)
-        .fetch_optional(db)
-        .await?;
-    if exists.is_none() {
-        return Err(AdminError::NotFound(format!("tenant {tenant_id}")));
-    }
+    super::tenants::check_exists(db, tenant_id).await?;
     let key = keys::generate()?;
     sqlx::query("INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3)")
         .bind(tenant_id)

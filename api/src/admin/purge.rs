@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::{progress, AdminError, Ctx};
 
-/// Tables purged, each with a time column `at`.
+/// Tables of recorded events (purged by age, deleted with a retired tenant), each with a time
+/// column `at` and a `campaign_id`.
 pub const TABLES: [&str; 4] = [
     "delivery_events",
     "deferral_events",

@@ -105,7 +105,7 @@ pub async fn stats(ctx: &Ctx, by_site: bool) -> Result<QueueStats, AdminError> {
         let head: Vec<(String, redis::Value)> = redis::from_redis_value(next()).unwrap_or_default();
         let oldest_age_s = head
             .first()
-            .and_then(|(id, _)| id.split_once('-')?.0.parse::<u64>().ok())
+            .and_then(|(id, _)| hikyaku_queue_schema::keys::stream_id_ms(id))
             .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
         // XPENDING summary: [count, min, max, consumers]; an error (so asked on its own)
         // while no engine has created the group yet.

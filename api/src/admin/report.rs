@@ -165,8 +165,8 @@ pub async fn build(ctx: &Ctx, id: i64) -> Result<Report, AdminError> {
     })
 }
 
-/// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
+/// A CSV field, quoted when it must be (RFC 4180).
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -182,7 +182,7 @@ impl Report {
         let mut out = String::from("site,sent,delivered,deferred,bounced");
         for c in &classes {
             out.push(',');
-            out.push_str(&field(&format!("bounced:{c}")));
+            out.push_str(&csv_field(&format!("bounced:{c}")));
         }
         out.push_str(
             ",expired,cancelled,late_bounces,complaints,unsubscribes,opens,unique_opens,clicks,unique_clicks\n",
@@ -199,7 +199,7 @@ impl Report {
         for (site, f) in rows.iter().map(|(s, f)| (*s, f)).chain([("TOTAL", &total)]) {
             let bounced = f.bounced_total();
             let mut line = vec![
-                field(site),
+                csv_field(site),
                 (f.delivered + bounced - f.local_bounces()).to_string(),
                 f.delivered.to_string(),
                 f.deferred.to_string(),
@@ -258,6 +258,6 @@ mod tests {
         assert_eq!(lines[1], "google,12,10,3,2,2,0,0,0,0,0,0,0,0,0,0");
         assert_eq!(lines[2], "yahoo,6,5,0,1,0,1,1,0,0,0,0,0,0,0,0");
         assert_eq!(lines[3], "TOTAL,18,15,3,3,2,1,1,0,0,0,0,0,0,0,0");
-        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 }

@@ -3,22 +3,13 @@
 
 use std::io::{Read, Write};
 
+use super::tenants::check_exists;
 use super::{progress, AdminError, Ctx};
 use crate::routes::suppressions::{export_page, import_stream, SuppressionImport, EXPORT_HEADER};
 
-/// Checks that tenant `id` exists.
-pub async fn check_tenant(ctx: &Ctx, id: i64) -> Result<(), AdminError> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&ctx.db)
-        .await?;
-    row.map(|_| ())
-        .ok_or_else(|| AdminError::NotFound(format!("tenant {id}")))
-}
-
 /// Imports the file at `path` (`-`: stdin) for `tenant`, with a progress bar over its size.
 pub async fn import(ctx: &Ctx, tenant: i64, path: &str) -> Result<SuppressionImport, AdminError> {
-    check_tenant(ctx, tenant).await?;
+    check_exists(&ctx.db, tenant).await?;
     let (reader, size): (Box<dyn std::io::Read + Send>, Option<u64>) = if path == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
@@ -61,7 +52,7 @@ pub async fn import(ctx: &Ctx, tenant: i64, path: &str) -> Result<SuppressionImp
 
 /// Writes every suppression of `tenant` as CSV to `out`; returns how many.
 pub async fn export(ctx: &Ctx, tenant: i64, out: &mut dyn Write) -> Result<u64, AdminError> {
-    check_tenant(ctx, tenant).await?;
+    check_exists(&ctx.db, tenant).await?;
     let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM suppressions WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_one(&ctx.db)

@@ -45,6 +45,16 @@ pub async fn create_tenant(db: &PgPool, name: &str) -> Result<CreatedTenant, Adm
     })
 }
 
+/// Fails with `NotFound` unless tenant `id` exists.
+pub async fn check_exists(db: &PgPool, id: i64) -> Result<(), AdminError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|_| ())
+        .ok_or_else(|| AdminError::NotFound(format!("tenant {id}")))
+}
+
 /// A tenant as operators see it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct TenantRow {
@@ -100,7 +110,7 @@ pub async fn retire(
     dir: &std::path::Path,
 ) -> Result<Retired, AdminError> {
     use crate::routes::campaigns::RunAction;
-    super::suppressions::check_tenant(ctx, id).await?;
+    check_exists(&ctx.db, id).await?;
     if dir.exists()
         && std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
@@ -203,12 +213,7 @@ pub async fn retire(
     // By campaign (their primary keys).
     let ids: Vec<i64> = campaigns.iter().map(|c| c.0).collect();
     let mut tx = ctx.db.begin().await?;
-    for t in [
-        "delivery_events",
-        "deferral_events",
-        "feedback_events",
-        "tracking_events",
-    ] {
+    for t in super::purge::TABLES {
         let n = sqlx::query(&format!("DELETE FROM {t} WHERE campaign_id = ANY($1)"))
             .bind(&ids)
             .execute(&mut *tx)
