@@ -15,6 +15,9 @@
 //! [queue]
 //! max_in_flight = 20000
 //!
+//! [fleet]
+//! node_ttl = "5s"                        # heartbeat lapse after which a node's shards move
+//!
 //! [sites.google]
 //! rate = "200/s"
 //! max_connections = 5
@@ -92,6 +95,9 @@ pub struct EngineConfig {
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Running as one of many nodes: membership, shard sharing, fleet-wide site limits.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Per-site overrides of the shipped policies, and extra sites.
     #[serde(default)]
     pub sites: BTreeMap<String, SitePolicyConfig>,
@@ -166,6 +172,43 @@ impl Default for QueueConfig {
             shutdown_grace: default_shutdown_grace(),
         }
     }
+}
+
+/// Running as one node of a fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A node whose heartbeat (every second, in `hk:nodes`) is older than this has left: the
+    /// live nodes share its shards out among themselves, and its connection slots lapse after
+    /// twice this. Default 5s.
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl: Span,
+    /// Site rates and connection caps are limits of the whole fleet, shared through Redis
+    /// (`true`, the default), or of each node alone (`false`: one node, or a test of the
+    /// node's own limiter).
+    #[serde(default = "yes")]
+    pub global_limits: bool,
+    /// Most of a site's rate one lease from the fleet limiter takes (default 10ms worth): larger
+    /// means fewer Redis calls and coarser sharing between nodes.
+    #[serde(default = "default_lease")]
+    pub lease: Span,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            node_ttl: default_node_ttl(),
+            global_limits: true,
+            lease: default_lease(),
+        }
+    }
+}
+
+fn default_node_ttl() -> Span {
+    Span(Duration::from_secs(5))
+}
+fn default_lease() -> Span {
+    Span(Duration::from_millis(10))
 }
 
 /// TLS settings.
@@ -292,6 +335,12 @@ impl EngineConfig {
         }
         if self.queue.claim_idle.0 < Duration::from_millis(300) {
             return bad("queue.claim_idle must be at least 300ms");
+        }
+        if self.fleet.node_ttl.0 < Duration::from_secs(2) {
+            return bad("fleet.node_ttl must be at least 2s (heartbeats go every second)");
+        }
+        if self.fleet.lease.0.is_zero() || self.fleet.lease.0 > Duration::from_secs(1) {
+            return bad("fleet.lease must be between 1ms and 1s");
         }
         if let Some(s) = &self.smarthost {
             if s.rsplit_once(':')

@@ -77,6 +77,11 @@ pub async fn run(
         if let Err(e) = publish(&mut con, &sites, &node_id).await {
             tracing::warn!(error = %e, "publishing site state failed");
         }
+        for site in sites.values() {
+            if let Err(e) = site.renew_fleet_slots().await {
+                tracing::warn!(site = %site.policy.name, error = %e, "renewing connection slots failed");
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::metrics::{self, Metrics};
 use crate::mx::{HickoryLookup, MxLookup};
 use crate::render::Renderer;
 use crate::report::Reporter;
-use crate::shard::ShardConsumer;
+use crate::membership::{self, Heartbeat, ReaderParts, Readers};
 use crate::site::{Site, SiteDeps};
 use crate::smtp::tls::opportunistic_connector;
 use crate::{control, flusher, mover};
@@ -119,6 +119,12 @@ pub async fn run(
         campaigns: campaigns.clone(),
         events,
         suppressed: suppressed.clone(),
+        fleet: config.fleet.global_limits.then(|| crate::fleet::FleetDeps {
+            con: con.clone(),
+            node: config.node_id.as_str().into(),
+            lease: config.fleet.lease.0,
+            slot_ttl: config.fleet.node_ttl.0 * 2,
+        }),
     };
     let sites: BTreeMap<String, Arc<Site>> = config
         .site_policies()
@@ -157,27 +163,25 @@ pub async fn run(
     suppressed.refresh(&mut con.clone()).await?;
     drains.refresh(&mut con.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut consumers = Vec::new();
-    for shard in 0..config.shards {
-        let reader = client
-            .get_multiplexed_async_connection_with_config(
-                &AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(None),
-            )
-            .await?;
-        let consumer = ShardConsumer {
-            shard,
+    // Shard readers follow the fleet's membership (every shard read when this node is alone).
+    let readers = Readers::new(ReaderParts {
+        client: client.clone(),
+        node_id: config.node_id.clone(),
+        inflight: inflight.clone(),
+        dispatcher: dispatcher.clone(),
+        reporter: reporter.clone(),
+        queue: q.clone(),
+    });
+    let membership = tokio::spawn(membership::run(
+        con.clone(),
+        Heartbeat {
             node_id: config.node_id.clone(),
-            con: reader,
-            inflight: inflight.clone(),
-            dispatcher: dispatcher.clone(),
-            reporter: reporter.clone(),
-            queue: q.clone(),
-            metrics: Metrics,
-        };
-        consumers.push(tokio::spawn(consumer.run(stop_rx.clone())));
-    }
+            ttl: config.fleet.node_ttl.0,
+            shards: config.shards,
+        },
+        readers,
+        stop_rx.clone(),
+    ));
     let refreshers: Vec<_> = (0..config.shards)
         .map(|shard| {
             tokio::spawn(crate::shard::refresh_held(
@@ -228,9 +232,7 @@ pub async fn run(
     tracing::info!("shutdown: no more reads; finishing in-flight messages");
     let deadline = clock::now() + q.shutdown_grace.0;
     let _ = stop_tx.send(true);
-    for c in consumers {
-        let _ = c.await;
-    }
+    let _ = membership.await;
     loop {
         // Jobs not yet started go back to the queue at once; jobs mid-send finish.
         for site in sites.values() {

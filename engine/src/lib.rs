@@ -21,6 +21,9 @@
 //!   [`site_events`]: those changes as events in Redis.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
 //!   writes results to Redis in atomic batches; [`mover`] returns due retries.
+//! - [`membership`]: heartbeats in `hk:nodes` and which shards this node reads (rendezvous
+//!   hashing over the live nodes); [`fleet`]: a site's rate and connection cap for the whole
+//!   fleet (GCRA tokens leased from Redis in batches, connection slots).
 //! - [`control`]: operator pause / rate override, queue gauges and the site state each node
 //!   publishes; [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel
 //!   from the API; [`metrics`]: `/metrics`.
@@ -39,10 +42,12 @@ pub mod dispatcher;
 pub mod dkim;
 pub mod drains;
 pub mod engine;
+pub mod fleet;
 pub mod flusher;
 pub mod inflight;
 pub mod jis;
 pub mod metrics;
+pub mod membership;
 pub mod mover;
 pub mod mx;
 pub mod policy;

@@ -61,6 +61,14 @@ pub const SITE_RATE_CAP: &str = "hikyaku_site_rate_cap";
 pub const SITE_SUSPENDED: &str = "hikyaku_site_suspended";
 /// 1 while the site is blocked (a provider said retrying will not succeed).
 pub const SITE_BLOCKED: &str = "hikyaku_site_blocked";
+/// Successful leases of send tokens from a site's fleet-wide limiter (one Redis call each).
+pub const FLEET_LEASES: &str = "hikyaku_fleet_leases_total";
+/// Send tokens leased from a site's fleet-wide limiter.
+pub const FLEET_TOKENS: &str = "hikyaku_fleet_tokens_total";
+/// Live engine nodes this node sees.
+pub const FLEET_NODES: &str = "hikyaku_fleet_nodes";
+/// Shards this node reads.
+pub const SHARDS_OWNED: &str = "hikyaku_engine_shards_owned";
 /// Time from enqueue (the job's `queued_ms`) to the accepting reply, per site.
 pub const DELIVERY_LATENCY: &str = "hikyaku_delivery_latency_seconds";
 
@@ -133,6 +141,10 @@ fn describe() {
     describe_counter!(CONNECTS, "SMTP connection attempts by site and result. Failures rising means an MX is down or refusing us.");
     describe_histogram!(DELIVERY_LATENCY, Unit::Seconds, "Time from a job's enqueue to the accepting reply, per site. The tail growing during a peak means the backlog (or a site's limit) is delaying mail; compare with the queue depth.");
     describe_histogram!(REPLY_SECONDS, Unit::Seconds, "Time from the final dot to the reply, per site. A rising tail means the receiver is slowing us (tarpitting) before it throttles.");
+    describe_counter!(FLEET_LEASES, "Leases of send tokens from a site's fleet-wide limiter (one Redis call each). Divided by fleet_tokens it is the limiter's Redis cost per message.");
+    describe_counter!(FLEET_TOKENS, "Send tokens leased from a site's fleet-wide limiter. Its rate summed over nodes is the site's fleet rate.");
+    describe_gauge!(FLEET_NODES, "Live engine nodes as this node sees them (heartbeats in hk:nodes). A drop means a node died or left; its shards move to the others.");
+    describe_gauge!(SHARDS_OWNED, "Shards this node reads. Summed over nodes it is at least the shard count; a node at 0 has nothing to do.");
     describe_counter!(RATE_WAITS, "Times a message waited for its site's rate limiter. Rising means the site limit, not the engine, sets the pace.");
     describe_counter!(
         DNS_LOOKUPS,
@@ -245,6 +257,18 @@ impl Metrics {
             // 4 KiB pages: the page size of every Linux the engine ships for.
             gauge!(RSS).set((pages * 4096) as f64);
         }
+    }
+
+    /// A lease of `tokens` send tokens from `site`'s fleet limiter.
+    pub fn lease(&self, site: &str, tokens: u32) {
+        counter!(FLEET_LEASES, "site" => site.to_owned()).increment(1);
+        counter!(FLEET_TOKENS, "site" => site.to_owned()).increment(u64::from(tokens));
+    }
+
+    /// The fleet as this node last saw it: live nodes, and shards it reads.
+    pub fn membership(&self, nodes: usize, shards: usize) {
+        gauge!(FLEET_NODES).set(nodes as f64);
+        gauge!(SHARDS_OWNED).set(shards as f64);
     }
 
     /// Jobs moved back from retry sets.

@@ -20,6 +20,7 @@ use crate::campaigns::CampaignStates;
 use crate::classify::Attempt;
 use crate::clock;
 use crate::connect::{Connector, Session, Target};
+use crate::fleet::FleetLimits;
 use crate::jis::Charset;
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
@@ -83,6 +84,8 @@ pub struct SiteDeps {
     pub events: SiteEvents,
     /// Addresses suppressed after expansion (the last check before sending).
     pub suppressed: Arc<crate::suppressed::Suppressed>,
+    /// Fleet-wide limits through Redis (`None`: this node's limits only).
+    pub fleet: Option<crate::fleet::FleetDeps>,
 }
 
 /// One site's scheduler.
@@ -120,6 +123,10 @@ pub struct Site {
     blocked: AtomicBool,
     /// Shutting down: take no new jobs, start no new messages.
     draining: AtomicBool,
+    /// The site's rate and connection cap for the whole fleet, when shared.
+    fleet: Option<FleetLimits>,
+    /// A look for a free fleet slot is scheduled ([`Site::open_later`]).
+    reopen: AtomicBool,
     deps: SiteDeps,
     metrics: SiteMetrics,
 }
@@ -158,6 +165,11 @@ impl Site {
             accepted: AtomicU64::new(0),
             observed: Mutex::new((clock::now_ms(), 0, 0.0)),
             draining: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+            fleet: deps
+                .fleet
+                .clone()
+                .map(|f| FleetLimits::new(&policy.name, f)),
             policy,
             deps,
             metrics,
@@ -340,6 +352,10 @@ impl Site {
             if open >= self.policy.max_connections || (open > 0 && queued <= 1) {
                 return;
             }
+            if self.fleet.as_ref().is_some_and(|f| f.refused_now()) {
+                self.open_later();
+                return;
+            }
             if self
                 .open
                 .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -350,6 +366,24 @@ impl Site {
                 return;
             }
         }
+    }
+
+    /// After the fleet refused a connection slot: looks again once the refusal has passed, so
+    /// jobs queued here are not left without a connection when no new job arrives to open one.
+    fn open_later(self: &Arc<Self>) {
+        if self.reopen.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::fleet::SLOT_RETRY + Duration::from_millis(fastrand::u64(0..50))).await;
+            let Some(site) = weak.upgrade() else { return };
+            site.reopen.store(false, Ordering::Release);
+            let queued = site.queued();
+            if queued > 0 && !site.draining.load(Ordering::SeqCst) && !site.is_paused() {
+                site.maybe_open(queued.max(2));
+            }
+        });
     }
 
     /// Pauses or resumes the site (operator control). Pausing hands the jobs queued here back
@@ -538,10 +572,14 @@ impl Site {
         if self.take_spare() {
             return 1;
         }
-        let want = ((rate / 50.0) as u32)
+        let mut want = ((rate / 50.0) as u32)
             .clamp(1, WINDOW as u32)
             .min(backlog)
             .min(batch);
+        if let Some(f) = &self.fleet {
+            // The fleet's share first; the local limiter then spaces what was leased.
+            want = f.take(want, rate, backlog).await;
+        }
         let mut n = NonZeroU32::new(want).unwrap_or(NonZeroU32::MIN);
         let mut waited = false;
         loop {
@@ -555,8 +593,11 @@ impl Site {
                     let wait = not_until.wait_time_from(governor::clock::Clock::now(l.clock()));
                     tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
                 }
-                // More than the burst: ask for one.
-                Err(_) => n = NonZeroU32::MIN,
+                // More than the burst: ask for one (and keep the other leased tokens).
+                Err(_) => {
+                    self.give_back_tokens(n.get() - 1);
+                    n = NonZeroU32::MIN;
+                }
             }
         }
     }
@@ -607,7 +648,8 @@ impl Site {
             });
     }
 
-    /// Takes a token from the rate limiter if one is free now.
+    /// Takes a token from the rate limiter (and a leased one from the fleet's, when shared)
+    /// if one is free now.
     fn rate_allows_now(&self) -> bool {
         if self.take_spare() {
             return true;
@@ -617,7 +659,26 @@ impl Site {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        l.is_none_or(|l| l.check().is_ok())
+        let Some(l) = l else { return true };
+        if let Some(f) = &self.fleet {
+            if !f.try_take_one() {
+                return false;
+            }
+            if l.check().is_err() {
+                f.untake_one();
+                return false;
+            }
+            return true;
+        }
+        l.check().is_ok()
+    }
+
+    /// Renews the fleet connection slots this node holds for the site (control loop).
+    pub async fn renew_fleet_slots(&self) -> redis::RedisResult<()> {
+        match &self.fleet {
+            Some(f) => f.renew().await,
+            None => Ok(()),
+        }
     }
 
     /// Puts jobs a session could not finish back at the front of the queue, in order, for the
@@ -717,6 +778,18 @@ impl Site {
 
     /// One connection: takes jobs until idle, at its message cap, paused or draining.
     async fn connection(self: Arc<Self>) {
+        // A slot of the fleet's connection cap first, when shared.
+        let slot = match &self.fleet {
+            Some(f) => match f.take_slot(self.policy.max_connections).await {
+                Some(member) => Some(member),
+                None => {
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    self.open_later();
+                    return;
+                }
+            },
+            None => None,
+        };
         self.metrics.connections.increment(1.0);
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
@@ -852,6 +925,9 @@ impl Site {
             s.client.quit().await;
         }
         self.metrics.connections.decrement(1.0);
+        if let (Some(f), Some(member)) = (&self.fleet, slot) {
+            f.release_slot(member);
+        }
         self.open.fetch_sub(1, Ordering::AcqRel);
         // A job may have arrived between our last look and the decrement.
         let queued = self.queued();

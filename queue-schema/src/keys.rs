@@ -85,6 +85,24 @@ impl Keys {
         format!("hk:node:{node}:sites")
     }
 
+    /// `hk:site:<site>:tat`: the site's fleet-wide rate limiter (GCRA theoretical arrival
+    /// time, µs), leased from by [`crate::scripts::lease`].
+    pub fn site_tat(site: &str) -> String {
+        format!("hk:site:{site}:tat")
+    }
+
+    /// `hk:site:<site>:conns`: the site's fleet-wide connection slots
+    /// ([`crate::scripts::take_slot`]).
+    pub fn site_conns(site: &str) -> String {
+        format!("hk:site:{site}:conns")
+    }
+
+    /// `hk:nodes`: live engine nodes and when each one's heartbeat runs out
+    /// ([`crate::scripts::heartbeat`]).
+    pub fn nodes() -> &'static str {
+        "hk:nodes"
+    }
+
     /// `hk:site:<site>:ctl`: run-time control of a site (pause, rate override).
     pub fn site_ctl(site: &str) -> String {
         format!("hk:site:{site}:ctl")

@@ -20,11 +20,23 @@ pub const DEFER_LUA: &str = include_str!("../lua/defer.lua");
 pub const ENQUEUE_LUA: &str = include_str!("../lua/enqueue.lua");
 /// Source of `lua/move_due.lua`.
 pub const MOVE_DUE_LUA: &str = include_str!("../lua/move_due.lua");
+/// Source of `lua/lease.lua`.
+pub const LEASE_LUA: &str = include_str!("../lua/lease.lua");
+/// Source of `lua/slot.lua`.
+pub const SLOT_LUA: &str = include_str!("../lua/slot.lua");
+/// Source of `lua/renew_slots.lua`.
+pub const RENEW_SLOTS_LUA: &str = include_str!("../lua/renew_slots.lua");
+/// Source of `lua/heartbeat.lua`.
+pub const HEARTBEAT_LUA: &str = include_str!("../lua/heartbeat.lua");
 
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(DEFER_LUA));
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_LUA));
 static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| Script::new(MOVE_DUE_LUA));
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
+static SLOT: LazyLock<Script> = LazyLock::new(|| Script::new(SLOT_LUA));
+static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SLOTS_LUA));
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT_LUA));
 
 /// A job that reached an end state: its ready-stream entry id and its encoded event.
 #[derive(Debug, Clone)]
@@ -131,4 +143,152 @@ pub async fn enqueue<C: ConnectionLike>(
         inv.arg(*seq).arg(&job[..]);
     }
     inv.invoke_async(con).await
+}
+
+/// Tokens granted by [`lease`], or when to ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Messages the caller may send now (0 when the fleet is at the rate).
+    pub granted: u32,
+    /// When nothing was granted: µs until the next token is free.
+    pub wait_us: u64,
+}
+
+/// Takes up to `want` send tokens of `site` from the fleet-wide GCRA limiter: one token per
+/// `interval_us` (1e6 / rate), plus a burst of `burst` tokens for a site that was quiet.
+/// Every node of the fleet leases from the same key, so the site's rate holds for the fleet.
+pub async fn lease<C: ConnectionLike>(
+    con: &mut C,
+    site: &str,
+    interval_us: u64,
+    burst: u32,
+    want: u32,
+) -> redis::RedisResult<Lease> {
+    let (granted, wait_us): (u32, i64) = LEASE
+        .key(Keys::site_tat(site))
+        .arg(interval_us.max(1))
+        .arg(burst)
+        .arg(want.max(1))
+        .invoke_async(con)
+        .await?;
+    Ok(Lease {
+        granted,
+        wait_us: wait_us.max(0) as u64,
+    })
+}
+
+/// Takes (or renews) the connection slot `member` of `site` if fewer than `cap` are held
+/// fleet-wide; the slot lapses `ttl_ms` after its last renewal. Returns whether it is held.
+pub async fn take_slot<C: ConnectionLike>(
+    con: &mut C,
+    site: &str,
+    member: &str,
+    cap: u32,
+    ttl_ms: u64,
+) -> redis::RedisResult<bool> {
+    let held: i64 = SLOT
+        .key(Keys::site_conns(site))
+        .arg(member)
+        .arg(cap)
+        .arg(ttl_ms)
+        .invoke_async(con)
+        .await?;
+    Ok(held == 1)
+}
+
+/// Extends the slots `members` of `site` still present by `ttl_ms`.
+pub async fn renew_slots<C: ConnectionLike>(
+    con: &mut C,
+    site: &str,
+    members: &[String],
+    ttl_ms: u64,
+) -> redis::RedisResult<usize> {
+    if members.is_empty() {
+        return Ok(0);
+    }
+    let mut inv = RENEW_SLOTS.prepare_invoke();
+    inv.key(Keys::site_conns(site)).arg(ttl_ms);
+    for m in members {
+        inv.arg(m);
+    }
+    inv.invoke_async(con).await
+}
+
+/// Gives the connection slot `member` of `site` back.
+pub async fn release_slot<C: ConnectionLike>(
+    con: &mut C,
+    site: &str,
+    member: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("ZREM")
+        .arg(Keys::site_conns(site))
+        .arg(member)
+        .query_async(con)
+        .await
+}
+
+/// The fleet as one heartbeat saw it: the server's time and every registered node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// The Redis server's time, ms since the epoch.
+    pub now_ms: u64,
+    /// Every node with the time its heartbeat runs out (ms); those in the past are dead.
+    pub nodes: Vec<(String, u64)>,
+}
+
+impl Members {
+    /// Nodes whose heartbeat has not run out, sorted.
+    pub fn live(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, until)| *until > self.now_ms)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Nodes whose heartbeat ran out.
+    pub fn dead(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, until)| *until <= self.now_ms)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// Registers `node` as alive for `ttl_ms` (0: removes it — a graceful leave) and returns the
+/// membership as of that moment.
+pub async fn heartbeat<C: ConnectionLike>(
+    con: &mut C,
+    node: &str,
+    ttl_ms: u64,
+) -> redis::RedisResult<Members> {
+    let v: Vec<redis::Value> = HEARTBEAT
+        .key(Keys::nodes())
+        .arg(node)
+        .arg(ttl_ms)
+        .invoke_async(con)
+        .await?;
+    let mut it = v.into_iter();
+    let now_ms: u64 = match it.next() {
+        Some(v) => redis::from_redis_value(v)?,
+        None => 0,
+    };
+    let mut nodes = Vec::new();
+    while let (Some(n), Some(t)) = (it.next(), it.next()) {
+        nodes.push((redis::from_redis_value(n)?, redis::from_redis_value(t)?));
+    }
+    Ok(Members { now_ms, nodes })
+}
+
+/// Removes a dead node from the membership (once its work has been taken over).
+pub async fn forget_node<C: ConnectionLike>(con: &mut C, node: &str) -> redis::RedisResult<()> {
+    redis::cmd("ZREM")
+        .arg(Keys::nodes())
+        .arg(node)
+        .query_async(con)
+        .await
 }

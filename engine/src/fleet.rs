@@ -1,0 +1,233 @@
+//! A site's limits for the whole fleet: messages per second through a GCRA limiter in Redis
+//! that every engine node leases tokens from, and connection slots counted in Redis.
+//!
+//! Rate: a connection asks the site's local token pool first; when it is empty, one caller at
+//! a time (the others wait on the pool's lock) leases a batch from `hk:site:<site>:tat`
+//! ([`scripts::lease`]), sized to local demand and at most `lease` worth of the rate, so Redis
+//! sees one call per batch, not per message. Leased tokens not used within [`LEASE_VALID`] are
+//! dropped: a token stands for a time slot of the fleet's schedule, and spending it much later
+//! would let a second carry more than the rate. The site's governor limiter still shapes the
+//! node's own sends within what it leased.
+//!
+//! Connections: before a connection task opens a session it takes a slot of
+//! `hk:site:<site>:conns` ([`scripts::take_slot`]); the slot is renewed every second by the
+//! control loop and given back when the connection ends, and a dead node's slots lapse after
+//! `slot_ttl`. A node refused a slot does not ask again for [`SLOT_RETRY`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hikyaku_queue_schema::scripts;
+use redis::aio::MultiplexedConnection;
+
+use crate::clock;
+
+/// How long leased tokens stay usable.
+pub const LEASE_VALID: Duration = Duration::from_millis(50);
+/// How long a node refused a connection slot waits before asking again.
+pub const SLOT_RETRY: Duration = Duration::from_millis(250);
+
+/// What every site's fleet limits share.
+#[derive(Debug, Clone)]
+pub struct FleetDeps {
+    /// Redis (multiplexed; lease calls are short).
+    pub con: MultiplexedConnection,
+    /// This node's id (names its connection slots).
+    pub node: Arc<str>,
+    /// Most of a site's rate one lease takes (e.g. 10 ms worth).
+    pub lease: Duration,
+    /// How long a connection slot lasts without renewal.
+    pub slot_ttl: Duration,
+}
+
+/// Tokens leased and not yet used.
+#[derive(Debug)]
+struct Pool {
+    tokens: u32,
+    valid_until: tokio::time::Instant,
+}
+
+/// One site's share of the fleet limits on this node.
+#[derive(Debug)]
+pub struct FleetLimits {
+    site: String,
+    deps: FleetDeps,
+    pool: tokio::sync::Mutex<Pool>,
+    /// Slot members this node holds for the site.
+    slots: Mutex<Vec<String>>,
+    next_slot: AtomicU64,
+    /// No slot requests before this time (ms), after a refusal.
+    refused_until_ms: AtomicU64,
+}
+
+/// The lease request for a site at `rate` msg/s: `(interval µs, burst tokens, tokens to ask)`
+/// for a caller that needs `want` now and has `demand` jobs waiting. The burst a quiet site may
+/// take at once is 1% of a second's worth, so no second carries much over the rate.
+pub fn lease_request(rate: f64, lease: Duration, want: u32, demand: u32) -> (u64, u32, u32) {
+    let rate = rate.max(1e-3);
+    let interval_us = ((1e6 / rate).round() as u64).max(1);
+    let burst = (rate / 100.0) as u32;
+    let per_lease = ((rate * lease.as_secs_f64()) as u32).max(1);
+    let ask = demand.clamp(want.max(1), per_lease.max(want.max(1)));
+    (interval_us, burst, ask)
+}
+
+impl FleetLimits {
+    /// Limits of `site` shared through `deps`.
+    pub fn new(site: &str, deps: FleetDeps) -> Self {
+        FleetLimits {
+            site: site.to_owned(),
+            deps,
+            pool: tokio::sync::Mutex::new(Pool {
+                tokens: 0,
+                valid_until: tokio::time::Instant::now(),
+            }),
+            slots: Mutex::new(Vec::new()),
+            next_slot: AtomicU64::new(0),
+            refused_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes between 1 and `want` send tokens at `rate` msg/s, waiting while the fleet is at
+    /// the rate. `demand` (jobs waiting here) sizes the lease.
+    pub async fn take(&self, want: u32, rate: f64, demand: u32) -> u32 {
+        let want = want.max(1);
+        let mut pool = self.pool.lock().await;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let now = tokio::time::Instant::now();
+            if pool.tokens > 0 && now < pool.valid_until {
+                let n = pool.tokens.min(want);
+                pool.tokens -= n;
+                return n;
+            }
+            let (interval, burst, ask) = lease_request(rate, self.deps.lease, want, demand);
+            let mut con = self.deps.con.clone();
+            match scripts::lease(&mut con, &self.site, interval, burst, ask).await {
+                Ok(l) if l.granted > 0 => {
+                    let n = l.granted.min(want);
+                    pool.tokens = l.granted - n;
+                    pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
+                    crate::metrics::Metrics.lease(&self.site, l.granted);
+                    return n;
+                }
+                Ok(l) => {
+                    // The fleet is at the rate: the next token is free in `wait_us`.
+                    let wait = Duration::from_micros(l.wait_us).max(Duration::from_micros(100));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    tracing::warn!(site = %self.site, error = %e, "leasing send tokens failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Takes one leased token if one is ready now (never calls Redis).
+    pub fn try_take_one(&self) -> bool {
+        let Ok(mut pool) = self.pool.try_lock() else {
+            return false;
+        };
+        if pool.tokens > 0 && tokio::time::Instant::now() < pool.valid_until {
+            pool.tokens -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Returns a token [`FleetLimits::try_take_one`] took and could not use.
+    pub fn untake_one(&self) {
+        if let Ok(mut pool) = self.pool.try_lock() {
+            pool.tokens = pool.tokens.saturating_add(1);
+        }
+    }
+
+    /// Takes a connection slot if the fleet holds fewer than `cap`; `None` when the cap is
+    /// reached (or Redis failed), and then for [`SLOT_RETRY`] without asking.
+    pub async fn take_slot(&self, cap: u32) -> Option<String> {
+        if self.refused_now() {
+            return None;
+        }
+        let member = format!(
+            "{}/{}",
+            self.deps.node,
+            self.next_slot.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut con = self.deps.con.clone();
+        let ttl = self.deps.slot_ttl.as_millis() as u64;
+        match scripts::take_slot(&mut con, &self.site, &member, cap, ttl).await {
+            Ok(true) => {
+                self.held().push(member.clone());
+                Some(member)
+            }
+            Ok(false) => {
+                self.refuse_for_a_while();
+                None
+            }
+            Err(e) => {
+                tracing::warn!(site = %self.site, error = %e, "taking a connection slot failed");
+                self.refuse_for_a_while();
+                None
+            }
+        }
+    }
+
+    /// Whether a slot was refused so recently that asking again is pointless.
+    pub fn refused_now(&self) -> bool {
+        clock::now_ms() < self.refused_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn refuse_for_a_while(&self) {
+        self.refused_until_ms.store(
+            clock::now_ms() + SLOT_RETRY.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives a slot back (in the background: the connection is closing).
+    pub fn release_slot(&self, member: String) {
+        self.held().retain(|m| *m != member);
+        let mut con = self.deps.con.clone();
+        let site = self.site.clone();
+        tokio::spawn(async move {
+            if let Err(e) = scripts::release_slot(&mut con, &site, &member).await {
+                tracing::debug!(%site, error = %e, "giving a connection slot back failed; it lapses");
+            }
+        });
+    }
+
+    /// Renews the slots this node holds (the control loop, every second).
+    pub async fn renew(&self) -> redis::RedisResult<()> {
+        let members = self.held().clone();
+        let mut con = self.deps.con.clone();
+        let ttl = self.deps.slot_ttl.as_millis() as u64;
+        scripts::renew_slots(&mut con, &self.site, &members, ttl)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_sized_to_demand_within_the_lease_window() {
+        let lease = Duration::from_millis(10);
+        // 1,000/s: 1,000 µs apart, burst 10, at most 10 per lease.
+        assert_eq!(lease_request(1000.0, lease, 1, 500), (1000, 10, 10));
+        // Little demand: only what is needed.
+        assert_eq!(lease_request(1000.0, lease, 1, 3), (1000, 10, 3));
+        // A slow site still leases one at a time, never zero.
+        assert_eq!(lease_request(2.0, lease, 1, 50), (500_000, 0, 1));
+        // A pipelined session that needs more than a lease window gets what it needs.
+        assert_eq!(lease_request(100.0, lease, 8, 50).2, 8);
+    }
+}

@@ -1,0 +1,312 @@
+//! Node membership and shard ownership: every second a node renews its heartbeat in
+//! `hk:nodes` ([`scripts::heartbeat`]) and, from the live nodes it sees, works out which shards
+//! it reads — rendezvous hashing, so every node computes the same owners without talking to
+//! the others, and a node joining or leaving moves only its own share of shards.
+//!
+//! Ownership decides who *reads* a shard, never who may finish a job: the consumer group still
+//! hands each entry to one consumer, and a node that gave a shard up finishes the entries it
+//! holds. So a moment where two nodes read one shard (views differ for up to a second) or none
+//! does (a node died and its heartbeat has not lapsed) costs only latency. When a node's
+//! heartbeat lapses, its shards' new owners replay nothing of it directly: its pending entries
+//! go idle and the owners' XAUTOCLAIM takes them after `claim_idle`. A dead node's work is thus
+//! reclaimed within `node_ttl + 1 s + claim_idle + claim_idle / 3`.
+//!
+//! The lowest-named live node also tidies up after dead ones: once a dead node holds no pending
+//! entry on any shard, its consumers are deleted from the groups and it leaves `hk:nodes`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hikyaku_queue_schema::{scripts, Keys, ENGINE_GROUP};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::QueueConfig;
+use crate::dispatcher::Dispatcher;
+use crate::inflight::InFlight;
+use crate::metrics::Metrics;
+use crate::report::Reporter;
+use crate::shard::ShardConsumer;
+
+/// Rendezvous score of `node` for `shard`: FNV-1a of both, finished with a 64-bit mix so
+/// neighbouring shards rank nodes independently.
+fn score(node: &str, shard: u16) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain(shard.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The nodes that read `shard` among `live`, best score first.
+pub fn owners(shard: u16, live: &[String]) -> Vec<&str> {
+    let mut ranked: Vec<&str> = live.iter().map(String::as_str).collect();
+    ranked.sort_by_key(|n| std::cmp::Reverse((score(n, shard), *n)));
+    ranked
+}
+
+/// The shards `node` reads when `live` (sorted) are the live nodes, `node` among them: each
+/// shard's best-scoring node reads it. With more nodes than shards (an unusual layout: shards
+/// should outnumber nodes) every node reads the shard of its place in the sorted list instead,
+/// so none idles.
+pub fn owned(node: &str, live: &[String], shards: u16) -> BTreeSet<u16> {
+    if live.len() > usize::from(shards) {
+        return live
+            .iter()
+            .position(|n| n == node)
+            .map(|i| (i % usize::from(shards.max(1))) as u16)
+            .into_iter()
+            .collect();
+    }
+    (0..shards)
+        .filter(|&s| owners(s, live).first() == Some(&node))
+        .collect()
+}
+
+/// What a shard reader needs; [`Readers`] starts and stops one per owned shard.
+#[derive(Debug, Clone)]
+pub struct ReaderParts {
+    /// For each reader's own connection (XREADGROUP BLOCK).
+    pub client: redis::Client,
+    /// This node's consumer name.
+    pub node_id: String,
+    /// Budget and held entries.
+    pub inflight: Arc<InFlight>,
+    /// Where jobs go.
+    pub dispatcher: Arc<Dispatcher>,
+    /// For undecodable entries.
+    pub reporter: Reporter,
+    /// Reading settings.
+    pub queue: QueueConfig,
+}
+
+/// The shard readers running on this node.
+#[derive(Debug)]
+pub struct Readers {
+    parts: ReaderParts,
+    running: BTreeMap<u16, (watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Readers {
+    /// No readers yet.
+    pub fn new(parts: ReaderParts) -> Self {
+        Readers {
+            parts,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// Shards read now.
+    pub fn shards(&self) -> BTreeSet<u16> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Stops readers of shards not in `wanted` and starts readers for new ones.
+    pub async fn set(&mut self, wanted: &BTreeSet<u16>) -> redis::RedisResult<()> {
+        let gone: Vec<u16> = self
+            .running
+            .keys()
+            .filter(|s| !wanted.contains(s))
+            .copied()
+            .collect();
+        for shard in gone {
+            if let Some((stop, task)) = self.running.remove(&shard) {
+                let _ = stop.send(true);
+                let _ = task.await;
+                tracing::info!(shard, "shard handed over to another node");
+            }
+        }
+        for &shard in wanted {
+            if self.running.contains_key(&shard) {
+                continue;
+            }
+            let con = self
+                .parts
+                .client
+                .get_multiplexed_async_connection_with_config(
+                    &AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(5)))
+                        .set_response_timeout(None),
+                )
+                .await?;
+            let consumer = ShardConsumer {
+                shard,
+                node_id: self.parts.node_id.clone(),
+                con,
+                inflight: self.parts.inflight.clone(),
+                dispatcher: self.parts.dispatcher.clone(),
+                reporter: self.parts.reporter.clone(),
+                queue: self.parts.queue.clone(),
+                metrics: Metrics,
+            };
+            let (stop, rx) = watch::channel(false);
+            self.running
+                .insert(shard, (stop, tokio::spawn(consumer.run(rx))));
+            tracing::debug!(shard, "reading shard");
+        }
+        Ok(())
+    }
+
+    /// Stops every reader and waits for them.
+    pub async fn stop_all(&mut self) {
+        for (_, (stop, _)) in self.running.iter() {
+            let _ = stop.send(true);
+        }
+        for (_, (_, task)) in std::mem::take(&mut self.running) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Heartbeat settings.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// This node.
+    pub node_id: String,
+    /// A heartbeat's time to live.
+    pub ttl: Duration,
+    /// Shard count.
+    pub shards: u16,
+}
+
+/// One heartbeat: renew, read the fleet, take this node's shards; the lowest live node also
+/// tidies up after dead ones.
+async fn beat(
+    con: &mut MultiplexedConnection,
+    hb: &Heartbeat,
+    readers: &mut Readers,
+) -> redis::RedisResult<()> {
+    let members = scripts::heartbeat(con, &hb.node_id, hb.ttl.as_millis() as u64).await?;
+    let mut live = members.live();
+    if !live.contains(&hb.node_id) {
+        live.push(hb.node_id.clone());
+        live.sort();
+    }
+    let owned = owned(&hb.node_id, &live, hb.shards);
+    if owned != readers.shards() {
+        tracing::info!(nodes = live.len(), shards = ?owned, "fleet changed: reading these shards");
+    }
+    readers.set(&owned).await?;
+    Metrics.membership(live.len(), owned.len());
+    if live.first() == Some(&hb.node_id) {
+        for dead in members.dead() {
+            forget_if_done(con, &dead, hb.shards).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a dead node from the groups and the membership once it holds no pending entry.
+async fn forget_if_done(
+    con: &mut MultiplexedConnection,
+    node: &str,
+    shards: u16,
+) -> redis::RedisResult<()> {
+    for shard in 0..shards {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(Keys::ready(shard))
+            .arg(ENGINE_GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(node)
+            .query_async(con)
+            .await?;
+        if !pending.is_empty() {
+            // Still being reclaimed.
+            return Ok(());
+        }
+    }
+    for shard in 0..shards {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(Keys::ready(shard))
+            .arg(ENGINE_GROUP)
+            .arg(node)
+            .query_async(con)
+            .await?;
+    }
+    scripts::forget_node(con, node).await?;
+    tracing::info!(node, "dead node's work all reclaimed; node forgotten");
+    Ok(())
+}
+
+/// Keeps the heartbeat and this node's shard readers until `stop` turns true; then stops the
+/// readers and leaves the fleet (its shards go to the others at their next heartbeat).
+pub async fn run(
+    mut con: MultiplexedConnection,
+    hb: Heartbeat,
+    mut readers: Readers,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if let Err(e) = beat(&mut con, &hb, &mut readers).await {
+            // Keep reading what we read: a Redis hiccup is not a membership change.
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+    readers.stop_all().await;
+    if let Err(e) = scripts::heartbeat(&mut con, &hb.node_id, 0).await {
+        tracing::warn!(error = %e, "leaving the fleet failed; the heartbeat will lapse");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("engine-{i}")).collect()
+    }
+
+    #[test]
+    fn every_shard_has_an_owner_and_shares_are_even() {
+        let live = nodes(3);
+        let mut counts = vec![0; 3];
+        for shard in 0..48u16 {
+            let first = owners(shard, &live)[0];
+            counts[live.iter().position(|n| n == first).expect("owner is live")] += 1;
+        }
+        assert!(counts.iter().all(|&c| c >= 8), "roughly even: {counts:?}");
+        let union: BTreeSet<u16> = live.iter().flat_map(|n| owned(n, &live, 48)).collect();
+        assert_eq!(union.len(), 48);
+    }
+
+    #[test]
+    fn a_leaving_node_moves_only_its_own_shards() {
+        let before = nodes(4);
+        let after: Vec<String> = before.iter().filter(|n| *n != "engine-2").cloned().collect();
+        for n in &after {
+            let was = owned(n, &before, 64);
+            let now = owned(n, &after, 64);
+            assert!(was.is_subset(&now), "{n} keeps its shards");
+        }
+    }
+
+    #[test]
+    fn more_nodes_than_shards_still_gives_every_node_a_shard() {
+        let live = nodes(5);
+        for n in &live {
+            assert_eq!(owned(n, &live, 2).len(), 1, "{n} reads one shard");
+        }
+        let union: BTreeSet<u16> = live.iter().flat_map(|n| owned(n, &live, 2)).collect();
+        assert_eq!(union.len(), 2);
+        assert_eq!(owned("engine-0", &nodes(1), 4).len(), 4);
+    }
+}
