@@ -292,16 +292,20 @@ impl Dispatcher {
                         "site-busy"
                     };
                     self.metrics.requeued(&site.policy.name, reason);
-                    let delay = site.refusal_delay(self.config.requeue_delay);
                     // Remember the site, so operators can requeue or drain it from the retry set
                     // (another site's error is not this one's: it goes).
                     let mut work = r.work;
-                    if work
+                    let again = work
                         .job
                         .last
                         .as_ref()
-                        .is_none_or(|l| l.site != site.policy.name)
-                    {
+                        .is_some_and(|l| l.site == site.policy.name);
+                    let delay = if again {
+                        site.refused_again_delay(self.config.requeue_delay)
+                    } else {
+                        site.refusal_delay(self.config.requeue_delay)
+                    };
+                    if !again {
                         work.job.last = Some(Box::new(hikyaku_queue_schema::LastTry {
                             site: site.policy.name.clone(),
                             error: String::new(),

@@ -16,11 +16,11 @@ use crate::config::EngineConfig;
 use crate::connect::Connector;
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::inflight::InFlight;
+use crate::membership::{self, Heartbeat, ReaderParts, Readers};
 use crate::metrics::{self, Metrics};
 use crate::mx::{HickoryLookup, MxLookup};
 use crate::render::Renderer;
 use crate::report::Reporter;
-use crate::membership::{self, Heartbeat, ReaderParts, Readers};
 use crate::site::{Site, SiteDeps};
 use crate::smtp::tls::opportunistic_connector;
 use crate::{control, flusher, mover};
@@ -108,6 +108,7 @@ pub async fn run(
     let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
     let suppressed = Arc::new(crate::suppressed::Suppressed::default());
     let drains = Arc::new(crate::drains::Drains::default());
+    let live_nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
@@ -124,6 +125,7 @@ pub async fn run(
             node: config.node_id.as_str().into(),
             lease: config.fleet.lease.0,
             slot_ttl: config.fleet.node_ttl.0 * 2,
+            live_nodes: live_nodes.clone(),
         }),
     };
     let sites: BTreeMap<String, Arc<Site>> = config
@@ -178,6 +180,7 @@ pub async fn run(
             node_id: config.node_id.clone(),
             ttl: config.fleet.node_ttl.0,
             shards: config.shards,
+            live_nodes,
         },
         readers,
         stop_rx.clone(),

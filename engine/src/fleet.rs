@@ -10,11 +10,11 @@
 //! node's own sends within what it leased.
 //!
 //! Connections: before a connection task opens a session it takes a slot of
-//! `hk:site:<site>:conns` ([`scripts::take_slot`]); the slot is renewed every second by the
+//! `hk:site:{<site>}:conns` ([`scripts::take_slot`]); the slot is renewed every second by the
 //! control loop and given back when the connection ends, and a dead node's slots lapse after
 //! `slot_ttl`. A node refused a slot does not ask again for [`SLOT_RETRY`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct FleetDeps {
     pub lease: Duration,
     /// How long a connection slot lasts without renewal.
     pub slot_ttl: Duration,
+    /// Live nodes of the fleet, as the last heartbeat saw them ([`crate::membership`]).
+    pub live_nodes: Arc<AtomicUsize>,
 }
 
 /// Tokens leased and not yet used.
@@ -59,6 +61,14 @@ pub struct FleetLimits {
     next_slot: AtomicU64,
     /// No slot requests before this time (ms), after a refusal.
     refused_until_ms: AtomicU64,
+    /// Other nodes were waiting for a slot at the last renewal.
+    contended: AtomicBool,
+    /// The last slot request was refused.
+    refused: AtomicBool,
+    /// Tokens this node leased, ever.
+    leased: AtomicU64,
+    /// (ms, `leased` then, this node's smoothed share in msg/s) for [`FleetLimits::node_rate`].
+    share: Mutex<(u64, u64, f64)>,
 }
 
 /// The lease request for a site at `rate` msg/s: `(interval µs, burst tokens, tokens to ask)`
@@ -86,6 +96,10 @@ impl FleetLimits {
             slots: Mutex::new(Vec::new()),
             next_slot: AtomicU64::new(0),
             refused_until_ms: AtomicU64::new(0),
+            contended: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+            leased: AtomicU64::new(0),
+            share: Mutex::new((clock::now_ms(), 0, 0.0)),
         }
     }
 
@@ -110,6 +124,8 @@ impl FleetLimits {
                     pool.tokens = l.granted - n;
                     pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
                     crate::metrics::Metrics.lease(&self.site, l.granted);
+                    self.leased
+                        .fetch_add(u64::from(l.granted), Ordering::Relaxed);
                     return n;
                 }
                 Ok(l) => {
@@ -124,6 +140,28 @@ impl FleetLimits {
                 }
             }
         }
+    }
+
+    /// The rate this node actually gets of a site whose fleet rate is `fleet_rate`: what it
+    /// leased over the last second or so (smoothed), at least an even share (the fleet rate
+    /// over the live nodes, also the answer until it has leased anything) and at most all of
+    /// it. A node refusing jobs (its queue is full)
+    /// paces their return at this rate: at the fleet rate, three busy nodes would each promise
+    /// returns three times faster than they can send, and the refused jobs would drift ever
+    /// further into the future while the queues ran dry.
+    pub fn node_rate(&self, fleet_rate: f64) -> f64 {
+        let now = clock::now_ms();
+        let total = self.leased.load(Ordering::Relaxed);
+        let mut s = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = now.saturating_sub(s.0);
+        if dt >= 1000 {
+            let r = total.saturating_sub(s.1) as f64 * 1000.0 / dt as f64;
+            s.2 = if s.2 == 0.0 { r } else { 0.5 * s.2 + 0.5 * r };
+            s.0 = now;
+            s.1 = total;
+        }
+        let even = fleet_rate / self.deps.live_nodes.load(Ordering::Relaxed).max(1) as f64;
+        s.2.clamp(even, fleet_rate)
     }
 
     /// Takes one leased token if one is ready now (never calls Redis).
@@ -158,8 +196,9 @@ impl FleetLimits {
         );
         let mut con = self.deps.con.clone();
         let ttl = self.deps.slot_ttl.as_millis() as u64;
-        match scripts::take_slot(&mut con, &self.site, &member, cap, ttl).await {
+        match scripts::take_slot(&mut con, &self.site, &self.deps.node, &member, cap, ttl).await {
             Ok(true) => {
+                self.refused.store(false, Ordering::Relaxed);
                 self.held().push(member.clone());
                 Some(member)
             }
@@ -181,6 +220,7 @@ impl FleetLimits {
     }
 
     fn refuse_for_a_while(&self) {
+        self.refused.store(true, Ordering::Relaxed);
         self.refused_until_ms.store(
             clock::now_ms() + SLOT_RETRY.as_millis() as u64,
             Ordering::Relaxed,
@@ -203,14 +243,29 @@ impl FleetLimits {
         });
     }
 
-    /// Renews the slots this node holds (the control loop, every second).
+    /// Renews the slots this node holds (the control loop, every second) and learns whether
+    /// other nodes are waiting for one ([`FleetLimits::contended`]).
     pub async fn renew(&self) -> redis::RedisResult<()> {
         let members = self.held().clone();
         let mut con = self.deps.con.clone();
         let ttl = self.deps.slot_ttl.as_millis() as u64;
-        scripts::renew_slots(&mut con, &self.site, &members, ttl)
-            .await
-            .map(|_| ())
+        let (_, waiting) =
+            scripts::renew_slots(&mut con, &self.site, &self.deps.node, &members, ttl).await?;
+        self.contended.store(waiting > 0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether other nodes were waiting for a slot at the last renewal: this node's idle
+    /// connections should close rather than sit on slots.
+    pub fn contended(&self) -> bool {
+        self.contended.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node should hold no more jobs for the site: the fleet refused its last
+    /// slot request and it has no connection, so jobs would only sit here holding in-flight
+    /// budget that other sites' jobs need.
+    pub fn starved(&self, open: u32) -> bool {
+        open == 0 && self.refused.load(Ordering::Relaxed)
     }
 }
 

@@ -174,6 +174,8 @@ pub struct Heartbeat {
     pub ttl: Duration,
     /// Shard count.
     pub shards: u16,
+    /// Where the live node count goes (fleet limits pace returns by it).
+    pub live_nodes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One heartbeat: renew, read the fleet, take this node's shards; the lowest live node also
@@ -195,6 +197,8 @@ async fn beat(
     }
     readers.set(&owned).await?;
     Metrics.membership(live.len(), owned.len());
+    hb.live_nodes
+        .store(live.len(), std::sync::atomic::Ordering::Relaxed);
     if live.first() == Some(&hb.node_id) {
         for dead in members.dead() {
             forget_if_done(con, &dead, hb.shards).await?;
@@ -291,7 +295,11 @@ mod tests {
     #[test]
     fn a_leaving_node_moves_only_its_own_shards() {
         let before = nodes(4);
-        let after: Vec<String> = before.iter().filter(|n| *n != "engine-2").cloned().collect();
+        let after: Vec<String> = before
+            .iter()
+            .filter(|n| *n != "engine-2")
+            .cloned()
+            .collect();
         for n in &after {
             let was = owned(n, &before, 64);
             let now = owned(n, &after, 64);

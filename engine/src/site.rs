@@ -337,6 +337,17 @@ impl Site {
             if q.len() >= self.policy.queue_capacity {
                 return Err(r);
             }
+            // No connection here and none to be had from the fleet: keep a window's worth
+            // for when a slot frees up, and let the rest wait in Redis, not in this node's
+            // in-flight budget.
+            if q.len() >= WINDOW
+                && self
+                    .fleet
+                    .as_ref()
+                    .is_some_and(|f| f.starved(self.open.load(Ordering::Relaxed)))
+            {
+                return Err(r);
+            }
             q.push_back(r);
             q.len()
         };
@@ -376,7 +387,10 @@ impl Site {
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            tokio::time::sleep(crate::fleet::SLOT_RETRY + Duration::from_millis(fastrand::u64(0..50))).await;
+            tokio::time::sleep(
+                crate::fleet::SLOT_RETRY + Duration::from_millis(fastrand::u64(0..50)),
+            )
+            .await;
             let Some(site) = weak.upgrade() else { return };
             site.reopen.store(false, Ordering::Release);
             let queued = site.queued();
@@ -455,7 +469,10 @@ impl Site {
         if self.is_paused() {
             return spread(base.max(Duration::from_secs(10)));
         }
-        let rate = self.rate();
+        // A node of a fleet drains at its share of the site's rate, not all of it.
+        let rate = self
+            .rate()
+            .map(|r| self.fleet.as_ref().map_or(r, |f| f.node_rate(r)));
         match rate {
             Some(r) if r > 0.0 => {
                 let now_us = clock::now_ms().saturating_mul(1000);
@@ -473,6 +490,25 @@ impl Site {
             }
             _ => spread(base),
         }
+    }
+
+    /// How long a job this site refused before, and refuses again, should wait. On a node of a
+    /// fleet, returns paced at the node's measured share can still come early (the share
+    /// moves); putting such a job at the end of the virtual queue again would push the queue's
+    /// end ahead of real time with every early return, until the last jobs waited long after
+    /// the site ran dry. So it comes back once the jobs queued here now have gone (at least a
+    /// pipelining window's worth), spread ±50%, and the virtual queue is left alone. Otherwise as [`Site::refusal_delay`].
+    pub fn refused_again_delay(&self, base: Duration) -> Duration {
+        let (Some(f), Some(r)) = (&self.fleet, self.rate()) else {
+            return self.refusal_delay(base);
+        };
+        if self.is_paused() || r <= 0.0 {
+            return self.refusal_delay(base);
+        }
+        let queued = self.queued().max(WINDOW);
+        let drain = Duration::from_secs_f64(queued as f64 / f.node_rate(r));
+        base.max(drain.mul_f64(0.5 + fastrand::f64()))
+            .min(MAX_RETURN_DELAY)
     }
 
     /// Messages per second in force (`None` = unlimited).
@@ -543,6 +579,11 @@ impl Site {
             };
             if let Some(r) = picked {
                 return Some(r);
+            }
+            // An idle connection keeps the session for the next job, unless other nodes of
+            // the fleet are waiting for a connection slot of this site.
+            if self.fleet.as_ref().is_some_and(|f| f.contended()) {
+                return None;
             }
             let notified = self.notify.notified();
             if tokio::time::timeout(self.policy.timeouts.idle, notified)
@@ -675,10 +716,13 @@ impl Site {
 
     /// Renews the fleet connection slots this node holds for the site (control loop).
     pub async fn renew_fleet_slots(&self) -> redis::RedisResult<()> {
-        match &self.fleet {
-            Some(f) => f.renew().await,
-            None => Ok(()),
+        let Some(f) = &self.fleet else { return Ok(()) };
+        f.renew().await?;
+        if f.contended() {
+            // Idle connections wake, see the fleet waiting, and give their slots back.
+            self.notify.notify_waiters();
         }
+        Ok(())
     }
 
     /// Puts jobs a session could not finish back at the front of the queue, in order, for the

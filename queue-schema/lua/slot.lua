@@ -1,16 +1,42 @@
--- slot: takes (or renews) one of a site's fleet-wide connection slots.
--- KEYS[1] = hk:site:<site>:conns   (sorted set: member = <node>/<n>, score = expiry in ms)
--- ARGV[1] = member, ARGV[2] = the fleet's cap, ARGV[3] = lease time in ms.
--- Slots of a node that stopped renewing (it died) expire by themselves. Time is the Redis
--- server's. Returns 1 when the member holds a slot now, 0 when the cap is reached.
+-- slot: takes (or renews) one of a site's fleet-wide connection slots, sharing them fairly.
+-- KEYS[1] = hk:site:{<site>}:conns  (sorted set: member = <node>/<n>, score = expiry in ms)
+-- KEYS[2] = hk:site:{<site>}:want   (sorted set: node refused a slot lately, score = expiry)
+-- ARGV[1] = member, ARGV[2] = the fleet's cap, ARGV[3] = lease time in ms, ARGV[4] = node.
+-- A node may hold more than its fair share (cap / nodes holding or wanting slots) only while
+-- no other node wants one: so a node that took every slot while alone gives them up, one
+-- closing connection at a time, when others arrive. Slots of a node that stopped renewing
+-- (it died) expire by themselves. Time is the Redis server's.
+-- Returns 1 when the member holds a slot now, 0 when refused.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expiry = now + tonumber(ARGV[3])
+local ttl = tonumber(ARGV[3])
+local cap = tonumber(ARGV[2])
+local node = ARGV[4]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
-   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  return 1
+end
+local held = redis.call('ZRANGE', KEYS[1], 0, -1)
+local nodes, mine, count = {}, 0, 0
+nodes[node] = true
+count = 1
+for _, m in ipairs(held) do
+  local owner = string.match(m, '^(.*)/[^/]*$') or m
+  if owner == node then mine = mine + 1 end
+  if not nodes[owner] then nodes[owner] = true; count = count + 1 end
+end
+for _, w in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if not nodes[w] then nodes[w] = true; count = count + 1 end
+end
+local fair = math.max(1, math.ceil(cap / count))
+if #held >= cap or (count > 1 and mine >= fair) then
+  redis.call('ZADD', KEYS[2], now + 2000, node)
+  redis.call('PEXPIRE', KEYS[2], 2000)
   return 0
 end
-redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZREM', KEYS[2], node)
+redis.call('PEXPIRE', KEYS[1], ttl)
 return 1

@@ -91,10 +91,16 @@ impl Keys {
         format!("hk:site:{site}:tat")
     }
 
-    /// `hk:site:<site>:conns`: the site's fleet-wide connection slots
+    /// `hk:site:{<site>}:conns`: the site's fleet-wide connection slots
     /// ([`crate::scripts::take_slot`]).
     pub fn site_conns(site: &str) -> String {
-        format!("hk:site:{site}:conns")
+        format!("hk:site:{{{site}}}:conns")
+    }
+
+    /// `hk:site:{<site>}:want`: nodes refused a connection slot of the site lately (same hash
+    /// slot as [`Keys::site_conns`]).
+    pub fn site_conn_wanted(site: &str) -> String {
+        format!("hk:site:{{{site}}}:want")
     }
 
     /// `hk:nodes`: live engine nodes and when each one's heartbeat runs out

@@ -24,7 +24,8 @@
 //! | `hk:drain` | hash | operators' drain rules: `site:<name>` / `campaign:<id>` → `<bounced\|cancelled>\|<before_ms>\|<reason>` ([`drain`]) |
 //! | `hk:node:<node>:sites` | hash | per engine node, site → encoded [`node::SiteState`] (rate, adaptive state, connections, queue), expires after 10 s ([`node`]) |
 //! | `hk:site:<site>:tat` | string | the site's fleet-wide rate limiter: GCRA theoretical arrival time (µs, Redis server time); nodes lease tokens in batches ([`scripts::lease`]) |
-//! | `hk:site:<site>:conns` | sorted set | the site's fleet-wide connection slots: member `<node>/<n>`, score = lease expiry (ms); a dead node's slots lapse ([`scripts::take_slot`]) |
+//! | `hk:site:{<site>}:conns` | sorted set | the site's fleet-wide connection slots: member `<node>/<n>`, score = lease expiry (ms); a dead node's slots lapse ([`scripts::take_slot`]) |
+//! | `hk:site:{<site>}:want` | sorted set | nodes refused a slot of the site in the last 2 s: a node holding its fair share gets no more while others wait |
 //! | `hk:nodes` | sorted set | engine nodes by heartbeat expiry (ms); shards are shared among the live ones ([`scripts::heartbeat`]) |
 //! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`), `rate`, `until_ms`, `reply`; capped at ~10,000 |
 //!

@@ -177,37 +177,44 @@ pub async fn lease<C: ConnectionLike>(
     })
 }
 
-/// Takes (or renews) the connection slot `member` of `site` if fewer than `cap` are held
-/// fleet-wide; the slot lapses `ttl_ms` after its last renewal. Returns whether it is held.
+/// Takes (or renews) the connection slot `member` (`<node>/<n>`) of `site` for `node` if
+/// fewer than `cap` are held fleet-wide and `node` holds less than its fair share while other
+/// nodes want slots too; the slot lapses `ttl_ms` after its last renewal. Returns whether it
+/// is held.
 pub async fn take_slot<C: ConnectionLike>(
     con: &mut C,
     site: &str,
+    node: &str,
     member: &str,
     cap: u32,
     ttl_ms: u64,
 ) -> redis::RedisResult<bool> {
     let held: i64 = SLOT
         .key(Keys::site_conns(site))
+        .key(Keys::site_conn_wanted(site))
         .arg(member)
         .arg(cap)
         .arg(ttl_ms)
+        .arg(node)
         .invoke_async(con)
         .await?;
     Ok(held == 1)
 }
 
-/// Extends the slots `members` of `site` still present by `ttl_ms`.
+/// Extends the slots `members` of `site` that `node` still holds by `ttl_ms`. Returns how
+/// many were extended and how many other nodes are waiting for a slot of the site.
 pub async fn renew_slots<C: ConnectionLike>(
     con: &mut C,
     site: &str,
+    node: &str,
     members: &[String],
     ttl_ms: u64,
-) -> redis::RedisResult<usize> {
-    if members.is_empty() {
-        return Ok(0);
-    }
+) -> redis::RedisResult<(usize, usize)> {
     let mut inv = RENEW_SLOTS.prepare_invoke();
-    inv.key(Keys::site_conns(site)).arg(ttl_ms);
+    inv.key(Keys::site_conns(site))
+        .key(Keys::site_conn_wanted(site))
+        .arg(ttl_ms)
+        .arg(node);
     for m in members {
         inv.arg(m);
     }

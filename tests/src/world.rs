@@ -179,8 +179,14 @@ impl World {
 
     /// Engine config text: base settings, `queue` lines under `[queue]`, then `tables`.
     pub fn config_toml(&self, queue: &str, tables: &str) -> String {
+        self.node_config_toml("test-node", SHARDS, queue, tables)
+    }
+
+    /// Engine config text of node `node` of a fleet over `shards` shards (see
+    /// [`World::config_toml`]).
+    pub fn node_config_toml(&self, node: &str, shards: u16, queue: &str, tables: &str) -> String {
         format!(
-            "redis_url = \"{redis}\"\nshards = {SHARDS}\nnode_id = \"test-node\"\nehlo_name = \"engine.test\"\n\
+            "redis_url = \"{redis}\"\nshards = {shards}\nnode_id = \"{node}\"\nehlo_name = \"engine.test\"\n\
              smtp_port = {port}\n\n[dns]\nnameserver = \"{dns}\"\nfailure_ttl = \"500ms\"\n\n\
              [queue]\nblock = \"100ms\"\nmover_interval = \"50ms\"\nrequeue_delay = \"200ms\"\n\
              claim_idle = \"2s\"\nshutdown_grace = \"10s\"\n{queue}\n\n{tables}\n",
@@ -215,10 +221,12 @@ impl World {
     /// Runs the engine binary `bin` (a test's `env!("CARGO_BIN_EXE_engine-under-test")`) as a
     /// child process with `config_toml`.
     pub fn engine_process(&self, bin: &str, config_toml: &str) -> EngineProcess {
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
-            "hikyaku-test-engine-{}-{}.toml",
+            "hikyaku-test-engine-{}-{}-{}.toml",
             std::process::id(),
-            self.redis.port
+            self.redis.port,
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&path, config_toml).expect("write config");
         let child = Command::new(bin)
