@@ -21,6 +21,7 @@
 //!   [`suppression_feed`]: every suppression published to the engines' last check.
 //! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings;
 //!   [`metrics`]: `/metrics`.
+//! - [`partitions`]: day partitions of `delivery_events`, created ahead, dropped by the purge.
 //! - Migrations: `api/migrations`.
 
 pub mod address;
@@ -35,6 +36,7 @@ pub mod json;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod partitions;
 pub mod recorder;
 pub mod routes;
 pub mod server;

@@ -144,7 +144,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
              $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[]) \
              AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
            JOIN campaigns k ON k.id = u.c \
-           ON CONFLICT (campaign_id, seq, attempt) DO NOTHING \
+           ON CONFLICT (campaign_id, seq, attempt, at) DO NOTHING \
            RETURNING campaign_id, tenant_id, status, site, reason, rcpt \
          ), counted AS ( \
            INSERT INTO campaign_counters (campaign_id, status, site, n) \

@@ -61,6 +61,13 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
         .connect(&config.database_url)
         .await?;
     sqlx::migrate!("./migrations").run(&db).await?;
+    let today = chrono::Utc::now().date_naive();
+    crate::partitions::ensure(
+        &db,
+        today.pred_opt().unwrap_or(today),
+        crate::partitions::AHEAD_DAYS + 2,
+    )
+    .await?;
     let client = redis::Client::open(config.redis_url.as_str())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
     let layout = hikyaku_queue_schema::meta::record_or_read(&mut redis, config.shards).await?;
@@ -153,6 +160,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let expander = tokio::spawn(expansion::run(state.clone(), stop_rx.clone()));
     let recorders = recorder::spawn(state.clone(), client, stop_rx.clone());
+    let partitions = tokio::spawn(crate::partitions::maintain(
+        state.db.clone(),
+        stop_rx.clone(),
+    ));
     let inbound = match (config.inbound_listen, &state.bounce_domain) {
         (Some(addr), Some(domain)) => {
             let l = TcpListener::bind(addr).await?;
@@ -185,5 +196,6 @@ pub async fn run(
     for r in recorders {
         let _ = r.await;
     }
+    let _ = partitions.await;
     Ok(())
 }

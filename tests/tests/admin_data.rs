@@ -139,10 +139,55 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
     let (code, _, _) = cli.run(&["apikey", "revoke", &prefix]);
     assert_eq!(code, 3, "already revoked");
 
-    // Purge: only events older than the retention go; short retentions are refused.
+    // Purge: only events older than the retention go; short retentions are refused. The
+    // deliveries of 40 and 35 days ago have day partitions (made here as the API makes the
+    // coming days'), which the purge drops whole; an event of 60 days ago has none and sits in
+    // the default partition, from which it is deleted.
+    let today = chrono::Utc::now().date_naive();
+    let old = |days: u64| {
+        today
+            .checked_sub_days(chrono::Days::new(days))
+            .expect("date")
+    };
+    hikyaku_api::partitions::ensure(&api.state.db, old(40), 1)
+        .await
+        .expect("partition");
+    hikyaku_api::partitions::ensure(&api.state.db, old(35), 1)
+        .await
+        .expect("partition");
+    let partition_exists = |days: u64| {
+        let name = hikyaku_api::partitions::name(old(days));
+        let db = api.state.db.clone();
+        async move {
+            let (e,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+                .bind(name)
+                .fetch_one(&db)
+                .await
+                .expect("regclass");
+            e
+        }
+    };
+    assert!(partition_exists(40).await && partition_exists(35).await);
+    assert!(partition_exists(0).await, "today's partition made at start");
+    assert!(
+        {
+            let ahead = hikyaku_api::partitions::name(
+                today
+                    .checked_add_days(chrono::Days::new(hikyaku_api::partitions::AHEAD_DAYS))
+                    .expect("date"),
+            );
+            let (e,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+                .bind(ahead)
+                .fetch_one(&api.state.db)
+                .await
+                .expect("regclass");
+            e
+        },
+        "a week of partitions ready ahead"
+    );
     let l = api.list_with_csv("email\nx@example.test\n").await;
     let cid = api.create_campaign(l, "hello").await;
-    for (seq, age_days) in [(1, 40), (2, 35), (3, 1)] {
+    for (seq, age_days) in [(1, 40), (2, 35), (3, 1), (4, 60)] {
         for table in ["delivery_events", "deferral_events"] {
             let status = if table == "delivery_events" {
                 ", status"
@@ -173,17 +218,27 @@ async fn suppression_files_tenant_listing_and_the_retention_purge() {
     assert_eq!(code, 2, "{err}");
     let dry = cli.json(&["purge", "--older-than", "30d", "--dry-run"]);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["tables"][0], serde_json::json!(["delivery_events", 2]));
+    assert_eq!(dry["tables"][0], serde_json::json!(["delivery_events", 3]));
     assert_eq!(
         count(&api, "SELECT count(*) FROM delivery_events").await,
-        3,
+        4,
         "dry run deletes nothing"
     );
+    assert_eq!(
+        count(&api, "SELECT count(*) FROM delivery_events_default").await,
+        1,
+        "the event of a day without a partition sits in the default partition"
+    );
     let done = cli.json(&["purge", "--older-than", "30d"]);
-    assert_eq!(done["tables"][0], serde_json::json!(["delivery_events", 2]));
-    assert_eq!(done["tables"][1], serde_json::json!(["deferral_events", 2]));
+    assert_eq!(done["tables"][0], serde_json::json!(["delivery_events", 3]));
+    assert_eq!(done["tables"][1], serde_json::json!(["deferral_events", 3]));
     assert_eq!(count(&api, "SELECT count(*) FROM delivery_events").await, 1);
     assert_eq!(count(&api, "SELECT count(*) FROM deferral_events").await, 1);
+    assert!(
+        !partition_exists(40).await && !partition_exists(35).await,
+        "whole days past the retention are dropped as partitions"
+    );
+    assert!(partition_exists(0).await, "today's partition stays");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

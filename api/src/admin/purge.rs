@@ -1,7 +1,9 @@
 //! Retention: `purge --older-than` deletes recorded events (deliveries, deferrals, reports
 //! after delivery, opens and clicks) older than the cut, in batches so the record stays
-//! writable meanwhile. Campaign counters and audit events are kept. (Day partitions, dropped
-//! whole, replace this for the events table when volume asks.)
+//! writable meanwhile. Campaign counters and audit events are kept. `delivery_events`, the
+//! big one, is partitioned by day: the partitions of whole days before the cut are dropped
+//! (counted first), and only the rest — the day the cut falls in, the default partition — is
+//! deleted row by row.
 
 use chrono::{DateTime, Utc};
 
@@ -95,9 +97,24 @@ pub async fn purge(ctx: &Ctx, age: chrono::Duration, dry_run: bool) -> Result<Pu
     let mut tables = Vec::new();
     for (t, _) in counts {
         let mut deleted = 0u64;
+        if t == crate::partitions::PARENT {
+            for part in crate::partitions::droppable(&ctx.db, before).await? {
+                let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {part}"))
+                    .fetch_one(&ctx.db)
+                    .await?;
+                sqlx::query(&format!("DROP TABLE {part}"))
+                    .execute(&ctx.db)
+                    .await?;
+                tracing::info!(partition = %part, rows = n, "day partition dropped");
+                deleted += n.max(0) as u64;
+                pb.inc(n.max(0) as u64);
+            }
+        }
         loop {
+            // (tableoid, ctid) names a row: a ctid alone repeats across partitions.
             let done = sqlx::query(&format!(
-                "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE at < $1 LIMIT {BATCH})"
+                "DELETE FROM {t} WHERE (tableoid, ctid) IN \
+                 (SELECT tableoid, ctid FROM {t} WHERE at < $1 LIMIT {BATCH})"
             ))
             .bind(before)
             .execute(&ctx.db)
