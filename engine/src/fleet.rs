@@ -231,16 +231,14 @@ impl FleetLimits {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives a slot back (in the background: the connection is closing).
-    pub fn release_slot(&self, member: String) {
+    /// Gives a slot back, before the connection counts as closed (so the next connection of
+    /// this node is not refused by the slot it is replacing).
+    pub async fn release_slot(&self, member: String) {
         self.held().retain(|m| *m != member);
         let mut con = self.deps.con.clone();
-        let site = self.site.clone();
-        tokio::spawn(async move {
-            if let Err(e) = scripts::release_slot(&mut con, &site, &member).await {
-                tracing::debug!(%site, error = %e, "giving a connection slot back failed; it lapses");
-            }
-        });
+        if let Err(e) = scripts::release_slot(&mut con, &self.site, &member).await {
+            tracing::debug!(site = %self.site, error = %e, "giving a connection slot back failed; it lapses");
+        }
     }
 
     /// Renews the slots this node holds (the control loop, every second) and learns whether
@@ -249,7 +247,7 @@ impl FleetLimits {
         let members = self.held().clone();
         let mut con = self.deps.con.clone();
         let ttl = self.deps.slot_ttl.as_millis() as u64;
-        let (_, waiting) =
+        let (_, waiting, _) =
             scripts::renew_slots(&mut con, &self.site, &self.deps.node, &members, ttl).await?;
         self.contended.store(waiting > 0, Ordering::Relaxed);
         Ok(())

@@ -12,7 +12,10 @@
 //! reclaimed within `node_ttl + 1 s + claim_idle + claim_idle / 3`.
 //!
 //! The lowest-named live node also tidies up after dead ones: once a dead node holds no pending
-//! entry on any shard, its consumers are deleted from the groups and it leaves `hk:nodes`.
+//! entry on any shard it leaves `hk:nodes` (unless its heartbeat came back meanwhile). Its
+//! consumer names stay in the groups: deleting a consumer drops its pending entries, and a node
+//! that only looked dead (a stall, a restart under the same name) could have read new ones
+//! between the check and the delete — those jobs would be lost. An idle consumer costs nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -92,6 +95,8 @@ pub struct ReaderParts {
 pub struct Readers {
     parts: ReaderParts,
     running: BTreeMap<u16, (watch::Sender<bool>, JoinHandle<()>)>,
+    /// Shards whose own pending entries were replayed already.
+    replayed: BTreeSet<u16>,
 }
 
 impl Readers {
@@ -100,6 +105,7 @@ impl Readers {
         Readers {
             parts,
             running: BTreeMap::new(),
+            replayed: BTreeSet::new(),
         }
     }
 
@@ -116,12 +122,18 @@ impl Readers {
             .filter(|s| !wanted.contains(s))
             .copied()
             .collect();
+        // Every stop first, then the waits together: each reader may sit in a blocking read
+        // for `queue.block`, and the next heartbeat waits for this.
+        let mut stopping = Vec::new();
         for shard in gone {
             if let Some((stop, task)) = self.running.remove(&shard) {
                 let _ = stop.send(true);
-                let _ = task.await;
-                tracing::info!(shard, "shard handed over to another node");
+                stopping.push((shard, task));
             }
+        }
+        for (shard, task) in stopping {
+            let _ = task.await;
+            tracing::info!(shard, "shard handed over to another node");
         }
         for &shard in wanted {
             if self.running.contains_key(&shard) {
@@ -137,6 +149,9 @@ impl Readers {
                 )
                 .await?;
             let consumer = ShardConsumer {
+                // Own pending entries are replayed once per process: a shard read again later
+                // holds entries this node is still working on (and finishing).
+                replay_own: self.replayed.insert(shard),
                 shard,
                 node_id: self.parts.node_id.clone(),
                 con,
@@ -207,7 +222,7 @@ async fn beat(
     Ok(())
 }
 
-/// Removes a dead node from the groups and the membership once it holds no pending entry.
+/// Removes a dead node from the membership once it holds no pending entry.
 async fn forget_if_done(
     con: &mut MultiplexedConnection,
     node: &str,
@@ -228,17 +243,9 @@ async fn forget_if_done(
             return Ok(());
         }
     }
-    for shard in 0..shards {
-        let _: i64 = redis::cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(Keys::ready(shard))
-            .arg(ENGINE_GROUP)
-            .arg(node)
-            .query_async(con)
-            .await?;
+    if scripts::forget_node(con, node).await? {
+        tracing::info!(node, "dead node's work all reclaimed; node forgotten");
     }
-    scripts::forget_node(con, node).await?;
-    tracing::info!(node, "dead node's work all reclaimed; node forgotten");
     Ok(())
 }
 

@@ -42,13 +42,21 @@ pub struct ShardConsumer {
     pub queue: QueueConfig,
     /// Counters.
     pub metrics: Metrics,
+    /// Replay this node's own pending entries first (the first time this process reads the
+    /// shard).
+    pub replay_own: bool,
 }
 
 impl ShardConsumer {
     /// Runs until `stop` turns true; then returns without reading further.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let key = Keys::ready(self.shard);
-        if let Err(e) = self.replay_own_pending(&key, &mut stop).await {
+        let replayed = if self.replay_own {
+            self.replay_own_pending(&key, &mut stop).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = replayed {
             tracing::warn!(shard = self.shard, error = %e, "replaying own pending entries failed");
         }
         let claim_every = self.queue.claim_idle.0 / 3;

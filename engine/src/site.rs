@@ -511,6 +511,16 @@ impl Site {
             .min(MAX_RETURN_DELAY)
     }
 
+    /// The site's rate for the whole fleet: the operator's override or the policy's, without
+    /// this node's adaptive cut (`None` = unlimited).
+    fn fleet_rate(&self) -> Option<f64> {
+        self.operator_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(self.policy.rate)
+            .0
+    }
+
     /// Messages per second in force (`None` = unlimited).
     fn rate(&self) -> Option<f64> {
         self.current_rate
@@ -617,9 +627,11 @@ impl Site {
             .clamp(1, WINDOW as u32)
             .min(backlog)
             .min(batch);
-        if let Some(f) = &self.fleet {
-            // The fleet's share first; the local limiter then spaces what was leased.
-            want = f.take(want, rate, backlog).await;
+        if let (Some(f), Some(fleet_rate)) = (&self.fleet, self.fleet_rate()) {
+            // The fleet's share first, at the fleet's rate (this node's adaptive cut is its
+            // own: leasing at the cut rate would take a larger share of the fleet's schedule
+            // per message); the local limiter then spaces what was leased, cut included.
+            want = f.take(want, fleet_rate, backlog).await;
         }
         let mut n = NonZeroU32::new(want).unwrap_or(NonZeroU32::MIN);
         let mut waited = false;
@@ -970,7 +982,7 @@ impl Site {
         }
         self.metrics.connections.decrement(1.0);
         if let (Some(f), Some(member)) = (&self.fleet, slot) {
-            f.release_slot(member);
+            f.release_slot(member).await;
         }
         self.open.fetch_sub(1, Ordering::AcqRel);
         // A job may have arrived between our last look and the decrement.

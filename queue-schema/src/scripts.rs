@@ -26,6 +26,8 @@ pub const LEASE_LUA: &str = include_str!("../lua/lease.lua");
 pub const SLOT_LUA: &str = include_str!("../lua/slot.lua");
 /// Source of `lua/renew_slots.lua`.
 pub const RENEW_SLOTS_LUA: &str = include_str!("../lua/renew_slots.lua");
+/// Source of `lua/forget.lua`.
+pub const FORGET_LUA: &str = include_str!("../lua/forget.lua");
 /// Source of `lua/heartbeat.lua`.
 pub const HEARTBEAT_LUA: &str = include_str!("../lua/heartbeat.lua");
 
@@ -37,6 +39,7 @@ static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
 static SLOT: LazyLock<Script> = LazyLock::new(|| Script::new(SLOT_LUA));
 static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SLOTS_LUA));
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT_LUA));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LUA));
 
 /// A job that reached an end state: its ready-stream entry id and its encoded event.
 #[derive(Debug, Clone)]
@@ -202,14 +205,15 @@ pub async fn take_slot<C: ConnectionLike>(
 }
 
 /// Extends the slots `members` of `site` that `node` still holds by `ttl_ms`. Returns how
-/// many were extended and how many other nodes are waiting for a slot of the site.
+/// many were extended, how many other nodes are waiting for a slot of the site, and how many
+/// nodes hold or want slots of it (`node` included).
 pub async fn renew_slots<C: ConnectionLike>(
     con: &mut C,
     site: &str,
     node: &str,
     members: &[String],
     ttl_ms: u64,
-) -> redis::RedisResult<(usize, usize)> {
+) -> redis::RedisResult<(usize, usize, usize)> {
     let mut inv = RENEW_SLOTS.prepare_invoke();
     inv.key(Keys::site_conns(site))
         .key(Keys::site_conn_wanted(site))
@@ -291,11 +295,13 @@ pub async fn heartbeat<C: ConnectionLike>(
     Ok(Members { now_ms, nodes })
 }
 
-/// Removes a dead node from the membership (once its work has been taken over).
-pub async fn forget_node<C: ConnectionLike>(con: &mut C, node: &str) -> redis::RedisResult<()> {
-    redis::cmd("ZREM")
-        .arg(Keys::nodes())
+/// Removes a dead node from the membership (once its work has been taken over), unless its
+/// heartbeat came back meanwhile. Returns whether it was removed.
+pub async fn forget_node<C: ConnectionLike>(con: &mut C, node: &str) -> redis::RedisResult<bool> {
+    let removed: i64 = FORGET
+        .key(Keys::nodes())
         .arg(node)
-        .query_async(con)
-        .await
+        .invoke_async(con)
+        .await?;
+    Ok(removed == 1)
 }

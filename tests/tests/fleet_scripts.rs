@@ -97,7 +97,7 @@ async fn connection_slots_hold_the_cap_and_lapse_without_renewal() {
     let renewed = scripts::renew_slots(&mut con, "g", "c", &["c/0".into(), "b/0".into()], 60_000)
         .await
         .expect("renew");
-    assert_eq!(renewed, (1, 0));
+    assert_eq!(renewed, (1, 0, 2), "c and d hold slots, nobody waits");
 }
 
 #[tokio::test]
@@ -123,14 +123,19 @@ async fn a_node_that_took_every_slot_gives_them_up_to_a_node_that_wants_some() {
         .await
         .expect("slot"));
     // a learns at its next renewal that another node waits (so it closes idle connections).
-    let (_, waiting) = scripts::renew_slots(&mut con, "g", "a", &["a/1".into()], 60_000)
-        .await
-        .expect("renew");
-    assert_eq!(waiting, 1);
+    let (_, waiting, interested) =
+        scripts::renew_slots(&mut con, "g", "a", &["a/1".into()], 60_000)
+            .await
+            .expect("renew");
+    assert_eq!(
+        (waiting, interested),
+        (1, 2),
+        "b waits; a's fair share is 4 / 2"
+    );
     assert!(scripts::take_slot(&mut con, "g", "b", "b/1", 4, 60_000)
         .await
         .expect("slot"));
-    let (_, waiting) = scripts::renew_slots(&mut con, "g", "a", &["a/1".into()], 60_000)
+    let (_, waiting, _) = scripts::renew_slots(&mut con, "g", "a", &["a/1".into()], 60_000)
         .await
         .expect("renew");
     assert_eq!(waiting, 0, "b got its slot");
@@ -156,7 +161,11 @@ async fn heartbeats_tell_live_from_dead_and_a_leaving_node_goes_at_once() {
     assert_eq!(m.dead(), ["a"]);
     let m = scripts::heartbeat(&mut con, "b", 0).await.expect("leave");
     assert_eq!(m.live(), ["c"]);
-    scripts::forget_node(&mut con, "a").await.expect("forget");
+    assert!(
+        !scripts::forget_node(&mut con, "c").await.expect("forget"),
+        "a live node is not forgotten"
+    );
+    assert!(scripts::forget_node(&mut con, "a").await.expect("forget"));
     let m = scripts::heartbeat(&mut con, "c", 10_000)
         .await
         .expect("beat");

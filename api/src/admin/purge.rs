@@ -113,7 +113,7 @@ pub async fn purge(ctx: &Ctx, age: chrono::Duration, dry_run: bool) -> Result<Pu
         loop {
             // (tableoid, ctid) names a row: a ctid alone repeats across partitions.
             let done = sqlx::query(&format!(
-                "DELETE FROM {t} WHERE (tableoid, ctid) IN \
+                "DELETE FROM {t} WHERE at < $1 AND (tableoid, ctid) IN \
                  (SELECT tableoid, ctid FROM {t} WHERE at < $1 LIMIT {BATCH})"
             ))
             .bind(before)
