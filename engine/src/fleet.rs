@@ -22,6 +22,7 @@ use hikyaku_queue_schema::scripts;
 use redis::aio::MultiplexedConnection;
 
 use crate::clock;
+use crate::meter::Meter;
 
 /// How long leased tokens stay usable.
 pub const LEASE_VALID: Duration = Duration::from_millis(50);
@@ -65,10 +66,8 @@ pub struct FleetLimits {
     contended: AtomicBool,
     /// The last slot request was refused.
     refused: AtomicBool,
-    /// Tokens this node leased, ever.
-    leased: AtomicU64,
-    /// (ms, `leased` then, this node's smoothed share in msg/s) for [`FleetLimits::node_rate`].
-    share: Mutex<(u64, u64, f64)>,
+    /// Tokens this node leases per second, smoothed ([`FleetLimits::node_rate`]).
+    leased: Meter,
 }
 
 /// The lease request for a site at `rate` msg/s: `(interval µs, burst tokens, tokens to ask)`
@@ -98,8 +97,7 @@ impl FleetLimits {
             refused_until_ms: AtomicU64::new(0),
             contended: AtomicBool::new(false),
             refused: AtomicBool::new(false),
-            leased: AtomicU64::new(0),
-            share: Mutex::new((clock::now_ms(), 0, 0.0)),
+            leased: Meter::new(clock::now_ms(), 0.5),
         }
     }
 
@@ -124,8 +122,7 @@ impl FleetLimits {
                     pool.tokens = l.granted - n;
                     pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
                     crate::metrics::Metrics.lease(&self.site, l.granted);
-                    self.leased
-                        .fetch_add(u64::from(l.granted), Ordering::Relaxed);
+                    self.leased.add(u64::from(l.granted));
                     return n;
                 }
                 Ok(l) => {
@@ -145,23 +142,13 @@ impl FleetLimits {
     /// The rate this node actually gets of a site whose fleet rate is `fleet_rate`: what it
     /// leased over the last second or so (smoothed), at least an even share (the fleet rate
     /// over the live nodes, also the answer until it has leased anything) and at most all of
-    /// it. A node refusing jobs (its queue is full)
-    /// paces their return at this rate: at the fleet rate, three busy nodes would each promise
+    /// it. A node refusing jobs (its queue is full) paces their return at this rate: at the fleet rate, three busy nodes would each promise
     /// returns three times faster than they can send, and the refused jobs would drift ever
     /// further into the future while the queues ran dry.
     pub fn node_rate(&self, fleet_rate: f64) -> f64 {
-        let now = clock::now_ms();
-        let total = self.leased.load(Ordering::Relaxed);
-        let mut s = self.share.lock().unwrap_or_else(|p| p.into_inner());
-        let dt = now.saturating_sub(s.0);
-        if dt >= 1000 {
-            let r = total.saturating_sub(s.1) as f64 * 1000.0 / dt as f64;
-            s.2 = if s.2 == 0.0 { r } else { 0.5 * s.2 + 0.5 * r };
-            s.0 = now;
-            s.1 = total;
-        }
+        let share = self.leased.update(clock::now_ms());
         let even = fleet_rate / self.deps.live_nodes.load(Ordering::Relaxed).max(1) as f64;
-        s.2.clamp(even, fleet_rate)
+        share.clamp(even, fleet_rate)
     }
 
     /// Takes one leased token if one is ready now (never calls Redis).

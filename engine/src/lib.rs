@@ -27,7 +27,7 @@
 //! - [`control`]: operator pause / rate override, queue gauges and the site state each node
 //!   publishes; [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel
 //!   from the API; [`metrics`]: `/metrics`.
-//! - [`clock`]: the one clock; [`retry`]: the backoff schedule; [`work`]: a job in hand.
+//! - [`clock`]: the one clock; [`meter`]: smoothed per-second rates; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
 pub mod adaptive;
@@ -47,6 +47,7 @@ pub mod flusher;
 pub mod inflight;
 pub mod jis;
 pub mod membership;
+pub mod meter;
 pub mod metrics;
 pub mod mover;
 pub mod mx;

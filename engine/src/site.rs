@@ -22,6 +22,7 @@ use crate::clock;
 use crate::connect::{Connector, Session, Target};
 use crate::fleet::FleetLimits;
 use crate::jis::Charset;
+use crate::meter::Meter;
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
 use crate::render::{Campaign, DateLine, Framing, Renderer};
@@ -115,10 +116,8 @@ pub struct Site {
     operator_rate: Mutex<Option<Rate>>,
     /// Reply rules and the rate cap / suspension they set.
     adaptive: Adaptive,
-    /// Messages the site accepted, for the observed rate.
-    accepted: AtomicU64,
-    /// (ms, attempts) at the last tick and the rate observed since, msg/s.
-    observed: Mutex<(u64, u64, f64)>,
+    /// Messages the site accepted per second, smoothed (adaptive cuts start from it).
+    accepted: Meter,
     /// The current suspension came from a block rule (operator attention needed).
     blocked: AtomicBool,
     /// Shutting down: take no new jobs, start no new messages.
@@ -162,8 +161,8 @@ impl Site {
                 policy.recover_interval,
                 policy.recover_step,
             ),
-            accepted: AtomicU64::new(0),
-            observed: Mutex::new((clock::now_ms(), 0, 0.0)),
+            // Smoothed, so one idle second does not hide the rate a cut should start from.
+            accepted: Meter::new(clock::now_ms(), 0.7),
             draining: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
             fleet: deps
@@ -200,17 +199,7 @@ impl Site {
     /// Once a second: the observed rate, and a recovery step when one is due.
     fn tick(&self) {
         let now = clock::now_ms();
-        let total = self.accepted.load(Ordering::Relaxed);
-        {
-            let mut o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
-            let dt = now.saturating_sub(o.0);
-            if dt >= 1000 {
-                let r = (total - o.1) as f64 * 1000.0 / dt as f64;
-                // Smoothed, so one idle second does not hide the rate a cut should start from.
-                o.2 = if o.2 == 0.0 { r } else { 0.7 * o.2 + 0.3 * r };
-                *o = (now, total, o.2);
-            }
-        }
+        self.accepted.update(now);
         if let Some(change) = self.adaptive.tick(now) {
             self.apply_change(change, "");
         }
@@ -228,7 +217,7 @@ impl Site {
         }
         let reply = match attempt {
             Attempt::Reply(r) if r.is_positive() => {
-                self.accepted.fetch_add(1, Ordering::Relaxed);
+                self.accepted.add(1);
                 return;
             }
             Attempt::Reply(r) | Attempt::SessionRefused(r) => r,
@@ -247,11 +236,7 @@ impl Site {
     /// over less than a second: providers cap messages per second, and a burst that filled
     /// the second in 100 ms is 100 msg/s, not 1,000.
     fn accepting_rate(&self) -> f64 {
-        let total = self.accepted.load(Ordering::Relaxed);
-        let o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
-        let dt = clock::now_ms().saturating_sub(o.0).max(1000);
-        let recent = total.saturating_sub(o.1) as f64 * 1000.0 / dt as f64;
-        o.2.max(recent)
+        self.accepted.recent(clock::now_ms())
     }
 
     /// Applies an adaptive change: limiter, queue, metric, log line, event.

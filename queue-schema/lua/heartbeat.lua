@@ -3,8 +3,8 @@
 -- ARGV[1] = node id, ARGV[2] = time to live in ms; ARGV[2] = 0 leaves (graceful stop).
 -- Returns {now_ms, node, expiry, node, expiry, ...} for every member, dead ones included:
 -- whoever sees a dead node first cleans up after it, then removes it.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Runs prefixed with fleet_lib.lua (now_ms, slot_nodes).
+local now = now_ms()
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])

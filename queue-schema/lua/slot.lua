@@ -7,8 +7,8 @@
 -- closing connection at a time, when others arrive. Slots of a node that stopped renewing
 -- (it died) expire by themselves. Time is the Redis server's.
 -- Returns 1 when the member holds a slot now, 0 when refused.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Runs prefixed with fleet_lib.lua (now_ms, slot_nodes).
+local now = now_ms()
 local ttl = tonumber(ARGV[3])
 local cap = tonumber(ARGV[2])
 local node = ARGV[4]
@@ -18,18 +18,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
   return 1
 end
-local held = redis.call('ZRANGE', KEYS[1], 0, -1)
-local nodes, mine, count = {}, 0, 0
-nodes[node] = true
-count = 1
-for _, m in ipairs(held) do
-  local owner = string.match(m, '^(.*)/[^/]*$') or m
-  if owner == node then mine = mine + 1 end
-  if not nodes[owner] then nodes[owner] = true; count = count + 1 end
-end
-for _, w in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if not nodes[w] then nodes[w] = true; count = count + 1 end
-end
+local held, mine, count = slot_nodes(KEYS[1], KEYS[2], node)
 local fair = math.max(1, math.ceil(cap / count))
 if #held >= cap or (count > 1 and mine >= fair) then
   redis.call('ZADD', KEYS[2], now + 2000, node)

@@ -22,6 +22,9 @@ pub const ENQUEUE_LUA: &str = include_str!("../lua/enqueue.lua");
 pub const MOVE_DUE_LUA: &str = include_str!("../lua/move_due.lua");
 /// Source of `lua/lease.lua`.
 pub const LEASE_LUA: &str = include_str!("../lua/lease.lua");
+/// Source of `lua/fleet_lib.lua`: helpers the fleet scripts (slot, renew_slots, heartbeat,
+/// forget) are prefixed with.
+pub const FLEET_LIB_LUA: &str = include_str!("../lua/fleet_lib.lua");
 /// Source of `lua/slot.lua`.
 pub const SLOT_LUA: &str = include_str!("../lua/slot.lua");
 /// Source of `lua/renew_slots.lua`.
@@ -36,10 +39,15 @@ static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(DEFER_LUA));
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_LUA));
 static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| Script::new(MOVE_DUE_LUA));
 static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
-static SLOT: LazyLock<Script> = LazyLock::new(|| Script::new(SLOT_LUA));
-static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SLOTS_LUA));
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT_LUA));
-static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LUA));
+static SLOT: LazyLock<Script> = LazyLock::new(|| fleet_script(SLOT_LUA));
+static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| fleet_script(RENEW_SLOTS_LUA));
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| fleet_script(HEARTBEAT_LUA));
+static FORGET: LazyLock<Script> = LazyLock::new(|| fleet_script(FORGET_LUA));
+
+/// A fleet script: its source prefixed with [`FLEET_LIB_LUA`].
+fn fleet_script(body: &str) -> Script {
+    Script::new(&[FLEET_LIB_LUA, body].concat())
+}
 
 /// A job that reached an end state: its ready-stream entry id and its encoded event.
 #[derive(Debug, Clone)]
@@ -248,25 +256,26 @@ pub struct Members {
 }
 
 impl Members {
-    /// Nodes whose heartbeat has not run out, sorted.
-    pub fn live(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
+    /// (live, dead): nodes whose heartbeat has not run out, and those whose has.
+    fn split(&self) -> (Vec<String>, Vec<String>) {
+        let (live, dead): (Vec<_>, Vec<_>) = self
             .nodes
             .iter()
-            .filter(|(_, until)| *until > self.now_ms)
-            .map(|(n, _)| n.clone())
-            .collect();
+            .partition(|(_, until)| *until > self.now_ms);
+        let names = |v: Vec<&(String, u64)>| v.into_iter().map(|(n, _)| n.clone()).collect();
+        (names(live), names(dead))
+    }
+
+    /// Nodes whose heartbeat has not run out, sorted.
+    pub fn live(&self) -> Vec<String> {
+        let mut v = self.split().0;
         v.sort();
         v
     }
 
     /// Nodes whose heartbeat ran out.
     pub fn dead(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|(_, until)| *until <= self.now_ms)
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.split().1
     }
 }
 
