@@ -12,7 +12,8 @@ pub struct ApiConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/hikyaku"
     )]
     pub database_url: String,
-    /// Redis URL of the queues.
+    /// Redis URL of the queues: `redis://host:port` for one server, or
+    /// `redis+cluster://host:port,host:port,…` (seed nodes) for a Redis Cluster.
     #[arg(
         long,
         env = "HIKYAKU_REDIS_URL",

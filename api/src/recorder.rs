@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hikyaku_queue_schema::keys::{EVENT_FIELD, RECORDER_GROUP};
 use hikyaku_queue_schema::{Event, Keys};
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::{Redis, RedisClient};
 use redis::streams::StreamReadReply;
 
 use crate::error::ApiError;
@@ -209,7 +209,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
 }
 
 async fn read(
-    con: &mut MultiplexedConnection,
+    con: &mut Redis,
     key: &str,
     from: &str,
     block: bool,
@@ -239,7 +239,7 @@ async fn read(
 /// Records one shard's events until `shutdown`.
 async fn shard_loop(
     state: AppState,
-    client: redis::Client,
+    client: RedisClient,
     shard: u16,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -247,11 +247,7 @@ async fn shard_loop(
     let mut from = "0".to_owned(); // first our own pending entries, then new ones
     let mut backoff = Duration::from_millis(100);
     let mut con = loop {
-        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
+        match client.connect_blocking().await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(shard, error = %e, "recorder cannot reach Redis; retrying");
@@ -346,7 +342,7 @@ async fn shard_loop(
 /// Spawns one recorder task per shard.
 pub fn spawn(
     state: AppState,
-    client: redis::Client,
+    client: RedisClient,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..state.shards)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use hikyaku_queue_schema::RedisClient;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
@@ -54,7 +55,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Connects, migrates, and builds the shared state.
-pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), StartError> {
+pub async fn connect(config: &ApiConfig) -> Result<(AppState, RedisClient), StartError> {
     let db = PgPoolOptions::new()
         .max_connections(config.db_pool)
         .acquire_timeout(Duration::from_secs(5))
@@ -68,8 +69,8 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, redis::Client), St
         crate::partitions::AHEAD_DAYS + 2,
     )
     .await?;
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    let client = RedisClient::open(config.redis_url.as_str())?;
+    let mut redis = client.connect().await?;
     let layout = hikyaku_queue_schema::meta::record_or_read(&mut redis, config.shards).await?;
     let token_secret = token_secret(config, &db).await?;
     if let Some(m) = &config.unsubscribe_mailbox {

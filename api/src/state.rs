@@ -1,6 +1,6 @@
 //! What every handler shares.
 
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use sqlx::PgPool;
 
 /// Shared state: the record, the queues, and settings handlers need.
@@ -8,8 +8,8 @@ use sqlx::PgPool;
 pub struct AppState {
     /// PostgreSQL pool.
     pub db: PgPool,
-    /// Redis (queues); multiplexed, cheap to clone.
-    pub redis: MultiplexedConnection,
+    /// Redis (queues): one server or a cluster, reconnecting by itself; cheap to clone.
+    pub redis: Redis,
     /// Shard count of the queues (from `hk:meta`).
     pub shards: u16,
     /// Key of the unsubscribe tokens.

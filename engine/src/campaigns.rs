@@ -8,7 +8,7 @@ use std::sync::RwLock;
 
 use hikyaku_queue_schema::keys::STATE_FIELD;
 use hikyaku_queue_schema::Keys;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 
 /// What the engine does with a campaign's jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl CampaignStates {
     }
 
     /// Reads every known campaign's state from Redis.
-    pub async fn refresh(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    pub async fn refresh(&self, con: &mut Redis) -> redis::RedisResult<()> {
         let ids: Vec<u64> = self
             .states
             .read()

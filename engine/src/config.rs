@@ -61,7 +61,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Redis URL of the queues. Overridden by `HIKYAKU_REDIS_URL`.
+    /// Redis URL of the queues: `redis://host:port` for one server, or
+    /// `redis+cluster://host:port,host:port,…` (seed nodes) for a Redis Cluster. Overridden by
+    /// `HIKYAKU_REDIS_URL`.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
     /// Number of shards (ready stream + retry set each). Must match every writer; recorded in

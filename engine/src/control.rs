@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::Keys;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use tokio::sync::watch;
 
 use crate::campaigns::CampaignStates;
@@ -37,11 +37,7 @@ pub struct Control {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(
-    mut con: MultiplexedConnection,
-    control: Control,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<bool>) {
     let Control {
         sites,
         campaigns,
@@ -87,7 +83,7 @@ pub async fn run(
 
 /// Writes this node's view of every site to `hk:node:<node>:sites`, expiring shortly.
 pub async fn publish(
-    con: &mut MultiplexedConnection,
+    con: &mut Redis,
     sites: &BTreeMap<String, Arc<Site>>,
     node_id: &str,
 ) -> redis::RedisResult<()> {
@@ -119,7 +115,7 @@ fn next_reply<T: redis::FromRedisValue + Default>(
 
 /// One reading of every site's control hash and every shard's depths.
 pub async fn poll(
-    con: &mut MultiplexedConnection,
+    con: &mut Redis,
     sites: &BTreeMap<String, Arc<Site>>,
     shards: u16,
     inflight: &InFlight,

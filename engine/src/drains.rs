@@ -10,7 +10,7 @@ use std::sync::RwLock;
 
 use hikyaku_queue_schema::drain::{Rule, Scope};
 use hikyaku_queue_schema::Keys;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 
 /// The drain orders in force, by site and by campaign (looked up without allocating).
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ pub struct Drains {
 
 impl Drains {
     /// Re-reads `hk:drain`.
-    pub async fn refresh(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    pub async fn refresh(&self, con: &mut Redis) -> redis::RedisResult<()> {
         let raw: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(Keys::drains())
             .query_async(con)

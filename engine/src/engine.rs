@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::{Keys, ENGINE_GROUP, SCHEMA_VERSION};
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use hikyaku_queue_schema::{Redis, RedisClient};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -63,13 +62,8 @@ pub async fn run(
         .validate()
         .map_err(|e| EngineError::Config(e.to_string()))?;
     let handle = metrics::install();
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let shared = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(30)));
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&shared)
-        .await?;
+    let client = RedisClient::open(config.redis_url.as_str())?;
+    let mut con = client.connect().await?;
     prepare(&mut con, &config).await?;
 
     let q = config.queue.clone();
@@ -271,10 +265,7 @@ pub async fn run(
 }
 
 /// Checks or records the queue layout in `hk:meta` and creates the consumer groups.
-async fn prepare(
-    con: &mut MultiplexedConnection,
-    config: &EngineConfig,
-) -> Result<(), EngineError> {
+async fn prepare(con: &mut Redis, config: &EngineConfig) -> Result<(), EngineError> {
     let layout = hikyaku_queue_schema::meta::record_or_read(con, config.shards).await?;
     if layout.schema != SCHEMA_VERSION {
         return Err(EngineError::Schema(format!(

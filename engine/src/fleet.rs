@@ -1,13 +1,15 @@
 //! A site's limits for the whole fleet: messages per second through a GCRA limiter in Redis
 //! that every engine node leases tokens from, and connection slots counted in Redis.
 //!
-//! Rate: a connection asks the site's local token pool first; when it is empty, one caller at
-//! a time (the others wait on the pool's lock) leases a batch from `hk:site:<site>:tat`
+//! Rate: a connection asks the site's local token pool first; when it holds too few, one caller
+//! at a time (the others wait on the leasing lock) leases batches from `hk:site:<site>:tat`
 //! ([`scripts::lease`]), sized to local demand and at most `lease` worth of the rate, so Redis
-//! sees one call per batch, not per message. Leased tokens not used within [`LEASE_VALID`] are
-//! dropped: a token stands for a time slot of the fleet's schedule, and spending it much later
-//! would let a second carry more than the rate. The site's governor limiter still shapes the
-//! node's own sends within what it leased.
+//! sees one call per batch, not per message. The pool itself sits behind a short lock, so a
+//! pipelining session refilling its window takes leased tokens while another caller is still
+//! gathering its batch. Leased tokens not used within [`LEASE_VALID`] are dropped: a token
+//! stands for a time slot of the fleet's schedule, and spending it much later would let a
+//! second carry more than the rate. The site's governor limiter still shapes the node's own
+//! sends within what it leased.
 //!
 //! Connections: before a connection task opens a session it takes a slot of
 //! `hk:site:{<site>}:conns` ([`scripts::take_slot`]); the slot is renewed every second by the
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hikyaku_queue_schema::scripts;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 
 use crate::clock;
 use crate::meter::Meter;
@@ -33,7 +35,7 @@ pub const SLOT_RETRY: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub struct FleetDeps {
     /// Redis (multiplexed; lease calls are short).
-    pub con: MultiplexedConnection,
+    pub con: Redis,
     /// This node's id (names its connection slots).
     pub node: Arc<str>,
     /// Most of a site's rate one lease takes (e.g. 10 ms worth).
@@ -51,12 +53,26 @@ struct Pool {
     valid_until: tokio::time::Instant,
 }
 
+impl Pool {
+    /// The tokens still usable (none once the lease lapsed).
+    fn live_tokens(&self) -> u32 {
+        if tokio::time::Instant::now() < self.valid_until {
+            self.tokens
+        } else {
+            0
+        }
+    }
+}
+
 /// One site's share of the fleet limits on this node.
 #[derive(Debug)]
 pub struct FleetLimits {
     site: String,
     deps: FleetDeps,
-    pool: tokio::sync::Mutex<Pool>,
+    /// Leased tokens; held only to count them.
+    pool: Mutex<Pool>,
+    /// One caller leases at a time.
+    leasing: tokio::sync::Mutex<()>,
     /// Slot members this node holds for the site.
     slots: Mutex<Vec<String>>,
     next_slot: AtomicU64,
@@ -88,10 +104,11 @@ impl FleetLimits {
         FleetLimits {
             site: site.to_owned(),
             deps,
-            pool: tokio::sync::Mutex::new(Pool {
+            pool: Mutex::new(Pool {
                 tokens: 0,
                 valid_until: tokio::time::Instant::now(),
             }),
+            leasing: tokio::sync::Mutex::new(()),
             slots: Mutex::new(Vec::new()),
             next_slot: AtomicU64::new(0),
             refused_until_ms: AtomicU64::new(0),
@@ -103,40 +120,83 @@ impl FleetLimits {
 
     /// Takes between 1 and `want` send tokens at `rate` msg/s, waiting while the fleet is at
     /// the rate. `demand` (jobs waiting here) sizes the lease.
+    ///
+    /// It gathers `want` before returning (a lease that grants fewer waits for the rest to come
+    /// free, one emission interval each), and returns fewer only rather than let what it holds
+    /// lapse. A pipelining session sends its tokens in one write and then waits a round trip
+    /// for the replies: handed one or two tokens per round trip under contention, a session on
+    /// a long path carried a fraction of the rate however many connections it had.
     pub async fn take(&self, want: u32, rate: f64, demand: u32) -> u32 {
         let want = want.max(1);
-        let mut pool = self.pool.lock().await;
+        if self.take_from_pool(want, want) > 0 {
+            return want;
+        }
+        let _leasing = self.leasing.lock().await;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let now = tokio::time::Instant::now();
-            if pool.tokens > 0 && now < pool.valid_until {
-                let n = pool.tokens.min(want);
-                pool.tokens -= n;
-                return n;
+            if self.take_from_pool(want, want) > 0 {
+                return want;
             }
-            let (interval, burst, ask) = lease_request(rate, self.deps.lease, want, demand);
+            let held = self.pool().live_tokens();
+            let (interval, burst, ask) = lease_request(rate, self.deps.lease, want - held, demand);
             let mut con = self.deps.con.clone();
-            match scripts::lease(&mut con, &self.site, interval, burst, ask).await {
+            let wait = match scripts::lease(&mut con, &self.site, interval, burst, ask).await {
                 Ok(l) if l.granted > 0 => {
-                    let n = l.granted.min(want);
-                    pool.tokens = l.granted - n;
-                    pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
+                    {
+                        let mut pool = self.pool();
+                        if pool.live_tokens() == 0 {
+                            pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
+                        }
+                        pool.tokens = pool.live_tokens() + l.granted;
+                    }
                     crate::metrics::Metrics.lease(&self.site, l.granted);
                     self.leased.add(u64::from(l.granted));
-                    return n;
+                    // The rest comes free one emission interval per token; the limiter keeps
+                    // no more than its burst of unclaimed time, so ask again before more
+                    // than that accrues.
+                    let held = self.pool().live_tokens();
+                    let missing = want.saturating_sub(held).min(burst.max(1));
+                    Duration::from_micros(u64::from(missing) * interval)
                 }
                 Ok(l) => {
                     // The fleet is at the rate: the next token is free in `wait_us`.
-                    let wait = Duration::from_micros(l.wait_us).max(Duration::from_micros(100));
-                    tokio::time::sleep(wait).await;
+                    Duration::from_micros(l.wait_us).max(Duration::from_micros(100))
                 }
                 Err(e) => {
                     tracing::warn!(site = %self.site, error = %e, "leasing send tokens failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                    wait
+                }
+            };
+            // Send what is held rather than let it lapse waiting for more.
+            let lapses = self.pool().valid_until <= tokio::time::Instant::now() + wait;
+            if lapses {
+                let n = self.take_from_pool(1, want);
+                if n > 0 {
+                    return n;
                 }
             }
+            if self.pool().live_tokens() < want {
+                tokio::time::sleep(wait).await;
+            }
         }
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes at most `most` live tokens from the pool if it holds at least `least`; how many.
+    fn take_from_pool(&self, least: u32, most: u32) -> u32 {
+        let mut pool = self.pool();
+        let live = pool.live_tokens();
+        if live < least.max(1) {
+            return 0;
+        }
+        let n = live.min(most);
+        pool.tokens = live - n;
+        n
     }
 
     /// The rate this node actually gets of a site whose fleet rate is `fleet_rate`: what it
@@ -153,21 +213,13 @@ impl FleetLimits {
 
     /// Takes one leased token if one is ready now (never calls Redis).
     pub fn try_take_one(&self) -> bool {
-        let Ok(mut pool) = self.pool.try_lock() else {
-            return false;
-        };
-        if pool.tokens > 0 && tokio::time::Instant::now() < pool.valid_until {
-            pool.tokens -= 1;
-            return true;
-        }
-        false
+        self.take_from_pool(1, 1) == 1
     }
 
     /// Returns a token [`FleetLimits::try_take_one`] took and could not use.
     pub fn untake_one(&self) {
-        if let Ok(mut pool) = self.pool.try_lock() {
-            pool.tokens = pool.tokens.saturating_add(1);
-        }
+        let mut pool = self.pool();
+        pool.tokens = pool.live_tokens().saturating_add(1);
     }
 
     /// Takes a connection slot if the fleet holds fewer than `cap`; `None` when the cap is

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::scripts::{self, Deferred, Finished};
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use tokio::sync::mpsc;
 
 use crate::inflight::InFlight;
@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 2048;
 pub async fn run(
     shard: u16,
     mut rx: mpsc::UnboundedReceiver<Done>,
-    mut con: MultiplexedConnection,
+    mut con: Redis,
     inflight: Arc<InFlight>,
     flush_interval: Duration,
 ) {

@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::{scripts, Keys, ENGINE_GROUP};
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use hikyaku_queue_schema::{Redis, RedisClient};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -77,7 +76,7 @@ pub fn owned(node: &str, live: &[String], shards: u16) -> BTreeSet<u16> {
 #[derive(Debug, Clone)]
 pub struct ReaderParts {
     /// For each reader's own connection (XREADGROUP BLOCK).
-    pub client: redis::Client,
+    pub client: RedisClient,
     /// This node's consumer name.
     pub node_id: String,
     /// Budget and held entries.
@@ -139,15 +138,7 @@ impl Readers {
             if self.running.contains_key(&shard) {
                 continue;
             }
-            let con = self
-                .parts
-                .client
-                .get_multiplexed_async_connection_with_config(
-                    &AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(5)))
-                        .set_response_timeout(None),
-                )
-                .await?;
+            let con = self.parts.client.connect_blocking().await?;
             let consumer = ShardConsumer {
                 // Own pending entries are replayed once per process: a shard read again later
                 // holds entries this node is still working on (and finishing).
@@ -195,11 +186,7 @@ pub struct Heartbeat {
 
 /// One heartbeat: renew, read the fleet, take this node's shards; the lowest live node also
 /// tidies up after dead ones.
-async fn beat(
-    con: &mut MultiplexedConnection,
-    hb: &Heartbeat,
-    readers: &mut Readers,
-) -> redis::RedisResult<()> {
+async fn beat(con: &mut Redis, hb: &Heartbeat, readers: &mut Readers) -> redis::RedisResult<()> {
     let members = scripts::heartbeat(con, &hb.node_id, hb.ttl.as_millis() as u64).await?;
     let mut live = members.live();
     if !live.contains(&hb.node_id) {
@@ -223,11 +210,7 @@ async fn beat(
 }
 
 /// Removes a dead node from the membership once it holds no pending entry.
-async fn forget_if_done(
-    con: &mut MultiplexedConnection,
-    node: &str,
-    shards: u16,
-) -> redis::RedisResult<()> {
+async fn forget_if_done(con: &mut Redis, node: &str, shards: u16) -> redis::RedisResult<()> {
     for shard in 0..shards {
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
             .arg(Keys::ready(shard))
@@ -252,7 +235,7 @@ async fn forget_if_done(
 /// Keeps the heartbeat and this node's shard readers until `stop` turns true; then stops the
 /// readers and leaves the fleet (its shards go to the others at their next heartbeat).
 pub async fn run(
-    mut con: MultiplexedConnection,
+    mut con: Redis,
     hb: Heartbeat,
     mut readers: Readers,
     mut stop: watch::Receiver<bool>,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hikyaku_queue_schema::scripts;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use tokio::sync::watch;
 
 use crate::clock;
@@ -17,7 +17,7 @@ const MOVE_BATCH: usize = 1000;
 
 /// Runs until `stop` turns true.
 pub async fn run(
-    mut con: MultiplexedConnection,
+    mut con: Redis,
     shards: u16,
     interval: Duration,
     metrics: Metrics,

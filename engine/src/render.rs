@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hikyaku_queue_schema::keys::{SNAPSHOT_FIELD, STATE_FIELD};
+use hikyaku_queue_schema::Redis;
 use hikyaku_queue_schema::{CampaignSnapshot, Job, Keys};
 use lettre::message::header::{ContentTransferEncoding, ContentType, Date, Headers, Subject};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
-use redis::aio::MultiplexedConnection;
 
 use crate::campaigns::{CampaignStates, RunState};
 use crate::clock;
@@ -830,7 +830,7 @@ fn split_fields(text: &[u8], names: &[String], markers: bool) -> Vec<Segment> {
 /// The per-engine campaign cache (snapshots never change once written).
 #[derive(Debug)]
 pub struct Renderer {
-    con: MultiplexedConnection,
+    con: Redis,
     states: Arc<CampaignStates>,
     dkim: Arc<DkimKeys>,
     cache: Mutex<HashMap<u64, Arc<Campaign>>>,
@@ -839,11 +839,7 @@ pub struct Renderer {
 impl Renderer {
     /// A renderer reading snapshots over `con`, recording run states in `states`, signing
     /// with `dkim`.
-    pub fn new(
-        con: MultiplexedConnection,
-        states: Arc<CampaignStates>,
-        dkim: Arc<DkimKeys>,
-    ) -> Self {
+    pub fn new(con: Redis, states: Arc<CampaignStates>, dkim: Arc<DkimKeys>) -> Self {
         Renderer {
             con,
             states,

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hikyaku_queue_schema::Redis;
 use hikyaku_queue_schema::{Job, Keys, ENGINE_GROUP};
-use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
 use crate::clock;
@@ -31,7 +31,7 @@ pub struct ShardConsumer {
     pub node_id: String,
     /// A connection of its own: XREADGROUP BLOCK would stall every other command queued
     /// behind it on a shared connection.
-    pub con: MultiplexedConnection,
+    pub con: Redis,
     /// Budget and held entries.
     pub inflight: Arc<InFlight>,
     /// Where jobs go.
@@ -231,7 +231,7 @@ impl ShardConsumer {
 pub async fn refresh_held(
     shard: u16,
     node_id: String,
-    mut con: MultiplexedConnection,
+    mut con: Redis,
     inflight: Arc<InFlight>,
     every: Duration,
 ) {

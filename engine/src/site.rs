@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -126,8 +126,43 @@ pub struct Site {
     fleet: Option<FleetLimits>,
     /// A look for a free fleet slot is scheduled ([`Site::open_later`]).
     reopen: AtomicBool,
+    /// Connections waiting for the rate limiter right now: while one is, the rate and not the
+    /// connections holds the site back, and no connection is added ([`Site::maybe_open`]).
+    rate_waiters: AtomicUsize,
+    /// Connections opened and without a session yet: while as many are starting as are
+    /// carrying mail, no more are added (connections at most double per set-up time).
+    starting: AtomicUsize,
     deps: SiteDeps,
     metrics: SiteMetrics,
+}
+
+/// One count in a gauge until it leaves or is dropped (a cancelled wait is counted out too).
+struct Counted<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> Counted<'a> {
+    /// Counts one in `gauge`.
+    fn enter(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::AcqRel);
+        Counted(Some(gauge))
+    }
+
+    /// Takes over a count already made in `gauge`.
+    fn adopt(gauge: &'a AtomicUsize) -> Self {
+        Counted(Some(gauge))
+    }
+
+    /// Counts it out now.
+    fn leave(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 /// Limiter for `rate` with a burst of 5% of a second's worth (at least one), so that no
@@ -165,6 +200,8 @@ impl Site {
             accepted: Meter::new(clock::now_ms(), 0.7),
             draining: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
+            rate_waiters: AtomicUsize::new(0),
+            starting: AtomicUsize::new(0),
             fleet: deps
                 .fleet
                 .clone()
@@ -341,11 +378,22 @@ impl Site {
         Ok(())
     }
 
-    /// Opens another connection task if there is a backlog and room under the cap.
+    /// Opens another connection task if there is a backlog, room under the cap, no open
+    /// connection is waiting for the rate limiter, and no more are starting than carrying mail.
+    /// So connections follow the path: a site whose rate is the bound keeps the few
+    /// connections that carry it, while on a long path, where each connection is bound by its
+    /// pipelining window over the round trip, more open (up to the cap) until the rate is what
+    /// they wait for again. Fewer connections per provider is also what providers ask of bulk
+    /// senders.
     fn maybe_open(self: &Arc<Self>, queued: usize) {
         loop {
-            let open = self.open.load(Ordering::Acquire);
-            if open >= self.policy.max_connections || (open > 0 && queued <= 1) {
+            let open = self.open.load(Ordering::Acquire) as usize;
+            if open >= self.policy.max_connections as usize
+                || (open > 0
+                    && (queued <= 1
+                        || self.rate_waiters.load(Ordering::Acquire) > 0
+                        || self.starting.load(Ordering::Acquire) * 2 > open))
+            {
                 return;
             }
             if self.fleet.as_ref().is_some_and(|f| f.refused_now()) {
@@ -354,9 +402,15 @@ impl Site {
             }
             if self
                 .open
-                .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    open as u32,
+                    open as u32 + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
             {
+                self.starting.fetch_add(1, Ordering::AcqRel);
                 let site = self.clone();
                 tokio::spawn(async move { site.connection().await });
                 return;
@@ -819,6 +873,7 @@ impl Site {
 
     /// One connection: takes jobs until idle, at its message cap, paused or draining.
     async fn connection(self: Arc<Self>) {
+        let mut starting = Counted::adopt(&self.starting);
         // A slot of the fleet's connection cap first, when shared.
         let slot = match &self.fleet {
             Some(f) => match f.take_slot(self.policy.max_connections).await {
@@ -865,7 +920,10 @@ impl Site {
                         .saturating_sub(s.sent)
                         .max(1)
                 });
-            let credits = self.wait_for_rate(batch).await.saturating_sub(1);
+            let credits = {
+                let _waiting = Counted::enter(&self.rate_waiters);
+                self.wait_for_rate(batch).await.saturating_sub(1)
+            };
             // A reused session may have been closed by the server while idle, or be at the
             // server's message limit: that failure, before any transaction started, is retried
             // once on a fresh session without charging the job an attempt.
@@ -880,6 +938,7 @@ impl Site {
                     {
                         Ok(s) => {
                             self.metrics.connect_ok.increment(1);
+                            starting.leave();
                             session = Some(s);
                         }
                         Err((mx, attempt)) => {

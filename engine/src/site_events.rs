@@ -2,7 +2,7 @@
 //! appended to the `hk:site:events` stream (capped), beside its log line and metric, so the
 //! admin CLI and dashboards can show what a provider said and what the engine did about it.
 
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use tokio::sync::mpsc;
 
 use hikyaku_queue_schema::Keys;
@@ -31,7 +31,7 @@ pub struct SiteEvents(Option<mpsc::UnboundedSender<SiteEvent>>);
 
 impl SiteEvents {
     /// Events go to a task appending them to Redis over `con`.
-    pub fn to_redis(con: MultiplexedConnection) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn to_redis(con: Redis) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (SiteEvents(Some(tx)), tokio::spawn(write(con, rx)))
     }
@@ -44,7 +44,7 @@ impl SiteEvents {
     }
 }
 
-async fn write(mut con: MultiplexedConnection, mut rx: mpsc::UnboundedReceiver<SiteEvent>) {
+async fn write(mut con: Redis, mut rx: mpsc::UnboundedReceiver<SiteEvent>) {
     while let Some(e) = rx.recv().await {
         let r: redis::RedisResult<String> = redis::cmd("XADD")
             .arg(Keys::site_events())

@@ -15,7 +15,7 @@ use std::sync::RwLock;
 
 use hikyaku_queue_schema::suppressed::{ADDRESS_FIELD, OP_FIELD, RETENTION_MS, TENANT_FIELD};
 use hikyaku_queue_schema::Keys;
-use redis::aio::MultiplexedConnection;
+use hikyaku_queue_schema::Redis;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use crate::clock;
@@ -119,7 +119,7 @@ impl Suppressed {
     }
 
     /// Reads the feed from where the last call stopped to its end. Returns the entries read.
-    pub async fn refresh(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<usize> {
+    pub async fn refresh(&self, con: &mut Redis) -> redis::RedisResult<usize> {
         let mut read = 0;
         loop {
             let from = {

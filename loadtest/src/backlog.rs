@@ -73,7 +73,7 @@ pub fn info_field(info: &str, field: &str) -> Option<u64> {
 }
 
 /// Redis `used_memory`, MiB (0 if unreadable).
-async fn redis_used_mb(con: &mut redis::aio::MultiplexedConnection) -> f64 {
+async fn redis_used_mb(con: &mut hikyaku_queue_schema::Redis) -> f64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(con)

@@ -224,7 +224,7 @@ pub(crate) struct Rig {
     /// Its URL.
     pub redis_url: String,
     /// A connection to it.
-    pub con: redis::aio::MultiplexedConnection,
+    pub con: hikyaku_queue_schema::Redis,
     /// Shards recorded in it.
     pub shards: u16,
     /// The test DNS server.
@@ -271,8 +271,8 @@ impl Rig {
                 )
             }
         };
-        let client = redis::Client::open(redis_url.as_str())?;
-        let mut con = client.get_multiplexed_async_connection().await?;
+        let client = hikyaku_queue_schema::RedisClient::open(redis_url.as_str())?;
+        let mut con = client.connect().await?;
         let shards = enqueue::shards(&mut con, opts.shards).await?;
         Ok(Rig {
             dir,

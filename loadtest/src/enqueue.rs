@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use hikyaku_queue_schema::keys::{JOB_FIELD, SNAPSHOT_FIELD};
+use hikyaku_queue_schema::Redis;
 use hikyaku_queue_schema::{shard_for_domain, CampaignSnapshot, Job, JobId, Keys};
-use redis::aio::MultiplexedConnection;
 
 /// Jobs per pipelined round trip.
 const BATCH: usize = 2000;
@@ -44,7 +44,7 @@ pub fn parse_domains(s: &str) -> Result<Vec<(String, u32)>, EnqueueError> {
 }
 
 /// The shard count recorded in Redis, or `default` (recorded then) if none is.
-pub async fn shards(con: &mut MultiplexedConnection, default: u16) -> Result<u16, EnqueueError> {
+pub async fn shards(con: &mut Redis, default: u16) -> Result<u16, EnqueueError> {
     Ok(hikyaku_queue_schema::meta::record_or_read(con, default)
         .await?
         .shards)
@@ -52,7 +52,7 @@ pub async fn shards(con: &mut MultiplexedConnection, default: u16) -> Result<u16
 
 /// Writes the snapshot of a campaign.
 pub async fn write_snapshot(
-    con: &mut MultiplexedConnection,
+    con: &mut Redis,
     snapshot: &CampaignSnapshot,
 ) -> Result<(), EnqueueError> {
     let _: () = redis::cmd("HSET")
@@ -66,7 +66,7 @@ pub async fn write_snapshot(
 
 /// Appends jobs to their shards' ready streams; `progress` is called with the running count.
 pub async fn write_jobs(
-    con: &mut MultiplexedConnection,
+    con: &mut Redis,
     shards: u16,
     jobs: impl IntoIterator<Item = Job>,
     mut progress: impl FnMut(u64),

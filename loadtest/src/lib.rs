@@ -13,6 +13,7 @@
 //!   [`backlog`]: the memory run; [`compare`]: the Postfix smtp-source yardstick;
 //!   [`latency`], [`promtext`]: enqueue → delivery latency from the engine's `/metrics`;
 //!   [`dkim_cost`]: the DKIM-signing run's key and OpenSSL's raw sign rate.
+//! - [`proxy`]: a TCP proxy that delays traffic or cuts it (fault scenarios).
 
 pub mod backlog;
 pub mod bench;
@@ -27,4 +28,5 @@ pub mod mix;
 pub mod procs;
 pub mod procstat;
 pub mod promtext;
+pub mod proxy;
 pub mod sink;

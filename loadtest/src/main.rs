@@ -222,9 +222,10 @@ fn main() -> anyhow::Result<()> {
                 shards,
             } => {
                 let domains = enqueue::parse_domains(&domains)?;
-                let client = redis::Client::open(redis.as_str()).context("redis URL")?;
+                let client =
+                    hikyaku_queue_schema::RedisClient::open(redis.as_str()).context("redis URL")?;
                 let mut con = client
-                    .get_multiplexed_async_connection()
+                    .connect()
                     .await
                     .with_context(|| format!("connecting to {redis}"))?;
                 let shards = enqueue::shards(&mut con, shards).await?;

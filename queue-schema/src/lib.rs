@@ -2,8 +2,8 @@
 //!
 //! Redis is the only coupling between the API and the engine, and this crate is the only place
 //! that knows what lives in Redis: the key map, the wire types and their encoding, and the Lua
-//! scripts that move jobs between places atomically. It does no I/O of its own beyond loading and
-//! invoking scripts on a connection it is handed, and holds no delivery policy.
+//! scripts that move jobs between places atomically. Its only I/O is the connection type
+//! ([`conn`]) and invoking scripts on a connection it is handed; it holds no delivery policy.
 //!
 //! # Key map
 //!
@@ -45,6 +45,8 @@
 //! # Layout
 //!
 //! - [`keys`]: the key map above as functions, and the shard function; [`meta`]: `hk:meta`.
+//! - [`conn`]: the connection every component reaches the queues with (one server or a
+//!   Redis Cluster, reconnecting by itself; cross-slot pipelines split per hash tag).
 //! - [`codec`]: the compact, versioned binary encoding every wire type uses.
 //! - [`job`], [`snapshot`], [`event`]: the wire types.
 //! - [`scripts`]: the Lua scripts (source in `lua/*.lua`) and typed helpers to invoke them.
@@ -55,6 +57,7 @@
 
 pub mod carriers;
 pub mod codec;
+pub mod conn;
 pub mod drain;
 pub mod event;
 pub mod job;
@@ -67,6 +70,7 @@ pub mod suppressed;
 pub mod verp;
 
 pub use codec::DecodeError;
+pub use conn::{Redis, RedisClient};
 pub use event::{Event, EventStatus};
 pub use job::{Job, JobId, LastTry};
 pub use keys::{shard_for_domain, Keys, ENGINE_GROUP, SCHEMA_VERSION};

@@ -90,18 +90,34 @@ pub struct TestApi {
     /// Its database.
     pub db: TestDb,
     /// Its Redis client (for the recorder).
-    pub redis_client: redis::Client,
+    pub redis_client: hikyaku_queue_schema::RedisClient,
 }
 
 impl TestApi {
     /// Connects to `redis`, migrates a fresh database, creates tenant "acme".
     pub async fn start(redis: &TestRedis) -> Self {
+        Self::start_on(&redis.url, crate::world::SHARDS).await
+    }
+
+    /// [`TestApi::start`] on the queues at `redis_url` (a server or a cluster), laid out in
+    /// `shards` shards.
+    pub async fn start_on(redis_url: &str, shards: u16) -> Self {
+        Self::start_with_db(redis_url, shards, str::to_owned).await
+    }
+
+    /// [`TestApi::start_on`], the API reaching its fresh database at the URL `db_url` makes of
+    /// the database's own (a test puts a proxy in between); `db.url` stays the direct one.
+    pub async fn start_with_db(
+        redis_url: &str,
+        shards: u16,
+        db_url: impl FnOnce(&str) -> String,
+    ) -> Self {
         let db = TestDb::create().await;
         let config = ApiConfig {
-            database_url: db.url.clone(),
-            redis_url: redis.url.clone(),
+            database_url: db_url(&db.url),
+            redis_url: redis_url.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
-            shards: crate::world::SHARDS,
+            shards,
             public_url: "http://127.0.0.1:8080".into(),
             token_secret: Some("test-secret-of-at-least-32-bytes!".into()),
             token_secret_file: None,

@@ -6,11 +6,13 @@
 //!
 //! # Layout
 //! - [`redis`]: a throwaway Redis server.
+//! - [`cluster`]: a throwaway three-master Redis Cluster.
 //! - [`world`]: DNS + sink + engine config for one scenario.
 //! - [`queue`]: enqueuing jobs and reading events and queue depths.
 //! - [`api`]: the API in-process over a fresh PostgreSQL database.
 
 pub mod api;
+pub mod cluster;
 pub mod queue;
 pub mod redis;
 pub mod world;

@@ -1,8 +1,8 @@
 //! Putting jobs into the queue and reading the results back, through `hikyaku-queue-schema`.
 
 use hikyaku_queue_schema::keys::EVENT_FIELD;
+use hikyaku_queue_schema::Redis;
 use hikyaku_queue_schema::{CampaignSnapshot, Event, Job, JobId, Keys, ENGINE_GROUP};
-use redis::aio::MultiplexedConnection;
 
 /// The test campaign's id.
 pub const CAMPAIGN: u64 = 1;
@@ -53,7 +53,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Writes the snapshot and the jobs; returns how many jobs.
-pub async fn enqueue(con: &mut MultiplexedConnection, shards: u16, jobs: Vec<Job>) -> u64 {
+pub async fn enqueue(con: &mut Redis, shards: u16, jobs: Vec<Job>) -> u64 {
     let shards = hikyaku_loadtest::enqueue::shards(con, shards)
         .await
         .expect("meta");
@@ -67,21 +67,21 @@ pub async fn enqueue(con: &mut MultiplexedConnection, shards: u16, jobs: Vec<Job
 
 /// Every end-state event on every shard's events stream (deferrals left out: see
 /// [`deferrals`]).
-pub async fn events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+pub async fn events(con: &mut Redis, shards: u16) -> Vec<Event> {
     let mut all = stream_events(con, shards).await;
     all.retain(|e| e.status.is_end());
     all
 }
 
 /// Every deferral event on every shard's events stream.
-pub async fn deferrals(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+pub async fn deferrals(con: &mut Redis, shards: u16) -> Vec<Event> {
     let mut all = stream_events(con, shards).await;
     all.retain(|e| !e.status.is_end());
     all
 }
 
 /// Every event on every shard's events stream, in stream order per shard.
-async fn stream_events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Event> {
+async fn stream_events(con: &mut Redis, shards: u16) -> Vec<Event> {
     let mut out = Vec::new();
     for shard in 0..shards {
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -101,7 +101,7 @@ async fn stream_events(con: &mut MultiplexedConnection, shards: u16) -> Vec<Even
 
 /// Where jobs are: (entries in ready streams, pending in the group, in retry sets), counted by
 /// one script so the counts of different shards are a consistent snapshot.
-pub async fn depths(con: &mut MultiplexedConnection, shards: u16) -> (u64, u64, u64) {
+pub async fn depths(con: &mut Redis, shards: u16) -> (u64, u64, u64) {
     const COUNT: &str = r"
         local ready, pending, retry = 0, 0, 0
         for i = 1, #KEYS, 2 do
@@ -123,7 +123,7 @@ pub async fn depths(con: &mut MultiplexedConnection, shards: u16) -> (u64, u64, 
 }
 
 /// Jobs in the retry sets, decoded.
-pub async fn retry_jobs(con: &mut MultiplexedConnection, shards: u16) -> Vec<Job> {
+pub async fn retry_jobs(con: &mut Redis, shards: u16) -> Vec<Job> {
     let mut out = Vec::new();
     for shard in 0..shards {
         let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
@@ -140,11 +140,7 @@ pub async fn retry_jobs(con: &mut MultiplexedConnection, shards: u16) -> Vec<Job
 
 /// Waits until the events streams hold at least `n` events (fails after `timeout`), and
 /// returns them all.
-pub async fn wait_events(
-    con: &MultiplexedConnection,
-    n: usize,
-    timeout: std::time::Duration,
-) -> Vec<Event> {
+pub async fn wait_events(con: &Redis, n: usize, timeout: std::time::Duration) -> Vec<Event> {
     crate::wait_for(timeout, &format!("{n} events"), || {
         let mut c = con.clone();
         async move {
@@ -156,7 +152,7 @@ pub async fn wait_events(
 }
 
 /// Every job in the ready streams, decoded.
-pub async fn ready_jobs(con: &mut MultiplexedConnection) -> Vec<Job> {
+pub async fn ready_jobs(con: &mut Redis) -> Vec<Job> {
     let mut out = Vec::new();
     for shard in 0..crate::world::SHARDS {
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

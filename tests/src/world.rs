@@ -97,6 +97,9 @@ pub const CAPTURED: usize = 32;
 pub struct World {
     /// The private Redis.
     pub redis: TestRedis,
+    /// The queue URL engine configs name: the private Redis's unless a test points the world
+    /// elsewhere (a cluster).
+    pub queue_url: String,
     /// The DNS server.
     pub dns: DnsServer,
     /// All sinks (one listener per address).
@@ -108,7 +111,11 @@ pub struct World {
 impl World {
     /// Starts Redis, DNS with `zone`, and sinks on `hosts`.
     pub async fn start(zone: &str, hosts: Vec<(Ipv4Addr, Profile)>) -> World {
-        let redis = TestRedis::start();
+        Self::start_on(TestRedis::start(), zone, hosts).await
+    }
+
+    /// [`World::start`] around a Redis the test started its own way.
+    pub async fn start_on(redis: TestRedis, zone: &str, hosts: Vec<(Ipv4Addr, Profile)>) -> World {
         let zone = Zone::parse(zone).expect("test zone parses");
         let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), zone)
             .await
@@ -130,6 +137,7 @@ impl World {
             };
             if let Ok(sink) = Sink::start(config).await {
                 return World {
+                    queue_url: redis.url.clone(),
                     redis,
                     dns,
                     sink,
@@ -190,7 +198,7 @@ impl World {
              smtp_port = {port}\n\n[dns]\nnameserver = \"{dns}\"\nfailure_ttl = \"500ms\"\n\n\
              [queue]\nblock = \"100ms\"\nmover_interval = \"50ms\"\nrequeue_delay = \"200ms\"\n\
              claim_idle = \"2s\"\nshutdown_grace = \"10s\"\n{queue}\n\n{tables}\n",
-            redis = self.redis.url,
+            redis = self.queue_url,
             port = self.smtp_port,
             dns = self.dns.local_addr(),
         )
@@ -276,6 +284,11 @@ pub struct EngineProcess {
 }
 
 impl EngineProcess {
+    /// Whether the process is still running (it has not exited or died).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))

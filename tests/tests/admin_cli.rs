@@ -333,7 +333,7 @@ async fn requeue_makes_only_the_chosen_deferred_jobs_due_now() {
             .expect("zadd");
         members.push(j);
     }
-    let due = |con: &mut redis::aio::MultiplexedConnection| {
+    let due = |con: &mut hikyaku_queue_schema::Redis| {
         let mut con = con.clone();
         async move {
             let now = queue::now_ms() + 1;

@@ -17,7 +17,7 @@ use serde_json::json;
 const API: &str = env!("CARGO_BIN_EXE_api-under-test");
 const N: i64 = 150_000;
 
-async fn queued(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+async fn queued(con: &mut hikyaku_queue_schema::Redis) -> u64 {
     let mut n = 0;
     for shard in 0..SHARDS {
         let len: u64 = redis::cmd("XLEN")

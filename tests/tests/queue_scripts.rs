@@ -3,12 +3,12 @@
 
 use hikyaku_queue_schema::keys::JOB_FIELD;
 use hikyaku_queue_schema::scripts::{self, Deferred, Finished};
+use hikyaku_queue_schema::Redis;
 use hikyaku_queue_schema::{Keys, ENGINE_GROUP};
 use hikyaku_tests::queue::{self, job};
 use hikyaku_tests::redis::TestRedis;
-use redis::aio::MultiplexedConnection;
 
-async fn setup() -> (TestRedis, MultiplexedConnection, Vec<String>) {
+async fn setup() -> (TestRedis, Redis, Vec<String>) {
     let r = TestRedis::start();
     let mut con = r.con().await;
     let _: () = redis::cmd("XGROUP")

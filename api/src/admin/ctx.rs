@@ -39,8 +39,8 @@ impl Ctx {
     pub async fn state(&self) -> Result<&AppState, AdminError> {
         self.state
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.redis_url.as_str())?;
-                let mut redis = client.get_multiplexed_async_connection().await?;
+                let client = hikyaku_queue_schema::RedisClient::open(self.redis_url.as_str())?;
+                let mut redis = client.connect().await?;
                 let shards: Option<u16> = redis::cmd("HGET")
                     .arg(hikyaku_queue_schema::Keys::meta())
                     .arg("shards")
@@ -68,7 +68,7 @@ impl Ctx {
     }
 
     /// A Redis connection to the queues.
-    pub async fn redis(&self) -> Result<redis::aio::MultiplexedConnection, AdminError> {
+    pub async fn redis(&self) -> Result<hikyaku_queue_schema::Redis, AdminError> {
         Ok(self.state().await?.redis.clone())
     }
 

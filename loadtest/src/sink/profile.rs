@@ -108,6 +108,13 @@ pub struct Profile {
     /// verb (`500 5.5.2 Syntax error`, its content read as command lines), so senders must
     /// fall back to `DATA`. Per listener, so one sink can emulate both kinds of peer.
     pub chunking: bool,
+    /// Connections, per mille, cut without a reply in the middle of one message's content (a
+    /// random one of the connection's first eight): a server or network failing mid-DATA. The
+    /// message in flight and any pipelined behind it are not accepted.
+    pub cut_per_mille: u32,
+    /// Messages, per mille, whose end-of-content reply is a line that is not SMTP (the message
+    /// is not accepted): a broken or hostile peer.
+    pub garbage_per_mille: u32,
 }
 
 impl Profile {
@@ -122,6 +129,8 @@ impl Profile {
             latency: Duration::ZERO,
             silent: false,
             chunking: true,
+            cut_per_mille: 0,
+            garbage_per_mille: 0,
         }
     }
 

@@ -21,6 +21,9 @@ pub struct ProfileStats {
     pub max_concurrent_conns: u64,
     /// Throttle replies sent (connection refusals and rate-limit replies, resets included).
     pub throttled: u64,
+    /// Faults injected on purpose: connections cut mid-content and garbage replies
+    /// ([`super::Profile::cut_per_mille`], [`super::Profile::garbage_per_mille`]).
+    pub faults: u64,
     /// Most messages accepted in any sliding one-second window (100 ms granularity), to check
     /// the engine honours rate limits.
     pub max_in_any_second: u64,
@@ -44,6 +47,8 @@ pub struct ProfileCounters {
     max_open: AtomicU64,
     /// See [`ProfileStats::throttled`].
     throttled: AtomicU64,
+    /// See [`ProfileStats::faults`].
+    faults: AtomicU64,
     /// Accepted messages per 100 ms since `start`; a test run is short, so keeping them all
     /// is cheap (36,000 buckets an hour).
     buckets: Mutex<Vec<u64>>,
@@ -59,6 +64,7 @@ impl ProfileCounters {
             open: AtomicU64::new(0),
             max_open: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
             buckets: Mutex::new(Vec::new()),
         }
     }
@@ -77,6 +83,11 @@ impl ProfileCounters {
                 self.max_open.fetch_max(before + 1, Ordering::Relaxed);
                 OpenSession(Arc::clone(self))
             })
+    }
+
+    /// Counts one fault injected on purpose.
+    pub fn fault(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one throttle reply (or reset).
@@ -129,6 +140,7 @@ impl ProfileCounters {
             connections_total: self.connections_total.load(Ordering::Relaxed),
             max_concurrent_conns: self.max_open.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
             max_in_any_second: max_window_sum(&buckets, BUCKETS_PER_SECOND),
             per_second,
         }

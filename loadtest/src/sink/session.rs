@@ -106,6 +106,9 @@ pub struct Session {
     chunking: Chunking,
     /// Messages accepted on this connection, for `max_msgs_per_conn`.
     messages: u32,
+    /// The connection is cut in the content of the message with this index (counting accepted
+    /// ones), per the profile's `cut_per_mille`.
+    cut_at: Option<u32>,
     /// The current message's content, when the sink keeps it.
     capture: Capture,
 }
@@ -140,6 +143,7 @@ impl Capture {
 impl Session {
     /// A fresh session for a client at `peer`.
     pub fn new(ctx: Arc<ListenerCtx>, peer: IpAddr) -> Self {
+        let cut_at = chance(ctx.profile.cut_per_mille).then(|| fastrand::u32(..8));
         Session {
             ctx,
             peer,
@@ -153,6 +157,7 @@ impl Session {
             mode: Mode::Command,
             chunking: Chunking::Idle,
             messages: 0,
+            cut_at,
             capture: Capture::default(),
         }
     }
@@ -168,7 +173,7 @@ impl Session {
                     if rest.is_empty() {
                         return (pos, Step::NeedInput);
                     }
-                    if self.reset_on_body {
+                    if self.reset_on_body || cut_here(self.cut_at, self.messages, &self.ctx) {
                         return (pos, Step::Reset);
                     }
                     let Some(len) = scanner.scan(rest) else {
@@ -190,7 +195,10 @@ impl Session {
                         if rest.is_empty() {
                             return (pos, Step::NeedInput);
                         }
-                        if accepted && self.reset_on_body {
+                        if accepted
+                            && (self.reset_on_body
+                                || cut_here(self.cut_at, self.messages, &self.ctx))
+                        {
                             return (pos, Step::Reset);
                         }
                         let take = usize::try_from(chunk.remaining)
@@ -284,6 +292,13 @@ impl Session {
     /// Accepts the message whose body just ended: tallies its recipients and appends the
     /// `250 … queued as <n>` reply.
     pub fn deliver(&mut self, out: &mut Vec<u8>) {
+        if chance(self.ctx.profile.garbage_per_mille) {
+            self.ctx.counters.fault();
+            self.capture.buf = None;
+            self.end_transaction();
+            out.extend_from_slice(replies::GARBAGE);
+            return;
+        }
         let stats = &self.ctx.stats;
         for rcpt in self.recipients.iter().take(self.accepted) {
             stats.record_accept(rcpt);
@@ -501,4 +516,19 @@ fn unstuff(raw: &[u8]) -> Vec<u8> {
         out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
     }
     out
+}
+
+/// Whether the content now arriving (of the message after `messages` accepted ones) is where
+/// the connection is to be cut (counted as a fault when it is).
+fn cut_here(cut_at: Option<u32>, messages: u32, ctx: &ListenerCtx) -> bool {
+    let cut = cut_at == Some(messages);
+    if cut {
+        ctx.counters.fault();
+    }
+    cut
+}
+
+/// `true` with probability `per_mille` / 1000.
+fn chance(per_mille: u32) -> bool {
+    per_mille > 0 && fastrand::u32(..1000) < per_mille
 }

@@ -1,0 +1,231 @@
+//! Fault scenario 3: PostgreSQL unreachable for 60 seconds mid-campaign. The API reaches its
+//! database through a proxy that, for the outage, cuts every connection and refuses new ones
+//! (the server itself keeps running: other tests share it). A campaign of 100,000 recipients
+//! is expanded and being delivered by two engine nodes (processes) when the outage starts:
+//! the engines, which never read PostgreSQL, deliver the rest meanwhile; the API answers writes
+//! with 503 problem+json; the recorder keeps the events queued in Redis and, once the database
+//! is back, records every one of them exactly once.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use hikyaku_loadtest::proxy::Proxy;
+use hikyaku_loadtest::sink::{Profile, ProviderKind};
+use hikyaku_tests::api::{admin_url, TestApi};
+use hikyaku_tests::wait_for;
+use hikyaku_tests::world::World;
+use serde_json::json;
+
+const ENGINE: &str = env!("CARGO_BIN_EXE_engine-under-test");
+const SHARDS: u16 = 4;
+const GOOGLE: i64 = 30_000;
+const TOTAL: i64 = 100_000;
+const DOMAINS: i64 = 8;
+const OUTAGE: Duration = Duration::from_secs(60);
+
+fn zone() -> String {
+    let mut z = String::from("mx1.google.test A 127.0.0.2\nmx.other.test A 127.0.0.5\n");
+    for i in 0..DOMAINS {
+        let _ = writeln!(z, "g{i}.test MX 10 mx1.google.test");
+        let _ = writeln!(z, "o{i}.test MX 10 mx.other.test");
+    }
+    z
+}
+
+fn config(world: &World, node: &str) -> String {
+    world.node_config_toml(
+        node,
+        SHARDS,
+        "max_in_flight = 2000\nread_batch = 200",
+        r#"
+[sites.google]
+mx_suffixes = ["google.test"]
+rate = "2000/s"
+max_connections = 6
+[sites.default]
+rate = "unlimited"
+max_connections = 8
+"#,
+    )
+}
+
+/// `host:port` of a PostgreSQL URL.
+fn host_port(url: &str) -> &str {
+    let after = url.rsplit_once('@').map_or(url, |(_, r)| r);
+    after.split_once('/').map_or(after, |(hp, _)| hp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_stops_nothing_and_loses_no_event() {
+    let world = World::start(
+        &zone(),
+        vec![
+            (
+                Ipv4Addr::new(127, 0, 0, 2),
+                Profile::provider(ProviderKind::Google),
+            ),
+            (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
+        ],
+    )
+    .await;
+    let admin = admin_url();
+    let pg = host_port(&admin).to_owned();
+    let upstream: SocketAddr = tokio::net::lookup_host(pg.as_str())
+        .await
+        .expect("PostgreSQL address")
+        .next()
+        .expect("one address");
+    let proxy = Proxy::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream,
+        Duration::ZERO,
+    )
+    .await
+    .expect("proxy");
+    let through = proxy.local_addr().to_string();
+    let api = TestApi::start_with_db(&world.redis.url, SHARDS, |url| {
+        url.replacen(&pg, &through, 1)
+    })
+    .await;
+    let direct = sqlx::PgPool::connect(&api.db.url)
+        .await
+        .expect("direct connection");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let expander = tokio::spawn(hikyaku_api::expansion::run(
+        api.state.clone(),
+        stop_rx.clone(),
+    ));
+    let recorders =
+        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx);
+
+    let (s, list) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "big"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{list}");
+    let list_id = list["id"].as_i64().expect("id");
+    sqlx::query(
+        "INSERT INTO subscribers (list_id, tenant_id, email, email_lower) \
+         SELECT $1, $2, e, e FROM (SELECT CASE WHEN g < $3 THEN 'r' || g || '@g' || (g % $5) || '.test' \
+         ELSE 'r' || g || '@o' || (g % $5) || '.test' END AS e FROM generate_series(0, $4 - 1) AS g) s",
+    )
+    .bind(list_id)
+    .bind(api.tenant)
+    .bind(GOOGLE)
+    .bind(TOTAL)
+    .bind(DOMAINS)
+    .execute(&direct)
+    .await
+    .expect("subscribers");
+    let (s, campaign) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({
+                "name": "outage", "list_id": list_id, "from_name": "Acme",
+                "from_addr": "news@acme.test", "subject": "Hello", "text_body": "News for {{email}}.\n"
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{campaign}");
+    let cid = campaign["id"].as_i64().expect("id");
+    let (s, sent) = api
+        .json(
+            Method::POST,
+            &format!("/v1/campaigns/{cid}/send"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{sent}");
+    wait_for(Duration::from_secs(120), "campaign expanded", || {
+        let api = &api;
+        async move {
+            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
+            (st["expanded"] == TOTAL).then_some(())
+        }
+    })
+    .await;
+
+    let a = world.engine_process(ENGINE, &config(&world, "node-a"));
+    let b = world.engine_process(ENGINE, &config(&world, "node-b"));
+    let stats = world.sink.stats();
+    wait_for(Duration::from_secs(60), "the first messages out", || {
+        let s = stats.clone();
+        async move { (s.distinct() >= 5_000).then_some(()) }
+    })
+    .await;
+
+    // The outage.
+    proxy.set_down(true);
+    let down_at = hikyaku_engine::clock::now();
+    let before = stats.distinct();
+    let (s, ct, body) = api
+        .call(
+            Method::POST,
+            "/v1/lists",
+            Some(&api.key),
+            Some(("application/json", br#"{"name":"during"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["status"], 503, "{body}");
+    wait_for(
+        OUTAGE,
+        "every recipient delivered while the database is away",
+        || {
+            let s = stats.clone();
+            async move { (s.distinct() as i64 >= TOTAL).then_some(()) }
+        },
+    )
+    .await;
+    let (recorded_during,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
+            .bind(cid)
+            .fetch_one(&direct)
+            .await
+            .expect("count");
+    assert!(
+        recorded_during < TOTAL,
+        "the recorder could not have recorded everything ({recorded_during})"
+    );
+    tokio::time::sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
+    proxy.set_down(false);
+
+    let st = wait_for(Duration::from_secs(120), "campaign completed", || {
+        let api = &api;
+        async move {
+            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
+            (st["status"] == "completed").then_some(st)
+        }
+    })
+    .await;
+    assert_eq!(st["by_status"]["delivered"], TOTAL, "{st}");
+    let (rows, jobs): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT seq) FROM delivery_events WHERE campaign_id = $1",
+    )
+    .bind(cid)
+    .fetch_one(&direct)
+    .await
+    .expect("count");
+    assert_eq!((rows, jobs), (TOTAL, TOTAL), "every event recorded once");
+    let (s, _) = api
+        .json(Method::POST, "/v1/lists", json!({"name": "after"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "writes work again");
+
+    assert!(a.terminate().await.success(), "node-a stops cleanly");
+    assert!(b.terminate().await.success(), "node-b stops cleanly");
+    let _ = stop_tx.send(true);
+    let _ = expander.await;
+    for r in recorders {
+        let _ = r.await;
+    }
+    println!(
+        "database away {OUTAGE:?}: {before} delivered before, {} after; {recorded_during} events \
+         recorded before it came back; {} duplicates",
+        stats.distinct(),
+        stats.duplicates()
+    );
+}
