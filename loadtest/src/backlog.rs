@@ -111,7 +111,7 @@ pub async fn run(
     let redis_cpu0 = procstat::cpu_seconds(rig.redis.pid()).unwrap_or(0.0);
     let sink_cpu0 = procstat::cpu_seconds(rig.sink.pid()).unwrap_or(0.0);
     let t0 = monotonic_now();
-    let engine = rig.start_engine(opts, metrics_addr)?;
+    let engine = rig.start_engine(opts, metrics_addr, 0)?;
     let seconds = duration.as_secs().max(1);
     let mut samples = Vec::with_capacity(seconds as usize);
     for i in 1..=seconds {

@@ -1,6 +1,8 @@
 //! The benchmark (and the demo): a fresh Redis, the test DNS server, the sink and the engine as
 //! separate processes, N jobs pre-enqueued, then delivery timed and each process's CPU and peak
-//! memory read from `/proc`.
+//! memory read from `/proc`. With `engines` above one, that many engine nodes share the queues
+//! as a fleet, and each node's `/metrics` gives its deliveries and the fleet limiter's Redis
+//! calls (with `site_rate`, every site has a fleet-wide rate).
 //!
 //! Exactly-once is checked at the sink: every bench recipient is distinct and deliverable, so
 //! `lost = N − distinct recipients accepted` and `duplicates` is the sink's count of repeats.
@@ -57,6 +59,10 @@ pub struct BenchOptions {
     pub dkim: bool,
     /// Japanese text and reader names: bodies go base64 (mostly non-ASCII).
     pub japanese: bool,
+    /// Engine nodes (processes) sharing the queues as one fleet.
+    pub engines: u32,
+    /// A fleet-wide rate (msg/s) for every plain bench site, so the Redis limiter is in play.
+    pub site_rate: Option<u32>,
 }
 
 impl BenchOptions {
@@ -96,8 +102,19 @@ pub struct BenchReport {
     pub delivered_per_min: f64,
     /// Delivered per minute in steady state (whole seconds between the first and last).
     pub steady_per_min: f64,
-    /// Engine CPU (user + system) per delivered message, µs.
+    /// Engine nodes (processes) of the fleet.
+    pub engines: u32,
+    /// Engine CPU (user + system, all nodes) per delivered message, µs.
     pub engine_cpu_us_per_msg: f64,
+    /// Per node with `--engines` above 1: its deliveries and its CPU per message it delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
+    /// Fleet rate-limiter leases (Redis script calls) over the run, all nodes.
+    pub limiter_leases: u64,
+    /// Send tokens those leases granted.
+    pub limiter_tokens: u64,
+    /// Limiter Redis calls per delivered message (0 when no site has a rate).
+    pub limiter_calls_per_msg: f64,
     /// Sink CPU per delivered message, µs.
     pub sink_cpu_us_per_msg: f64,
     /// Redis CPU per delivered message during delivery, µs.
@@ -140,6 +157,44 @@ pub struct BenchReport {
     /// `ratio_vs_smtp_source`) with `--compare`.
     #[serde(flatten)]
     pub compare: Option<CompareReport>,
+}
+
+/// One engine node's share of a fleet run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFigures {
+    /// Its node id.
+    pub node: String,
+    /// Messages it delivered (its `/metrics`).
+    pub delivered: u64,
+    /// Its CPU per message it delivered, µs.
+    pub cpu_us_per_msg: f64,
+    /// Its peak RSS, MiB.
+    pub peak_rss_mb: f64,
+}
+
+/// What one node's `/metrics` says of a run: delivered messages, limiter leases and tokens.
+async fn node_counters(addr: SocketAddr) -> (u64, u64, u64) {
+    let Ok(resp) = crate::httpc::request(addr, "GET", "/metrics", None, None).await else {
+        return (0, 0, 0);
+    };
+    let text = String::from_utf8_lossy(&resp.body);
+    let (mut delivered, mut leases, mut tokens) = (0.0, 0.0, 0.0);
+    for sample in text.lines().filter_map(crate::promtext::parse_line) {
+        match sample.name {
+            "hikyaku_messages_total"
+                if sample
+                    .labels
+                    .iter()
+                    .any(|(k, v)| *k == "result" && v == "delivered") =>
+            {
+                delivered += sample.value;
+            }
+            "hikyaku_fleet_leases_total" => leases += sample.value,
+            "hikyaku_fleet_tokens_total" => tokens += sample.value,
+            _ => {}
+        }
+    }
+    (delivered as u64, leases as u64, tokens as u64)
 }
 
 /// GET /stats from the sink.
@@ -185,13 +240,16 @@ pub fn engine_config_head(
     )
 }
 
-/// The plain benchmark's site tables: one unlimited site per domain, rolled up by its MX host.
-pub fn bench_sites(domains: &[(String, u32)], connections: u32) -> String {
+/// The plain benchmark's site tables: one site per domain, rolled up by its MX host, unlimited
+/// or at `rate` msg/s (fleet-wide) each.
+pub fn bench_sites(domains: &[(String, u32)], connections: u32, rate: Option<u32>) -> String {
+    let rate = rate.map_or_else(|| "unlimited".to_owned(), |r| format!("{r}/s"));
     let mut cfg = String::new();
     for (i, (d, _)) in domains.iter().enumerate() {
         cfg.push_str(&format!(
-            "[sites.bench{i}]\nmx_suffixes = [\"mx.{d}\"]\nmax_connections = {connections}\n\
-             max_messages_per_connection = 1000\nqueue_capacity = 20000\n\n"
+            "[sites.bench{i}]\nmx_suffixes = [\"mx.{d}\"]\nrate = \"{rate}\"\n\
+             max_connections = {connections}\nmax_messages_per_connection = 1000\n\
+             queue_capacity = 20000\n\n"
         ));
     }
     cfg
@@ -206,7 +264,8 @@ pub fn bench_engine_config(
     domains: &[(String, u32)],
     connections: u32,
 ) -> String {
-    engine_config_head(redis, dns, smtp_port, shards, None) + &bench_sites(domains, connections)
+    engine_config_head(redis, dns, smtp_port, shards, None)
+        + &bench_sites(domains, connections, None)
 }
 
 /// Puts `metrics_listen = "addr"` at the top of an engine config.
@@ -316,8 +375,13 @@ impl Rig {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Writes the engine config (with `/metrics` at `metrics`) and starts the engine.
-    pub fn start_engine(&self, opts: &BenchOptions, metrics: SocketAddr) -> anyhow::Result<Proc> {
+    /// Writes the config of engine node `node` (with `/metrics` at `metrics`) and starts it.
+    pub fn start_engine(
+        &self,
+        opts: &BenchOptions,
+        metrics: SocketAddr,
+        node: u32,
+    ) -> anyhow::Result<Proc> {
         let head = engine_config_head(
             &self.redis_url,
             self.dns.local_addr(),
@@ -327,7 +391,7 @@ impl Rig {
         );
         let sites = match &opts.mix {
             Some(sites) => mix::engine_sites(sites, opts.connections),
-            None => bench_sites(&opts.domains, opts.connections),
+            None => bench_sites(&opts.domains, opts.connections, opts.site_rate),
         };
         let mut dkim = String::new();
         if opts.dkim {
@@ -335,7 +399,12 @@ impl Rig {
             crate::dkim_cost::generate_key(&key)?;
             dkim = crate::dkim_cost::engine_table(enqueue::BENCH_FROM_DOMAIN, &key);
         }
-        let cfg_path = self.dir.join("engine.toml");
+        let head = head.replacen(
+            "node_id = \"bench\"",
+            &format!("node_id = \"bench-{node}\""),
+            1,
+        );
+        let cfg_path = self.dir.join(format!("engine-{node}.toml"));
         std::fs::write(&cfg_path, head + &sites + &dkim)?;
         start_engine(&opts.engine_bin, &cfg_path)
     }
@@ -383,13 +452,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let enqueue_s = rig.enqueue(opts, opts.count, bar.as_ref()).await?;
 
-    // Engine.
-    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    // Engines.
+    let mut metrics_addrs = Vec::new();
+    for _ in 0..opts.engines.max(1) {
+        metrics_addrs.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
+    }
+    let metrics_addr = metrics_addrs[0];
     let redis_cpu0 = procstat::cpu_seconds(rig.redis.pid()).unwrap_or(0.0);
     let sink_cpu0 = procstat::cpu_seconds(rig.sink.pid()).unwrap_or(0.0);
     let t0 = monotonic_now();
     let engine_start_ms = now_ms();
-    let engine = rig.start_engine(opts, metrics_addr)?;
+    let mut engines = Vec::new();
+    for (node, addr) in (0u32..).zip(&metrics_addrs) {
+        engines.push(rig.start_engine(opts, *addr, node)?);
+    }
     if let Some(b) = &bar {
         b.set_prefix("deliver");
         b.set_position(0);
@@ -414,8 +490,28 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             break;
         }
     }
-    let engine_cpu = procstat::cpu_seconds(engine.pid()).unwrap_or(0.0);
-    let engine_rss = procstat::peak_rss_mb(engine.pid()).unwrap_or(0.0);
+    let mut engine_cpu = 0.0;
+    let mut engine_rss: f64 = 0.0;
+    let mut nodes = Vec::new();
+    let (mut limiter_leases, mut limiter_tokens) = (0, 0);
+    for ((node, engine), addr) in (0u32..).zip(&engines).zip(&metrics_addrs) {
+        let cpu = procstat::cpu_seconds(engine.pid()).unwrap_or(0.0);
+        let rss = procstat::peak_rss_mb(engine.pid()).unwrap_or(0.0);
+        let (delivered, leases, tokens) = node_counters(*addr).await;
+        engine_cpu += cpu;
+        engine_rss = engine_rss.max(rss);
+        limiter_leases += leases;
+        limiter_tokens += tokens;
+        nodes.push(NodeFigures {
+            node: format!("bench-{node}"),
+            delivered,
+            cpu_us_per_msg: per_msg(cpu, delivered),
+            peak_rss_mb: rss,
+        });
+    }
+    if nodes.len() < 2 {
+        nodes.clear();
+    }
     let sink_cpu = procstat::cpu_seconds(rig.sink.pid()).unwrap_or(0.0) - sink_cpu0;
     let sink_rss = procstat::peak_rss_mb(rig.sink.pid()).unwrap_or(0.0);
     let redis_cpu = procstat::cpu_seconds(rig.redis.pid()).unwrap_or(0.0) - redis_cpu0;
@@ -425,7 +521,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     // The histogram, once everything is delivered and before the engine goes.
     let latency = Latency::scrape(metrics_addr).await;
-    engine.stop().await;
+    for engine in engines {
+        engine.stop().await;
+    }
     let dir = rig.dir.clone();
     rig.stop().await;
 
@@ -453,7 +551,16 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         delivered_per_sec: per_sec,
         delivered_per_min: per_sec * 60.0,
         steady_per_min: steady * 60.0,
+        engines: opts.engines.max(1),
         engine_cpu_us_per_msg: per_msg(engine_cpu, delivered),
+        nodes,
+        limiter_leases,
+        limiter_tokens,
+        limiter_calls_per_msg: if delivered > 0 {
+            limiter_leases as f64 / delivered as f64
+        } else {
+            0.0
+        },
         sink_cpu_us_per_msg: per_msg(sink_cpu, delivered),
         redis_cpu_us_per_msg: per_msg(redis_cpu, delivered),
         engine_peak_rss_mb: engine_rss,
@@ -559,6 +666,24 @@ impl BenchReport {
             rr = self.redis_peak_rss_mb,
         );
         out.push_str(&self.latency.line());
+        if !self.nodes.is_empty() {
+            out.push_str(&format!(
+                "fleet              {} engine nodes\n",
+                self.engines
+            ));
+            for n in &self.nodes {
+                out.push_str(&format!(
+                    "  {:<16} {} delivered, {:.1} µs CPU per message, {:.0} MiB peak\n",
+                    n.node, n.delivered, n.cpu_us_per_msg, n.peak_rss_mb
+                ));
+            }
+        }
+        if self.limiter_leases > 0 {
+            out.push_str(&format!(
+                "fleet limiter      {} Redis leases for {} tokens: {:.4} calls per message\n",
+                self.limiter_leases, self.limiter_tokens, self.limiter_calls_per_msg
+            ));
+        }
         if let (Some(rate), Some(ratio)) = (
             self.openssl_rsa2048_sign_per_sec,
             self.dkim_ratio_vs_openssl,
@@ -604,7 +729,8 @@ mod tests {
     #[test]
     fn plain_config_parses_with_metrics() {
         let domains = enqueue::parse_domains("gmail.test:50,yahoo.test:20").unwrap();
-        let cfg = EngineConfig::from_toml(&(head() + &bench_sites(&domains, 8)), "t").unwrap();
+        let cfg =
+            EngineConfig::from_toml(&(head() + &bench_sites(&domains, 8, None)), "t").unwrap();
         assert_eq!(
             cfg.metrics_listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 9101)))
@@ -673,7 +799,12 @@ mod tests {
             delivered_per_sec: 10.0,
             delivered_per_min: 600.0,
             steady_per_min: 600.0,
+            engines: 1,
             engine_cpu_us_per_msg: 1.0,
+            nodes: Vec::new(),
+            limiter_leases: 0,
+            limiter_tokens: 0,
+            limiter_calls_per_msg: 0.0,
             sink_cpu_us_per_msg: 1.0,
             redis_cpu_us_per_msg: 1.0,
             engine_peak_rss_mb: 1.0,
@@ -704,6 +835,8 @@ mod tests {
             "redis_peak_rss_mb",
             "sink_cpu_us_per_msg",
             "sink_peak_rss_mb",
+            "engines",
+            "limiter_calls_per_msg",
             "latency_p50_ms",
             "latency_p99_ms",
             "latency_note",
@@ -712,6 +845,7 @@ mod tests {
         }
         assert!(v["latency_p50_ms"].is_null());
         assert!(v.get("sites").is_none() && v.get("ratio_vs_smtp_source").is_none());
+        assert!(v.get("nodes").is_none(), "no per-node list for one engine");
         let with = BenchReport {
             compare: Some(CompareReport {
                 smtp_source_count: 10,

@@ -30,8 +30,10 @@ struct Args {
 enum Cmd {
     /// A fast SMTP sink that counts accepted messages per recipient.
     Sink {
-        /// `ADDR[=KIND[,rate=N][,conns=N][,per-conn=N][,latency-ms=N][,silent]]`, repeatable.
-        /// KIND: plain, google, yahoo, yahoo-jp, docomo, au, softbank.
+        /// `ADDR[=KIND[,rate=N][,conns=N][,per-conn=N][,latency-ms=N][,silent][,cut=N]
+        /// [,garbage=N]]`, repeatable. KIND: plain, google, yahoo, yahoo-jp, docomo, au,
+        /// softbank. `cut`: connections per mille cut mid-content; `garbage`: messages per
+        /// mille answered with a line that is not SMTP.
         #[arg(long, required = true)]
         listen: Vec<String>,
         /// Serve `GET /stats` (JSON) here.
@@ -46,6 +48,19 @@ enum Cmd {
         /// Do not offer CHUNKING (BDAT): behave like a DATA-only server.
         #[arg(long)]
         no_chunking: bool,
+    },
+    /// A TCP proxy on loopback that delays every byte (a long network path, without the
+    /// privileges `tc netem` needs).
+    Proxy {
+        /// Address to listen on (loopback).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Where to forward each connection (loopback).
+        #[arg(long)]
+        upstream: SocketAddr,
+        /// Delay in each direction, ms.
+        #[arg(long, default_value_t = 100)]
+        delay_ms: u64,
     },
     /// A small authoritative DNS server for test zones.
     Dns {
@@ -178,6 +193,16 @@ struct BenchArgs {
     /// Seconds the memory run (--backlog) samples the engine.
     #[arg(long, default_value_t = 60)]
     duration_s: u64,
+    /// Engine nodes (processes) sharing the queues as one fleet (membership, shard handover,
+    /// fleet-wide limits through Redis). With more than one, the report adds `nodes` (each
+    /// node's deliveries and CPU per message). Engine mode, 1 to 16.
+    #[arg(long, default_value_t = 1)]
+    engines: u32,
+    /// A fleet-wide rate in msg/s for every --domains site, so the Redis limiter is in play:
+    /// the report's limiter_leases, limiter_tokens and limiter_calls_per_msg count its Redis
+    /// calls. Engine mode, without --mix (the mix has its own rates).
+    #[arg(long)]
+    site_rate: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -202,6 +227,28 @@ fn main() -> anyhow::Result<()> {
                 hostname,
                 no_chunking,
             } => sink(listen, stats, starttls, hostname, !no_chunking).await,
+            Cmd::Proxy {
+                listen,
+                upstream,
+                delay_ms,
+            } => {
+                if !listen.ip().is_loopback() || !upstream.ip().is_loopback() {
+                    bail!("the proxy works between loopback addresses only");
+                }
+                let proxy = hikyaku_loadtest::proxy::Proxy::start(
+                    listen,
+                    upstream,
+                    Duration::from_millis(delay_ms),
+                )
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+                eprintln!(
+                    "proxy {} → {upstream}, {delay_ms} ms each way",
+                    proxy.local_addr()
+                );
+                wait_for_signal().await;
+                Ok(())
+            }
             Cmd::Dns { listen, zone } => {
                 let text = std::fs::read_to_string(&zone)
                     .with_context(|| format!("reading {}", zone.display()))?;
@@ -274,12 +321,26 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         (b.mix.is_some(), "--mix"),
         (b.backlog.is_some(), "--backlog"),
         (b.dkim, "--dkim"),
+        (b.engines != 1, "--engines"),
+        (b.site_rate.is_some(), "--site-rate"),
     ];
     if let Some((_, flag)) = extras.iter().find(|(on, _)| *on).filter(|_| e2e) {
         bail!("{flag} is an engine-mode option (not for --mode e2e or the demo)");
     }
     if b.backlog.is_some() && (b.compare || b.mix.is_some() || b.dkim) {
         bail!("--backlog runs alone: leave out --compare, --mix and --dkim");
+    }
+    if !(1..=16).contains(&b.engines) {
+        bail!("--engines takes 1 to 16 nodes, not {}", b.engines);
+    }
+    if b.backlog.is_some() && b.engines != 1 {
+        bail!("--backlog measures one engine: leave out --engines");
+    }
+    if b.site_rate.is_some() && b.mix.is_some() {
+        bail!("--site-rate sets the --domains sites' rate; the mix has its own rates");
+    }
+    if b.site_rate == Some(0) {
+        bail!("--site-rate must be at least 1 msg/s");
     }
     if b.compare && b.mix.is_some() {
         bail!("--compare measures a full-speed run against smtp-source: leave out --mix");
@@ -342,6 +403,8 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         compare: b.compare,
         dkim: b.dkim,
         japanese: b.japanese,
+        engines: b.engines,
+        site_rate: b.site_rate,
     };
     if let Some(n) = b.backlog {
         let report = backlog::run(&opts, n, Duration::from_secs(b.duration_s)).await?;
@@ -398,6 +461,17 @@ fn parse_listen(spec: &str) -> anyhow::Result<ListenerSpec> {
             "per-conn" => profile.max_msgs_per_conn = n()?,
             "latency-ms" => profile.latency = Duration::from_millis(u64::from(n()?)),
             "silent" => profile.silent = true,
+            "cut" | "garbage" => {
+                let per_mille = n()?;
+                if per_mille > 1000 {
+                    bail!("--listen {spec:?}: {k} is per mille (0 to 1000)");
+                }
+                if k == "cut" {
+                    profile.cut_per_mille = per_mille;
+                } else {
+                    profile.garbage_per_mille = per_mille;
+                }
+            }
             "name" => profile.name = v.to_owned(),
             _ => bail!("--listen {spec:?}: unknown option {k:?}"),
         }
