@@ -335,6 +335,9 @@ impl EngineConfig {
         if self.queue.max_in_flight == 0 || self.queue.read_batch == 0 {
             return bad("queue.max_in_flight and queue.read_batch must be at least 1");
         }
+        if self.queue.block.0 > Duration::from_secs(60) {
+            return bad("queue.block must be at most 60s (a blocking read's reply wait is 120s)");
+        }
         if self.queue.claim_idle.0 < Duration::from_millis(300) {
             return bad("queue.claim_idle must be at least 300ms");
         }

@@ -134,7 +134,6 @@ pub async fn poll(
             .arg("COUNT")
             .arg(1);
     }
-    pipe.cmd("INFO").arg("memory");
     let replies: Vec<redis::Value> = pipe.query_async(con).await?;
     let mut it = replies.into_iter();
     for site in sites.values() {
@@ -161,19 +160,37 @@ pub async fn poll(
             });
         metrics.oldest_age(shard, age);
     }
-    let info: String = next_reply(&mut it)?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    metrics.redis_memory(field("used_memory"), field("maxmemory"));
+    // On a cluster, the master nearest its limit (or the fullest, without limits).
+    let fullest = con
+        .info_everywhere("memory")
+        .await?
+        .iter()
+        .map(|info| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(name)?
+                            .strip_prefix(':')?
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            (field("used_memory"), field("maxmemory"))
+        })
+        .max_by(|a, b| {
+            let ratio = |(used, max): (u64, u64)| {
+                if max > 0 {
+                    used as f64 / max as f64
+                } else {
+                    0.0
+                }
+            };
+            ratio(*a).total_cmp(&ratio(*b)).then(a.0.cmp(&b.0))
+        })
+        .unwrap_or((0, 0));
+    metrics.redis_memory(fullest.0, fullest.1);
     metrics.resident_memory();
     Ok(())
 }

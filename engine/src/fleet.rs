@@ -138,16 +138,19 @@ impl FleetLimits {
                 return want;
             }
             let held = self.pool().live_tokens();
-            let (interval, burst, ask) = lease_request(rate, self.deps.lease, want - held, demand);
+            let (interval, burst, ask) =
+                lease_request(rate, self.deps.lease, want.saturating_sub(held), demand);
             let mut con = self.deps.con.clone();
             let wait = match scripts::lease(&mut con, &self.site, interval, burst, ask).await {
                 Ok(l) if l.granted > 0 => {
                     {
+                        // Tokens of a lapsed lease are gone; the new ones start a fresh one.
                         let mut pool = self.pool();
-                        if pool.live_tokens() == 0 {
+                        let live = pool.live_tokens();
+                        if live == 0 {
                             pool.valid_until = tokio::time::Instant::now() + LEASE_VALID;
                         }
-                        pool.tokens = pool.live_tokens() + l.granted;
+                        pool.tokens = live + l.granted;
                     }
                     crate::metrics::Metrics.lease(&self.site, l.granted);
                     self.leased.add(u64::from(l.granted));

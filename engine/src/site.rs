@@ -130,7 +130,8 @@ pub struct Site {
     /// connections holds the site back, and no connection is added ([`Site::maybe_open`]).
     rate_waiters: AtomicUsize,
     /// Connections opened and without a session yet: while as many are starting as are
-    /// carrying mail, no more are added (connections at most double per set-up time).
+    /// carrying mail, no more are added (connections at most double per set-up time); each
+    /// one that gets its session looks whether another may open.
     starting: AtomicUsize,
     deps: SiteDeps,
     metrics: SiteMetrics,
@@ -392,7 +393,7 @@ impl Site {
                 || (open > 0
                     && (queued <= 1
                         || self.rate_waiters.load(Ordering::Acquire) > 0
-                        || self.starting.load(Ordering::Acquire) * 2 > open))
+                        || self.starting.load(Ordering::Acquire) * 2 >= open))
             {
                 return;
             }
@@ -879,6 +880,7 @@ impl Site {
             Some(f) => match f.take_slot(self.policy.max_connections).await {
                 Some(member) => Some(member),
                 None => {
+                    starting.leave();
                     self.open.fetch_sub(1, Ordering::AcqRel);
                     self.open_later();
                     return;
@@ -938,7 +940,10 @@ impl Site {
                     {
                         Ok(s) => {
                             self.metrics.connect_ok.increment(1);
-                            starting.leave();
+                            if starting.0.is_some() {
+                                starting.leave();
+                                self.maybe_open(self.queued());
+                            }
                             session = Some(s);
                         }
                         Err((mx, attempt)) => {
@@ -1028,6 +1033,7 @@ impl Site {
         if let (Some(f), Some(member)) = (&self.fleet, slot) {
             f.release_slot(member).await;
         }
+        starting.leave();
         self.open.fetch_sub(1, Ordering::AcqRel);
         // A job may have arrived between our last look and the decrement.
         let queued = self.queued();

@@ -4,8 +4,9 @@
 //! A queue URL is either
 //! - `redis://host:port[/db]` (or `rediss://`, `unix://`): one server, through redis-rs's
 //!   `ConnectionManager`, which reconnects with exponential backoff after the server went away, or
-//! - `redis+cluster://host:port[,host:port…]`: seed nodes of a Redis Cluster, through redis-rs's
-//!   `cluster_async`, which learns the slot map, follows `MOVED`/`ASK` and reconnects to nodes.
+//! - `redis+cluster://[user:password@]host:port[,host:port…]`: seed nodes of a Redis Cluster
+//!   (the credentials apply to every node; no TLS), through redis-rs's `cluster_async`, which
+//!   learns the slot map, follows `MOVED`/`ASK` and reconnects to nodes.
 //!
 //! A request in flight when the server goes away fails; every caller already treats a Redis
 //! error as "try again after a backoff", and the next request waits for the reconnection.
@@ -13,8 +14,8 @@
 //! Every script and `MULTI` block uses keys of one hash tag (the key map in the crate docs), so it
 //! runs on a cluster unchanged. Plain pipelines over many shards or sites (depth polls, queue
 //! statistics, bulk enqueues) are split here on a cluster: one pipeline per hash tag, sent
-//! concurrently, replies put back in order; a keyless command in such a pipeline (`INFO`) goes to
-//! one node. On one server a pipeline goes as it is. redis-rs refuses cross-slot pipelines on a
+//! concurrently, replies put back in order; a keyless command in such a pipeline goes to one
+//! master ([`Redis::info_everywhere`] asks every master). On one server a pipeline goes as it is. redis-rs refuses cross-slot pipelines on a
 //! cluster rather than splitting them, hence this layer.
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 /// The URL scheme that names a Redis Cluster by its seed nodes.
@@ -40,8 +41,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where the queues are: parsed once, connected as often as a component needs its own
-/// connection (a blocking stream read wants one of its own).
-#[derive(Clone, Debug)]
+/// connection (a blocking stream read wants one of its own). Its `Debug` shows no credentials.
+#[derive(Clone)]
 pub enum RedisClient {
     /// One server.
     Single(redis::Client),
@@ -49,17 +50,46 @@ pub enum RedisClient {
     Cluster(Vec<String>),
 }
 
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(c) => {
+                let info = c.get_connection_info();
+                write!(f, "RedisClient::Single({})", info.addr())
+            }
+            Self::Cluster(seeds) => {
+                let hosts: Vec<&str> = seeds
+                    .iter()
+                    .map(|s| s.rsplit_once('@').map_or(s.as_str(), |(_, h)| h))
+                    .collect();
+                write!(f, "RedisClient::Cluster({})", hosts.join(","))
+            }
+        }
+    }
+}
+
 impl RedisClient {
     /// Parses a queue URL (see the module docs).
     pub fn open(url: &str) -> RedisResult<Self> {
         match url.strip_prefix(CLUSTER_SCHEME) {
             Some(rest) => {
-                let seeds: Vec<String> = rest
-                    .trim_end_matches('/')
+                let (rest, db) = rest.split_once('/').unwrap_or((rest, ""));
+                if !matches!(db, "" | "0") {
+                    return Err(RedisError::from((
+                        ErrorKind::InvalidClientConfig,
+                        "a Redis Cluster has database 0 only",
+                    )));
+                }
+                // `user:password@` once, for every seed.
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let seeds: Vec<String> = hosts
                     .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
-                    .map(|s| format!("redis://{s}"))
+                    .map(|s| format!("redis://{auth}{s}"))
                     .collect();
                 if seeds.is_empty() {
                     return Err(RedisError::from((
@@ -130,6 +160,31 @@ pub enum Redis {
     Cluster(ClusterConnection),
 }
 
+impl Redis {
+    /// `INFO <section>` of the server, or of every master of a cluster: one text each.
+    pub async fn info_everywhere(&mut self, section: &str) -> RedisResult<Vec<String>> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(section);
+        match self {
+            Self::Single(c) => Ok(vec![cmd.query_async(c).await?]),
+            Self::Cluster(c) => {
+                let masters = MultipleNodeRoutingInfo::AllMasters;
+                match c
+                    .route_command(cmd, RoutingInfo::MultiNode((masters, None)))
+                    .await?
+                {
+                    Value::Map(per_node) => per_node
+                        .into_iter()
+                        .map(|(_, text)| redis::from_redis_value(text))
+                        .collect::<Result<_, _>>()
+                        .map_err(RedisError::from),
+                    one => Ok(vec![redis::from_redis_value(one)?]),
+                }
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -197,8 +252,8 @@ fn by_hash_tag(pipeline: &Pipeline) -> Vec<(Option<&[u8]>, Vec<usize>)> {
     groups
 }
 
-/// Sends each group as its own pipeline (a keyless one to one node), all at once, and puts the
-/// replies back in the pipeline's order.
+/// Sends each group as its own pipeline (a keyless one to one master), all at once, and puts
+/// the replies back in the pipeline's order.
 async fn split_pipeline(
     con: ClusterConnection,
     pipeline: &Pipeline,
@@ -217,7 +272,7 @@ async fn split_pipeline(
                 Some(_) => con.req_packed_commands(&part, 0, idx.len()).await?,
                 None => {
                     let cmd = first;
-                    let one = SingleNodeRoutingInfo::Random;
+                    let one = SingleNodeRoutingInfo::RandomPrimary;
                     vec![con.route_command(cmd, RoutingInfo::SingleNode(one)).await?]
                 }
             };
@@ -250,6 +305,11 @@ fn first_key(cmd: &Cmd) -> Option<&[u8]> {
             } else {
                 args.next()
             }
+        }
+        // Container commands: a subcommand, then the key.
+        b"XINFO" | b"XGROUP" | b"OBJECT" | b"MEMORY" => {
+            args.next()?;
+            args.next()
         }
         b"XREAD" | b"XREADGROUP" => {
             let mut rest = args.skip_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"));
@@ -336,6 +396,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match RedisClient::open("redis+cluster://hk:s3cret@10.0.0.1:7000,10.0.0.2:7000/0").unwrap()
+        {
+            RedisClient::Cluster(seeds) => assert_eq!(
+                seeds,
+                [
+                    "redis://hk:s3cret@10.0.0.1:7000",
+                    "redis://hk:s3cret@10.0.0.2:7000"
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(RedisClient::open("redis+cluster://10.0.0.1:7000/3").is_err());
         assert!(RedisClient::open("redis+cluster://").is_err());
         assert!(RedisClient::open("redis+cluster://[bad").is_err());
         assert!(RedisClient::open("nope://x").is_err());

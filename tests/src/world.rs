@@ -151,7 +151,11 @@ impl World {
     /// The standard world.
     /// Pauses (`true`) or resumes a site the way operators do: its `hk:site:<site>:ctl` flag.
     pub async fn set_site_paused(&self, site: &str, paused: bool) {
-        let mut con = self.redis.con().await;
+        let mut con = hikyaku_queue_schema::RedisClient::open(&self.queue_url)
+            .expect("queue url")
+            .connect()
+            .await
+            .expect("connect to the queues");
         let _: () = ::redis::cmd("HSET")
             .arg(hikyaku_queue_schema::Keys::site_ctl(site))
             .arg("paused")

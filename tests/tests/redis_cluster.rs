@@ -84,6 +84,38 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{sent}");
 
+    // Before any delivery: the statistics pipeline (split per shard by the connection layer)
+    // answers each shard with its own depth, as single commands read it.
+    wait_for(Duration::from_secs(60), "campaign expanded", || {
+        let api = &api;
+        async move {
+            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
+            (st["expanded"] == n).then_some(())
+        }
+    })
+    .await;
+    let ctx = Ctx::from_state(api.state.clone());
+    let before = hikyaku_api::admin::queue::stats(&ctx, false)
+        .await
+        .expect("queue stats on a cluster");
+    let mut con = api.state.redis.clone();
+    let mut depths = Vec::new();
+    for shard in 0..SHARDS {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(hikyaku_queue_schema::Keys::ready(shard))
+            .query_async(&mut con)
+            .await
+            .expect("xlen");
+        depths.push(len);
+    }
+    let reported: Vec<u64> = before.shards.iter().map(|s| s.ready).collect();
+    assert_eq!(reported, depths, "per-shard depths in shard order");
+    assert_eq!(depths.iter().sum::<u64>() as i64, n);
+    assert!(
+        depths.iter().filter(|&&d| d > 0).count() >= 3,
+        "jobs spread over shards: {depths:?}"
+    );
+
     let engine = world.engine(
         hikyaku_engine::EngineConfig::from_toml(
             &world.node_config_toml("cluster-node", SHARDS, "", STANDARD_SITES),
@@ -106,7 +138,7 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
         counts.iter().all(|&c| c > 0),
         "every master holds keys: {counts:?}"
     );
-    let queues = hikyaku_api::admin::queue::stats(&Ctx::from_state(api.state.clone()), true)
+    let queues = hikyaku_api::admin::queue::stats(&ctx, true)
         .await
         .expect("queue stats on a cluster");
     assert_eq!(queues.shards.len(), SHARDS as usize);

@@ -53,29 +53,23 @@ async fn node_states(
     ctx: &Ctx,
 ) -> Result<BTreeMap<String, HashMap<String, SiteState>>, AdminError> {
     let mut con = ctx.redis().await?;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(Keys::node_sites("*"))
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut con)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    // Every engine heartbeats in `hk:nodes` (a dead one stays listed until it is forgotten);
+    // a key per node, not a SCAN: on a Redis Cluster a SCAN sees one node's keys only.
+    let nodes: Vec<String> = redis::cmd("ZRANGE")
+        .arg(Keys::nodes())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await?;
     let mut out = BTreeMap::new();
-    for key in keys {
+    for key in nodes.iter().map(|n| Keys::node_sites(n)) {
         let raw: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut con)
             .await?;
+        if raw.is_empty() {
+            continue; // a node that stopped publishing (its key expired)
+        }
         let node = key
             .strip_prefix("hk:node:")
             .and_then(|k| k.strip_suffix(":sites"))
