@@ -10,11 +10,13 @@
 //! - [`world`]: DNS + sink + engine config for one scenario.
 //! - [`queue`]: enqueuing jobs and reading events and queue depths.
 //! - [`api`]: the API in-process over a fresh PostgreSQL database.
+//! - [`scenario`]: the fault scenarios' zone, recipients, sinks and generated campaign.
 
 pub mod api;
 pub mod cluster;
 pub mod queue;
 pub mod redis;
+pub mod scenario;
 pub mod world;
 
 use std::future::Future;

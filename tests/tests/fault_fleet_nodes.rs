@@ -5,13 +5,12 @@
 //! the 100,000 recipients is delivered (duplicates counted, bounded by the dead node's
 //! in-flight window). The dead node is forgotten once its work is reclaimed.
 
-use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_queue_schema::Keys;
 use hikyaku_tests::queue::{self, job};
+use hikyaku_tests::scenario;
 use hikyaku_tests::wait_for;
 use hikyaku_tests::world::World;
 
@@ -24,21 +23,8 @@ const IN_FLIGHT: u64 = 2_000;
 const RATE: u64 = 1_000;
 
 /// Twelve Google-hosted domains and twelve others, so jobs spread over every shard.
-fn zone() -> String {
-    let mut z = String::from("mx1.google.test A 127.0.0.2\nmx.other.test A 127.0.0.5\n");
-    for i in 0..DOMAINS {
-        let _ = writeln!(z, "g{i}.test MX 10 mx1.google.test");
-        let _ = writeln!(z, "o{i}.test MX 10 mx.other.test");
-    }
-    z
-}
-
 fn rcpt(i: u64) -> String {
-    if i < LIMITED {
-        format!("r{i}@g{}.test", i % DOMAINS)
-    } else {
-        format!("r{i}@o{}.test", i % DOMAINS)
-    }
+    scenario::rcpt(i, LIMITED, DOMAINS)
 }
 
 fn config(world: &World, node: &str) -> String {
@@ -64,14 +50,11 @@ max_connections = 8
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_hold_the_fleet_limit_and_a_killed_node_loses_nothing() {
     let world = World::start(
-        &zone(),
-        vec![
-            (
-                Ipv4Addr::new(127, 0, 0, 2),
-                Profile::provider(ProviderKind::Google),
-            ),
-            (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
-        ],
+        &scenario::zone(DOMAINS),
+        scenario::sinks(
+            Profile::provider(ProviderKind::Google),
+            Profile::plain("other"),
+        ),
     )
     .await;
     let total = LIMITED + OTHER;

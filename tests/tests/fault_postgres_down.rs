@@ -6,33 +6,24 @@
 //! with 503 problem+json; the recorder keeps the events queued in Redis and, once the database
 //! is back, records every one of them exactly once.
 
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use hikyaku_loadtest::proxy::Proxy;
 use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_tests::api::{admin_url, TestApi};
+use hikyaku_tests::scenario;
 use hikyaku_tests::wait_for;
 use hikyaku_tests::world::World;
 use serde_json::json;
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_engine-under-test");
 const SHARDS: u16 = 4;
-const GOOGLE: i64 = 30_000;
-const TOTAL: i64 = 100_000;
-const DOMAINS: i64 = 8;
+const GOOGLE: u64 = 30_000;
+const TOTAL: u64 = 100_000;
+const DOMAINS: u64 = 8;
 const OUTAGE: Duration = Duration::from_secs(60);
-
-fn zone() -> String {
-    let mut z = String::from("mx1.google.test A 127.0.0.2\nmx.other.test A 127.0.0.5\n");
-    for i in 0..DOMAINS {
-        let _ = writeln!(z, "g{i}.test MX 10 mx1.google.test");
-        let _ = writeln!(z, "o{i}.test MX 10 mx.other.test");
-    }
-    z
-}
 
 fn config(world: &World, node: &str) -> String {
     world.node_config_toml(
@@ -60,14 +51,11 @@ fn host_port(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_stops_nothing_and_loses_no_event() {
     let world = World::start(
-        &zone(),
-        vec![
-            (
-                Ipv4Addr::new(127, 0, 0, 2),
-                Profile::provider(ProviderKind::Google),
-            ),
-            (Ipv4Addr::new(127, 0, 0, 5), Profile::plain("other")),
-        ],
+        &scenario::zone(DOMAINS),
+        scenario::sinks(
+            Profile::provider(ProviderKind::Google),
+            Profile::plain("other"),
+        ),
     )
     .await;
     let admin = admin_url();
@@ -92,58 +80,12 @@ async fn a_database_outage_stops_nothing_and_loses_no_event() {
     let direct = sqlx::PgPool::connect(&api.db.url)
         .await
         .expect("direct connection");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expander = tokio::spawn(hikyaku_api::expansion::run(
-        api.state.clone(),
-        stop_rx.clone(),
-    ));
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx);
-
-    let (s, list) = api
-        .json(Method::POST, "/v1/lists", json!({"name": "big"}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{list}");
-    let list_id = list["id"].as_i64().expect("id");
-    sqlx::query(
-        "INSERT INTO subscribers (list_id, tenant_id, email, email_lower) \
-         SELECT $1, $2, e, e FROM (SELECT CASE WHEN g < $3 THEN 'r' || g || '@g' || (g % $5) || '.test' \
-         ELSE 'r' || g || '@o' || (g % $5) || '.test' END AS e FROM generate_series(0, $4 - 1) AS g) s",
-    )
-    .bind(list_id)
-    .bind(api.tenant)
-    .bind(GOOGLE)
-    .bind(TOTAL)
-    .bind(DOMAINS)
-    .execute(&direct)
-    .await
-    .expect("subscribers");
-    let (s, campaign) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({
-                "name": "outage", "list_id": list_id, "from_name": "Acme",
-                "from_addr": "news@acme.test", "subject": "Hello", "text_body": "News for {{email}}.\n"
-            }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{campaign}");
-    let cid = campaign["id"].as_i64().expect("id");
-    let (s, sent) = api
-        .json(
-            Method::POST,
-            &format!("/v1/campaigns/{cid}/send"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{sent}");
+    let background = api.background();
+    let list_id = api.generated_list(&direct, TOTAL, GOOGLE, DOMAINS).await;
+    let cid = api.send_campaign(list_id, "outage").await;
     wait_for(Duration::from_secs(120), "campaign expanded", || {
         let api = &api;
-        async move {
-            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (st["expanded"] == TOTAL).then_some(())
-        }
+        async move { (api.campaign_stats(cid).await["expanded"] == TOTAL).then_some(()) }
     })
     .await;
 
@@ -177,7 +119,7 @@ async fn a_database_outage_stops_nothing_and_loses_no_event() {
         "every recipient delivered while the database is away",
         || {
             let s = stats.clone();
-            async move { (s.distinct() as i64 >= TOTAL).then_some(()) }
+            async move { (s.distinct() >= TOTAL).then_some(()) }
         },
     )
     .await;
@@ -188,20 +130,14 @@ async fn a_database_outage_stops_nothing_and_loses_no_event() {
             .await
             .expect("count");
     assert!(
-        recorded_during < TOTAL,
+        (recorded_during as u64) < TOTAL,
         "the recorder could not have recorded everything ({recorded_during})"
     );
     tokio::time::sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
     proxy.set_down(false);
 
-    let st = wait_for(Duration::from_secs(120), "campaign completed", || {
-        let api = &api;
-        async move {
-            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (st["status"] == "completed").then_some(st)
-        }
-    })
-    .await;
+    api.wait_completed(cid, 120).await;
+    let st = api.campaign_stats(cid).await;
     assert_eq!(st["by_status"]["delivered"], TOTAL, "{st}");
     let (rows, jobs): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT seq) FROM delivery_events WHERE campaign_id = $1",
@@ -210,7 +146,11 @@ async fn a_database_outage_stops_nothing_and_loses_no_event() {
     .fetch_one(&direct)
     .await
     .expect("count");
-    assert_eq!((rows, jobs), (TOTAL, TOTAL), "every event recorded once");
+    assert_eq!(
+        (rows as u64, jobs as u64),
+        (TOTAL, TOTAL),
+        "every event recorded once"
+    );
     let (s, _) = api
         .json(Method::POST, "/v1/lists", json!({"name": "after"}))
         .await;
@@ -218,11 +158,7 @@ async fn a_database_outage_stops_nothing_and_loses_no_event() {
 
     assert!(a.terminate().await.success(), "node-a stops cleanly");
     assert!(b.terminate().await.success(), "node-b stops cleanly");
-    let _ = stop_tx.send(true);
-    let _ = expander.await;
-    for r in recorders {
-        let _ = r.await;
-    }
+    background.stop().await;
     println!(
         "database away {OUTAGE:?}: {before} delivered before, {} after; {recorded_during} events \
          recorded before it came back; {} duplicates",

@@ -4,14 +4,14 @@
 //! delivered eventually, each job ends with exactly one end-state event, neither engine panics,
 //! and the engines' `/metrics` show the failures (deferred messages by reason).
 
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hikyaku_loadtest::promtext;
 use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_tests::queue::{self, job};
 use hikyaku_tests::redis::free_port;
+use hikyaku_tests::scenario;
 use hikyaku_tests::wait_for;
 use hikyaku_tests::world::World;
 
@@ -23,21 +23,8 @@ const DOMAINS: u64 = 8;
 const CUT_PER_MILLE: u32 = 50;
 const GARBAGE_PER_MILLE: u32 = 10;
 
-fn zone() -> String {
-    let mut z = String::from("mx1.google.test A 127.0.0.2\nmx.other.test A 127.0.0.5\n");
-    for i in 0..DOMAINS {
-        let _ = writeln!(z, "g{i}.test MX 10 mx1.google.test");
-        let _ = writeln!(z, "o{i}.test MX 10 mx.other.test");
-    }
-    z
-}
-
 fn rcpt(i: u64) -> String {
-    if i < GOOGLE {
-        format!("r{i}@g{}.test", i % DOMAINS)
-    } else {
-        format!("r{i}@o{}.test", i % DOMAINS)
-    }
+    scenario::rcpt(i, GOOGLE, DOMAINS)
 }
 
 fn faulty(mut p: Profile) -> Profile {
@@ -108,14 +95,11 @@ async fn deferred_by_reason(port: u16) -> Vec<(String, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_connections_and_garbage_replies_lose_nothing() {
     let world = World::start(
-        &zone(),
-        vec![
-            (
-                Ipv4Addr::new(127, 0, 0, 2),
-                faulty(Profile::provider(ProviderKind::Google)),
-            ),
-            (Ipv4Addr::new(127, 0, 0, 5), faulty(Profile::plain("other"))),
-        ],
+        &scenario::zone(DOMAINS),
+        scenario::sinks(
+            faulty(Profile::provider(ProviderKind::Google)),
+            faulty(Profile::plain("other")),
+        ),
     )
     .await;
     let total = GOOGLE + OTHER;

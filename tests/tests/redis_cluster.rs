@@ -32,13 +32,7 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
     world.queue_url = cluster.url.clone();
     let api = TestApi::start_on(&cluster.url, SHARDS).await;
     assert!(api.redis_client.is_cluster());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expander = tokio::spawn(hikyaku_api::expansion::run(
-        api.state.clone(),
-        stop_rx.clone(),
-    ));
-    let recorders =
-        hikyaku_api::recorder::spawn(api.state.clone(), api.redis_client.clone(), stop_rx);
+    let background = api.background();
 
     let (s, list) = api
         .json(Method::POST, "/v1/lists", json!({"name": "news"}))
@@ -63,35 +57,13 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
     let n = (PER_DOMAIN * DOMAINS.len()) as i64;
     assert_eq!(report["accepted"], n);
 
-    let (s, campaign) = api
-        .json(
-            Method::POST,
-            "/v1/campaigns",
-            json!({
-                "name": "clustered", "list_id": list_id, "from_name": "Acme",
-                "from_addr": "news@acme.test", "subject": "Hello", "text_body": "News for {{email}}.\n"
-            }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{campaign}");
-    let cid = campaign["id"].as_i64().expect("id");
-    let (s, sent) = api
-        .json(
-            Method::POST,
-            &format!("/v1/campaigns/{cid}/send"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{sent}");
+    let cid = api.send_campaign(list_id, "clustered").await;
 
     // Before any delivery: the statistics pipeline (split per shard by the connection layer)
     // answers each shard with its own depth, as single commands read it.
     wait_for(Duration::from_secs(60), "campaign expanded", || {
         let api = &api;
-        async move {
-            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (st["expanded"] == n).then_some(())
-        }
+        async move { (api.campaign_stats(cid).await["expanded"] == n).then_some(()) }
     })
     .await;
     let ctx = Ctx::from_state(api.state.clone());
@@ -123,14 +95,8 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
         )
         .expect("config"),
     );
-    let stats = wait_for(Duration::from_secs(90), "campaign completed", || {
-        let api = &api;
-        async move {
-            let (_, st) = api.get(&format!("/v1/campaigns/{cid}/stats")).await;
-            (st["status"] == "completed").then_some(st)
-        }
-    })
-    .await;
+    api.wait_completed(cid, 90).await;
+    let stats = api.campaign_stats(cid).await;
 
     // The queues are spread over the masters, and the admin statistics read them all.
     let counts = cluster.key_counts();
@@ -148,11 +114,7 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
     );
 
     engine.stop().await.expect("engine stops");
-    let _ = stop_tx.send(true);
-    let _ = expander.await;
-    for r in recorders {
-        let _ = r.await;
-    }
+    background.stop().await;
     assert_eq!(stats["expanded"], n, "{stats}");
     assert_eq!(stats["by_status"]["delivered"], n, "{stats}");
     let sink = world.sink.stats();
