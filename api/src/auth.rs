@@ -30,12 +30,21 @@ impl FromRequestParts<AppState> for Tenant {
             .filter(|k| k.starts_with("hk_") && k.len() < 200)
             .ok_or(ApiError::Unauthorized)?;
         // The lookup is by hash: comparing digests in the index leaks nothing about the key.
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(keys::hash(key))
         .fetch_optional(&state.db)
         .await?;
-        row.map(|(t,)| Tenant(t)).ok_or(ApiError::Unauthorized)
+        let (key_id, tenant) = row.ok_or(ApiError::Unauthorized)?;
+        if let Some(limiter) = &state.key_limiter {
+            if let Err(not_until) = limiter.check_key(&key_id) {
+                use governor::clock::Clock as _;
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err(ApiError::TooManyRequests(secs.max(1)));
+            }
+        }
+        Ok(Tenant(tenant))
     }
 }

@@ -63,4 +63,8 @@ pub struct ApiConfig {
     /// PostgreSQL connections.
     #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
+    /// Requests per second each API key may make, in bursts of up to one second's worth;
+    /// beyond it, 429 with `Retry-After`. 0: unlimited.
+    #[arg(long, env = "HIKYAKU_KEY_RATE", default_value_t = 50)]
+    pub key_rate: u32,
 }

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The content type is not accepted here.
     #[error("unsupported content type; expected {0}")]
     UnsupportedMediaType(&'static str),
+    /// The API key made more requests than its rate allows; retry after this many seconds.
+    #[error("too many requests for this API key; retry after {0} s")]
+    TooManyRequests(u64),
     /// A dependency (PostgreSQL, Redis) is unavailable.
     #[error("service unavailable")]
     Unavailable,
@@ -95,6 +98,9 @@ impl ApiError {
                 "unsupported-media-type",
                 None,
             ),
+            ApiError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", None)
+            }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
@@ -121,6 +127,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::TooManyRequests(secs) = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

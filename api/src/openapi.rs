@@ -26,7 +26,10 @@ impl Modify for Bearer {
 /// The API description.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "hikyaku", description = "Bulk mail delivery: lists, subscribers, campaigns."),
+    info(
+        title = "hikyaku",
+        description = "Bulk mail delivery: lists, subscribers, campaigns. Any route with a key may also answer 401 (no valid key), 429 (the key's request rate, with Retry-After) and 503 (PostgreSQL or Redis unavailable), as application/problem+json."
+    ),
     modifiers(&Bearer),
     paths(
         health::healthz, health::readyz,

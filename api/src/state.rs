@@ -22,4 +22,18 @@ pub struct AppState {
     pub bounce_domain: Option<String>,
     /// Wakes the expander when a campaign starts sending.
     pub expander: std::sync::Arc<tokio::sync::Notify>,
+    /// Requests per second each API key may make (`None`: unlimited).
+    pub key_limiter: Option<std::sync::Arc<KeyLimiter>>,
+}
+
+/// Per-API-key request limiter, keyed by the key's id.
+pub type KeyLimiter = governor::DefaultKeyedRateLimiter<i64>;
+
+/// A limiter of `per_second` requests per key (bursts of up to one second's worth); `None` for
+/// 0 (unlimited).
+pub fn key_limiter(per_second: u32) -> Option<std::sync::Arc<KeyLimiter>> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    Some(std::sync::Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate),
+    )))
 }

@@ -128,6 +128,7 @@ impl TestApi {
             soft_bounce_limit: 2,
             soft_bounce_days: 30,
             db_pool: 8,
+            key_rate: 0,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)
             .await
