@@ -152,17 +152,19 @@ impl<'a> Counted<'a> {
         Counted(Some(gauge))
     }
 
-    /// Counts it out now.
-    fn leave(&mut self) {
-        if let Some(g) = self.0.take() {
-            g.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// Counts it out now; whether it was still counted.
+    fn leave(&mut self) -> bool {
+        let Some(g) = self.0.take() else {
+            return false;
+        };
+        g.fetch_sub(1, Ordering::AcqRel);
+        true
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.leave();
+        let _ = self.leave();
     }
 }
 
@@ -880,7 +882,7 @@ impl Site {
             Some(f) => match f.take_slot(self.policy.max_connections).await {
                 Some(member) => Some(member),
                 None => {
-                    starting.leave();
+                    let _ = starting.leave();
                     self.open.fetch_sub(1, Ordering::AcqRel);
                     self.open_later();
                     return;
@@ -940,8 +942,7 @@ impl Site {
                     {
                         Ok(s) => {
                             self.metrics.connect_ok.increment(1);
-                            if starting.0.is_some() {
-                                starting.leave();
+                            if starting.leave() {
                                 self.maybe_open(self.queued());
                             }
                             session = Some(s);
@@ -1033,7 +1034,7 @@ impl Site {
         if let (Some(f), Some(member)) = (&self.fleet, slot) {
             f.release_slot(member).await;
         }
-        starting.leave();
+        let _ = starting.leave();
         self.open.fetch_sub(1, Ordering::AcqRel);
         // A job may have arrived between our last look and the decrement.
         let queued = self.queued();

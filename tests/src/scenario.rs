@@ -31,6 +31,14 @@ pub fn rcpt(i: u64, google: u64, domains: u64) -> String {
     }
 }
 
+/// The usual sinks of [`zone`]: a well-behaved Google profile and a plain MTA.
+pub fn usual_sinks() -> Vec<(Ipv4Addr, Profile)> {
+    sinks(
+        Profile::provider(hikyaku_loadtest::sink::ProviderKind::Google),
+        Profile::plain("other"),
+    )
+}
+
 /// The two sinks of [`zone`]: `google` on 127.0.0.2, `other` on 127.0.0.5.
 pub fn sinks(google: Profile, other: Profile) -> Vec<(Ipv4Addr, Profile)> {
     vec![

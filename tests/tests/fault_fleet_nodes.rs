@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_queue_schema::Keys;
 use hikyaku_tests::queue::{self, job};
 use hikyaku_tests::scenario;
@@ -49,14 +48,7 @@ max_connections = 8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_hold_the_fleet_limit_and_a_killed_node_loses_nothing() {
-    let world = World::start(
-        &scenario::zone(DOMAINS),
-        scenario::sinks(
-            Profile::provider(ProviderKind::Google),
-            Profile::plain("other"),
-        ),
-    )
-    .await;
+    let world = World::start(&scenario::zone(DOMAINS), scenario::usual_sinks()).await;
     let total = LIMITED + OTHER;
     {
         let mut con = world.redis.con().await;

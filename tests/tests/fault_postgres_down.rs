@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use hikyaku_loadtest::proxy::Proxy;
-use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_tests::api::{admin_url, TestApi};
 use hikyaku_tests::scenario;
 use hikyaku_tests::wait_for;
@@ -50,14 +49,7 @@ fn host_port(url: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_stops_nothing_and_loses_no_event() {
-    let world = World::start(
-        &scenario::zone(DOMAINS),
-        scenario::sinks(
-            Profile::provider(ProviderKind::Google),
-            Profile::plain("other"),
-        ),
-    )
-    .await;
+    let world = World::start(&scenario::zone(DOMAINS), scenario::usual_sinks()).await;
     let admin = admin_url();
     let pg = host_port(&admin).to_owned();
     let upstream: SocketAddr = tokio::net::lookup_host(pg.as_str())

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use hikyaku_loadtest::sink::{Profile, ProviderKind};
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::queue;
 use hikyaku_tests::redis::TestRedis;
@@ -43,15 +42,7 @@ max_connections = 8
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_campaign_loses_nothing() {
     let redis = TestRedis::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
-    let mut world = World::start_on(
-        redis,
-        &scenario::zone(DOMAINS),
-        scenario::sinks(
-            Profile::provider(ProviderKind::Google),
-            Profile::plain("other"),
-        ),
-    )
-    .await;
+    let mut world = World::start_on(redis, &scenario::zone(DOMAINS), scenario::usual_sinks()).await;
     let api = TestApi::start_on(&world.redis.url, SHARDS).await;
     let background = api.background();
     let list_id = api
