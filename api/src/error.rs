@@ -29,6 +29,12 @@ pub enum ApiError {
     /// No or unknown API key.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The API key lacks the scope this route needs.
+    #[error("this API key lacks the `{0}` scope this request needs")]
+    Forbidden(&'static str),
+    /// The tenant's sending quota does not cover the request.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Not found (or not this tenant's — indistinguishable on purpose).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -88,6 +94,8 @@ impl ApiError {
                 Some(field),
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope", None),
+            ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota-exceeded", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
             ApiError::Conflict { field, .. } => {
                 (StatusCode::CONFLICT, "conflict", field.as_deref())

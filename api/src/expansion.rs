@@ -158,6 +158,7 @@ pub async fn test_send(
     if (c.track_opens || c.track_clicks) && c.status == "draft" {
         store_links(&mut *tx, c.id, &tracked.links).await?;
     }
+    crate::quota::count(&mut *tx, c.tenant_id, recipients.len() as i64).await?;
     tx.commit().await?;
     let mut snap = snapshot(state, c, tracked.html);
     snap.id = test_id;
@@ -442,11 +443,31 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         // crash (enqueued, but its cursor update lost) adds nothing to Redis yet was never
         // counted here.
         let eligible: usize = by_shard.values().map(Vec::len).sum();
+        // The quota is the wall here: a page that does not fit is not enqueued.
+        let fits = crate::quota::usage(&state.db, c.tenant_id)
+            .await?
+            .is_none_or(|u| u.fits(eligible as i64));
+        if !fits {
+            sqlx::query(
+                "UPDATE campaigns SET status = 'paused', updated_at = now() WHERE id = $1 AND status = 'sending'",
+            )
+            .bind(c.id)
+            .execute(&state.db)
+            .await?;
+            tracing::warn!(
+                campaign = c.id,
+                tenant = c.tenant_id,
+                "expansion paused: the tenant's monthly sending quota is used up"
+            );
+            crate::metrics::quota_paused();
+            return Ok(());
+        }
         for (shard, jobs) in &by_shard {
             scripts::enqueue(&mut con, *shard, c.id as u64, jobs).await?;
         }
         // Only from the cursor this page started at: if another expander (another API process)
         // moved it meanwhile, it counted this page; stop here and leave the campaign to it.
+        let mut tx = state.db.begin().await?;
         let moved = sqlx::query(
             "UPDATE campaigns SET expansion_cursor = $2, expanded = expanded + $3, skipped = skipped + $4, \
              updated_at = now() WHERE id = $1 AND expansion_cursor = $5",
@@ -456,12 +477,14 @@ pub async fn expand(state: &AppState, campaign: i64) -> Result<(), ApiError> {
         .bind(eligible as i64)
         .bind(skipped)
         .bind(cursor)
-        .execute(&state.db)
+        .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 0 {
             tracing::info!(campaign = c.id, "another expander took this campaign over");
             return Ok(());
         }
+        crate::quota::count(&mut *tx, c.tenant_id, eligible as i64).await?;
+        tx.commit().await?;
         crate::metrics::expanded(eligible as u64, skipped as u64);
         cursor = last;
     }

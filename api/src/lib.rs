@@ -10,7 +10,8 @@
 //!   daemon's command line.
 //! - [`routes`]: one router per resource (`lists`, `subscribers`, `import`, `campaigns`,
 //!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
-//! - [`auth`] (Bearer key → tenant), [`keys`] (key making and hashing), [`error`]
+//! - [`auth`] (Bearer key → tenant and scope check), [`scope`] (what each route needs),
+//!   [`quota`] (each tenant's monthly sending quota), [`keys`] (key making and hashing), [`error`]
 //!   (problem+json), [`json`] (body extractor naming the bad field), [`address`] (validation).
 //! - [`tokens`]: signed per-recipient tokens, for one-click unsubscribe (`routes::unsubscribe`
 //!   serves them) and tracking (`routes::tracking`).
@@ -37,8 +38,10 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod partitions;
+pub mod quota;
 pub mod recorder;
 pub mod routes;
+pub mod scope;
 pub mod server;
 pub mod state;
 pub mod suppression_feed;

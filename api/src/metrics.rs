@@ -27,6 +27,8 @@ pub const IMPORTED: &str = "hikyaku_api_imported_total";
 pub const FEEDBACK: &str = "hikyaku_api_feedback_total";
 /// Events engines wrote that the recorder has not yet recorded, per shard.
 pub const EVENTS_BACKLOG: &str = "hikyaku_api_events_backlog";
+/// Campaigns the expander paused because their tenant's monthly quota was used up.
+pub const QUOTA_PAUSED: &str = "hikyaku_api_quota_paused_total";
 /// Campaigns sending whose expansion has not finished.
 pub const CAMPAIGNS_EXPANDING: &str = "hikyaku_api_campaigns_expanding";
 
@@ -55,6 +57,8 @@ pub fn install() -> PrometheusHandle {
             for outcome in FEEDBACK_OUTCOMES {
                 counter!(FEEDBACK, "outcome" => outcome).increment(0);
             }
+            describe_counter!(QUOTA_PAUSED, "Campaigns the expander paused because their tenant's monthly sending quota was used up. A rise means customers hitting their plan: raise the quota or tell them.");
+            counter!(QUOTA_PAUSED).increment(0);
             counter!(EXPANDED).increment(0);
             counter!(SKIPPED).increment(0);
             // The exporter keeps histogram samples until upkeep (or a scrape) drains them.
@@ -80,6 +84,11 @@ pub fn recorded(status: &str, n: u64, seconds: f64) {
 pub fn expanded(enqueued: u64, skipped: u64) {
     counter!(EXPANDED).increment(enqueued);
     counter!(SKIPPED).increment(skipped);
+}
+
+/// Counts a campaign paused for its tenant's quota.
+pub fn quota_paused() {
+    counter!(QUOTA_PAUSED).increment(1);
 }
 
 /// The recorder's backlog on `shard`.

@@ -28,7 +28,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "hikyaku",
-        description = "Bulk mail delivery: lists, subscribers, campaigns. Any route with a key may also answer 401 (no valid key), 429 (the key's request rate, with Retry-After) and 503 (PostgreSQL or Redis unavailable), as application/problem+json."
+        description = "Bulk mail delivery: lists, subscribers, campaigns. Any route with a key may also answer 401 (no valid key), 403 (the key lacks the route's scope: read for every GET, send for campaign routes, admin for lists, subscribers and suppressions), 429 (the key's request rate, with Retry-After) and 503 (PostgreSQL or Redis unavailable), as application/problem+json."
     ),
     modifiers(&Bearer),
     paths(

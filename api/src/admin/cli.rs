@@ -110,6 +110,17 @@ enum TenantCmd {
     },
     /// Lists tenants with their active keys, campaigns and subscribers.
     List,
+    /// Shows a tenant's monthly sending quota and this month's use, or sets it.
+    Quota {
+        /// Tenant id.
+        tenant: i64,
+        /// Messages the tenant may send per calendar month (UTC).
+        #[arg(long, conflicts_with = "unlimited")]
+        monthly: Option<i64>,
+        /// Removes the limit.
+        #[arg(long)]
+        unlimited: bool,
+    },
     /// Retires a tenant: revokes its keys, cancels its campaigns, exports its data to a
     /// directory, then deletes it from the record and its snapshots from Redis.
     Retire {
@@ -132,6 +143,10 @@ enum KeyCmd {
         /// Tenant id.
         #[arg(long)]
         tenant: i64,
+        /// What the key may do: `read` (every GET), `send` (campaigns), `admin` (lists,
+        /// subscribers, suppressions); repeat or comma-separate. Default: all three.
+        #[arg(long = "scope", value_enum, value_delimiter = ',')]
+        scopes: Vec<crate::scope::Scope>,
     },
     /// Lists keys (prefixes only), of every tenant or one.
     List {
@@ -509,6 +524,25 @@ async fn tenant(ctx: &Ctx, cmd: TenantCmd, json: bool) -> Result<(), AdminError>
                 s
             })
         }
+        TenantCmd::Quota {
+            tenant,
+            monthly,
+            unlimited,
+        } => {
+            let set = match (monthly, unlimited) {
+                (Some(n), _) => Some(Some(n)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let u = super::tenants::quota(&ctx.db, tenant, set).await?;
+            show(json, &u, || {
+                format!(
+                    "tenant {tenant}: quota {} per month, {} used this month\n",
+                    u.quota.map_or("unlimited".into(), |q| q.to_string()),
+                    u.used
+                )
+            })
+        }
         TenantCmd::Retire {
             tenant,
             export_dir,
@@ -539,27 +573,37 @@ async fn tenant(ctx: &Ctx, cmd: TenantCmd, json: bool) -> Result<(), AdminError>
 fn print_key(t: &super::CreatedTenant, json: bool) -> Result<(), AdminError> {
     show(json, t, || {
         format!(
-            "tenant  {}\napi key {}   (shown once; prefix {})\n",
-            t.tenant_id, t.api_key, t.prefix
+            "tenant  {}\napi key {}   (shown once; prefix {})\nscopes  {}\n",
+            t.tenant_id,
+            t.api_key,
+            t.prefix,
+            t.scopes.join(",")
         )
     })
 }
 
 async fn apikey(ctx: &Ctx, cmd: KeyCmd, json: bool) -> Result<(), AdminError> {
     match cmd {
-        KeyCmd::Create { tenant } => {
-            let t = super::create_key(&ctx.db, tenant).await?;
+        KeyCmd::Create { tenant, scopes } => {
+            let scopes = if scopes.is_empty() {
+                crate::scope::Scope::ALL.to_vec()
+            } else {
+                scopes
+            };
+            let t = super::create_key(&ctx.db, tenant, &scopes).await?;
             print_key(&t, json)
         }
         KeyCmd::List { tenant } => {
             let rows = super::keys::list_keys(&ctx.db, tenant).await?;
             show(json, &rows, || {
-                let mut s = String::from("prefix    tenant  created           revoked\n");
+                let mut s =
+                    String::from("prefix    tenant  scopes            created           revoked\n");
                 for r in &rows {
                     s.push_str(&format!(
-                        "{:<9} {:>6}  {}  {}\n",
+                        "{:<9} {:>6}  {:<16}  {}  {}\n",
                         r.prefix,
                         r.tenant_id,
+                        r.scopes.join(","),
                         r.created_at.format("%Y-%m-%d %H:%M"),
                         r.revoked_at
                             .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())

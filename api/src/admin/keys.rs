@@ -5,21 +5,39 @@ use sqlx::PgPool;
 
 use super::{AdminError, CreatedTenant};
 use crate::keys;
+use crate::scope::Scope;
 
-/// Adds an API key to a tenant.
-pub async fn create_key(db: &PgPool, tenant_id: i64) -> Result<CreatedTenant, AdminError> {
+/// Adds an API key with `scopes` (at least one) to a tenant.
+pub async fn create_key(
+    db: &PgPool,
+    tenant_id: i64,
+    scopes: &[Scope],
+) -> Result<CreatedTenant, AdminError> {
     super::tenants::check_exists(db, tenant_id).await?;
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(AdminError::Invalid(
+            "a key needs at least one scope (read, send, admin)".into(),
+        ));
+    }
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
     let key = keys::generate()?;
-    sqlx::query("INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3)")
-        .bind(tenant_id)
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO api_keys (tenant_id, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tenant_id)
+    .bind(&key.prefix)
+    .bind(&key.hash)
+    .bind(&names)
+    .execute(db)
+    .await?;
     Ok(CreatedTenant {
         tenant_id,
         api_key: key.key,
         prefix: key.prefix,
+        scopes: names.iter().map(|s| (*s).to_owned()).collect(),
     })
 }
 
@@ -46,6 +64,8 @@ pub struct KeyRow {
     pub prefix: String,
     /// Owner.
     pub tenant_id: i64,
+    /// What it may do (`read`, `send`, `admin`).
+    pub scopes: Vec<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Revoked, if it was.
@@ -55,7 +75,7 @@ pub struct KeyRow {
 /// Every key, or one tenant's, oldest first.
 pub async fn list_keys(db: &PgPool, tenant: Option<i64>) -> Result<Vec<KeyRow>, AdminError> {
     Ok(sqlx::query_as(
-        "SELECT prefix, tenant_id, created_at, revoked_at FROM api_keys \
+        "SELECT prefix, tenant_id, scopes, created_at, revoked_at FROM api_keys \
          WHERE $1::bigint IS NULL OR tenant_id = $1 ORDER BY id",
     )
     .bind(tenant)

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 
 use super::AdminError;
 use crate::keys;
+use crate::scope::Scope;
 
 /// A tenant with its first key (shown once).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -14,9 +15,11 @@ pub struct CreatedTenant {
     pub api_key: String,
     /// Its visible prefix.
     pub prefix: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
 }
 
-/// Creates a tenant and its first API key.
+/// Creates a tenant and its first API key (every scope).
 pub async fn create_tenant(db: &PgPool, name: &str) -> Result<CreatedTenant, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
@@ -42,6 +45,7 @@ pub async fn create_tenant(db: &PgPool, name: &str) -> Result<CreatedTenant, Adm
         tenant_id,
         api_key: key.key,
         prefix: key.prefix,
+        scopes: Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
     })
 }
 
@@ -83,6 +87,31 @@ pub async fn list(db: &PgPool) -> Result<Vec<TenantRow>, AdminError> {
     )
     .fetch_all(db)
     .await?)
+}
+
+/// A tenant's monthly sending quota and this month's use, after setting the quota to
+/// `set`'s value when given (`Some(None)`: no limit).
+pub async fn quota(
+    db: &PgPool,
+    tenant: i64,
+    set: Option<Option<i64>>,
+) -> Result<crate::quota::Usage, AdminError> {
+    check_exists(db, tenant).await?;
+    if let Some(q) = set {
+        if q.is_some_and(|n| n < 0) {
+            return Err(AdminError::Invalid(
+                "--monthly must be 0 or more messages".into(),
+            ));
+        }
+        sqlx::query("UPDATE tenants SET monthly_quota = $2 WHERE id = $1")
+            .bind(tenant)
+            .bind(q)
+            .execute(db)
+            .await?;
+    }
+    crate::quota::usage(db, tenant)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("tenant {tenant}")))
 }
 
 /// What retiring a tenant did.

@@ -16,6 +16,7 @@ use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::expansion;
 use crate::json::{Json, Path, Query};
+use crate::quota;
 use crate::state::AppState;
 
 /// A campaign.
@@ -323,7 +324,7 @@ async fn show(
     Ok(axum::Json(fetch(&state, tenant, id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/campaigns/{id}/send", params(("id" = i64, Path)), responses((status = 202, body = Campaign), (status = 404), (status = 409)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/campaigns/{id}/send", params(("id" = i64, Path)), responses((status = 202, body = Campaign), (status = 403, description = "quota exceeded"), (status = 404), (status = 409)), security(("bearer" = [])))]
 async fn send(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -349,6 +350,8 @@ async fn send(
             ),
         });
     }
+    let size = quota::list_size(&state.db, tenant.0, campaign.list_id).await?;
+    quota::check(&state.db, tenant.0, size, "this campaign").await?;
     // Freeze first: the snapshot is in Redis before any job can reference it. In this
     // transaction: its link targets reference the row locked here.
     expansion::freeze(&state, &mut *tx, &campaign).await?;
@@ -477,7 +480,11 @@ async fn schedule(
     if input.send_at < Utc::now() - chrono::Duration::minutes(1) {
         return Err(ApiError::invalid("send_at", "is in the past"));
     }
-    fetch(&state, tenant, id).await?;
+    let c = fetch(&state, tenant, id).await?;
+    if matches!(c.status.as_str(), "draft" | "scheduled") {
+        let size = quota::list_size(&state.db, tenant.0, c.list_id).await?;
+        quota::check(&state.db, tenant.0, size, "this campaign").await?;
+    }
     sqlx::query("UPDATE campaigns SET send_at = $3 WHERE id = $1 AND tenant_id = $2 AND status IN ('draft', 'scheduled')")
         .bind(id)
         .bind(tenant.0)
@@ -824,6 +831,7 @@ async fn test_send(
     for r in &t.recipients {
         addrs.push(address::normalize("recipients", r)?.0);
     }
+    quota::check(&state.db, tenant.0, addrs.len() as i64, "this test send").await?;
     let enqueued = expansion::test_send(&state, &c, &addrs).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(enqueued)))
 }
