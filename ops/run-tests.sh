@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: the Prometheus rules' unit tests (promtool), unit tests, and
+# Runs every test of the workspace: the Prometheus rules' unit tests (promtool), unit tests,
+# schemathesis against the running API, a short fuzz run of every fuzz target, and
 # the black-box scenarios against real
 # redis-server processes, per-test PostgreSQL databases, the project's DNS server and SMTP sink
 # on 127.0.0.x.
@@ -10,8 +11,13 @@ hk_ensure_rust
 hk_ensure_redis
 hk_ensure_postgres
 hk_ensure_dkimpy
+hk_ensure_swaks
 hk_ensure_promtool
 hk_log "promtool: scrape config, rules and their unit tests"
 (cd ops/prometheus && promtool check config prometheus.yml >/dev/null)
 promtool test rules ops/prometheus/tests/hikyaku.rules.test.yml
 cargo test --workspace --locked "$@"
+hk_log "schemathesis against the API's OpenAPI document"
+tests/schemathesis.sh
+hk_log "fuzz smoke run (every target, 15 s each, over the committed corpora)"
+tests/fuzz/run.sh 15

@@ -2,7 +2,7 @@
 //! tests run the very same program as a child process (to kill it mid-expansion).
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::ApiConfig;
 
@@ -23,7 +23,16 @@ pub fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    crate::secrets::refuse_on_command_line(
+        &matches,
+        &[
+            ("database_url", "HIKYAKU_DATABASE_URL"),
+            ("redis_url", "HIKYAKU_REDIS_URL"),
+        ],
+    )
+    .map_err(anyhow::Error::msg)?;
+    let args = Args::from_arg_matches(&matches)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 /// API settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiConfig {
-    /// PostgreSQL URL of the record.
+    /// PostgreSQL URL of the record. With a password, give it in the environment, not as a
+    /// flag (refused: command lines are visible to every user).
     #[arg(
         long,
         env = "HIKYAKU_DATABASE_URL",
@@ -14,6 +15,7 @@ pub struct ApiConfig {
     pub database_url: String,
     /// Redis URL of the queues: `redis://host:port` for one server, or
     /// `redis+cluster://host:port,host:port,…` (seed nodes) for a Redis Cluster.
+    /// With a password, give it in the environment, not as a flag.
     #[arg(
         long,
         env = "HIKYAKU_REDIS_URL",
@@ -33,10 +35,12 @@ pub struct ApiConfig {
         default_value = "http://127.0.0.1:8080"
     )]
     pub public_url: String,
-    /// Key of unsubscribe tokens (prefer the file form in production).
-    #[arg(long, env = "HIKYAKU_TOKEN_SECRET", hide_env_values = true)]
+    /// Key of unsubscribe and tracking tokens, from `HIKYAKU_TOKEN_SECRET` only: no flag, so
+    /// it never shows on a command line (see [`crate::secrets`]).
+    #[arg(skip = std::env::var("HIKYAKU_TOKEN_SECRET").ok())]
     pub token_secret: Option<String>,
-    /// File holding the key of unsubscribe tokens.
+    /// File holding the key of unsubscribe and tracking tokens (at least 32 bytes); else
+    /// `HIKYAKU_TOKEN_SECRET` in the environment; else one generated and kept in the database.
     #[arg(long, env = "HIKYAKU_TOKEN_SECRET_FILE")]
     pub token_secret_file: Option<std::path::PathBuf>,
     /// Mailbox offered beside the one-click URL in `List-Unsubscribe`

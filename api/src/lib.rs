@@ -11,11 +11,12 @@
 //! - [`routes`]: one router per resource (`lists`, `subscribers`, `import`, `campaigns`,
 //!   `health`); [`openapi`]: `/openapi.json` and `/docs`.
 //! - [`auth`] (Bearer key → tenant and scope check), [`scope`] (what each route needs),
-//!   [`quota`] (each tenant's monthly sending quota), [`keys`] (key making and hashing), [`error`]
+//!   [`quota`] (each tenant's monthly sending quota), [`secrets`] (files or env only), [`keys`] (key making and hashing), [`error`]
 //!   (problem+json), [`json`] (body extractor naming the bad field), [`address`] (validation).
 //! - [`tokens`]: signed per-recipient tokens, for one-click unsubscribe (`routes::unsubscribe`
 //!   serves them) and tracking (`routes::tracking`).
 //! - [`tracking`]: the open pixel and click redirects put into a tracked campaign's HTML body.
+//! - [`import_rows`]: CSV/NDJSON import lines → rows (pure, fuzzed).
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
 //! - [`inbound`]: the SMTP listener for DSNs (VERP) and ARF complaints → suppressions;
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod expansion;
+pub mod import_rows;
 pub mod inbound;
 pub mod json;
 pub mod keys;
@@ -42,6 +44,7 @@ pub mod quota;
 pub mod recorder;
 pub mod routes;
 pub mod scope;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod suppression_feed;

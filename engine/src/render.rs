@@ -196,6 +196,15 @@ impl Campaign {
     /// domain. A sample message is signed once here, so a key that cannot sign this campaign
     /// fails the campaign, not each message.
     pub fn build(s: &CampaignSnapshot, dkim: &DkimKeys) -> Result<Self, RenderError> {
+        // The API refuses control characters in these, but the snapshot crossed Redis: no NUL
+        // reaches a message from a template, and one-line fields lose every control.
+        let s = &CampaignSnapshot {
+            from_name: clean_header(&s.from_name),
+            subject: clean_header(&s.subject),
+            text_body: s.text_body.replace('\0', ""),
+            html_body: s.html_body.replace('\0', ""),
+            ..s.clone()
+        };
         let invalid = |error: String| RenderError::Invalid { id: s.id, error };
         let from_addr = s
             .from_addr
@@ -1311,6 +1320,26 @@ mod tests {
             hikyaku_queue_schema::verp::parse(from, "bounces.acme.test"),
             Some((42, 7))
         );
+    }
+
+    /// Found by the `render` fuzz target: NUL in templates reached ISO-2022-JP messages.
+    #[test]
+    fn nul_and_controls_in_templates_never_reach_a_message() {
+        let mut s = snapshot();
+        s.subject = "\0a\rb".into();
+        s.from_name = "\0N\nBcc: x@y.test".into();
+        s.html_body = "\0<p>x</p>".into();
+        s.text_body = "t\0ext".into();
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        for charset in [Charset::Utf8, Charset::Iso2022Jp] {
+            let mut j = job(&["A", "B"]);
+            j.rcpt = "taro@docomo.ne.jp".into();
+            let mut out = Vec::new();
+            c.render(&j, "Date: x\r\n", Framing::Data, charset, &mut out);
+            assert!(!out.contains(&0), "{charset:?}");
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("\r\nBcc:"), "{charset:?}: {text}");
+        }
     }
 
     #[test]

@@ -50,6 +50,14 @@ hk_ensure_dkimpy() {
     fi
 }
 
+# swaks, the SMTP probe the relay test drives against the inbound listener.
+hk_ensure_swaks() {
+    if ! command -v swaks >/dev/null 2>&1; then
+        hk_log "swaks not found: installing Debian's swaks (test-only SMTP probe)"
+        hk_apt_install swaks
+    fi
+}
+
 hk_ensure_redis() {
     if ! command -v redis-server >/dev/null 2>&1; then
         hk_log "redis-server not found: installing Debian's redis-server"

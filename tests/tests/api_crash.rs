@@ -34,7 +34,7 @@ fn start_api(api: &TestApi, redis: &TestRedis) -> std::process::Child {
     Command::new(API)
         .args(["--database-url", &api.db.url, "--redis-url", &redis.url])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--token-secret", "test-secret-of-at-least-32-bytes!"])
+        .env("HIKYAKU_TOKEN_SECRET", "test-secret-of-at-least-32-bytes!")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -369,7 +369,24 @@ fn audit_of(cmd: &Cmd) -> (String, serde_json::Value) {
 
 /// Runs the CLI; the exit code says how it ended.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let secrets = crate::secrets::refuse_on_command_line(
+        &matches,
+        &[
+            ("database_url", "HIKYAKU_DATABASE_URL"),
+            ("redis_url", "HIKYAKU_REDIS_URL"),
+        ],
+    );
+    let args = secrets.and_then(|()| {
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.to_string())
+    });
+    let args = match args {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hikyaku: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

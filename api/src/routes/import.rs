@@ -19,10 +19,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::lists::owned;
-use super::subscribers::check_attributes;
-use crate::address;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::import_rows::{Format, Row, RowParser};
 use crate::json::Path;
 use crate::state::AppState;
 
@@ -75,128 +74,9 @@ impl ImportReport {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    Ndjson,
-}
-
-struct Row {
-    line: u64,
-    email: String,
-    lower: String,
-    attributes: serde_json::Value,
-}
-
 /// Routes.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/lists/{id}/subscribers/import", post(import))
-}
-
-/// Splits one CSV record (RFC 4180 quoting, no newlines inside fields).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if at_start && !quoted => quoted = true,
-            '"' if quoted => {
-                if chars.peek() == Some(&'"') {
-                    field.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                    if !matches!(chars.peek(), None | Some(',')) {
-                        return Err("text after a closing quote".into());
-                    }
-                }
-            }
-            ',' if !quoted => {
-                out.push(std::mem::take(&mut field));
-                at_start = true;
-                continue;
-            }
-            _ => field.push(c),
-        }
-        at_start = false;
-    }
-    if quoted {
-        return Err("unterminated quote".into());
-    }
-    out.push(field);
-    Ok(out)
-}
-
-struct Parser {
-    format: Format,
-    header: Option<Vec<String>>,
-}
-
-impl Parser {
-    /// One line → a row, `Ok(None)` for the CSV header or a blank line.
-    fn row(&mut self, line_no: u64, line: &str) -> Result<Option<Row>, String> {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        // Spreadsheet exports often start with a byte-order mark.
-        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
-        if line.trim().is_empty() {
-            return Ok(None);
-        }
-        let (email, attributes) = match self.format {
-            Format::Ndjson => {
-                #[derive(serde::Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct In {
-                    email: String,
-                    #[serde(default)]
-                    attributes: Option<serde_json::Value>,
-                }
-                let v: In = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
-                (
-                    v.email,
-                    v.attributes.unwrap_or_else(|| serde_json::json!({})),
-                )
-            }
-            Format::Csv => {
-                let fields = csv_fields(line)?;
-                let Some(header) = &self.header else {
-                    let names: Vec<String> = fields.iter().map(|f| f.trim().to_owned()).collect();
-                    if !names.iter().any(|n| n == "email") {
-                        return Err("the header row has no \"email\" column".into());
-                    }
-                    self.header = Some(names);
-                    return Ok(None);
-                };
-                if fields.len() != header.len() {
-                    return Err(format!(
-                        "{} fields, the header has {}",
-                        fields.len(),
-                        header.len()
-                    ));
-                }
-                let mut email = String::new();
-                let mut attrs = serde_json::Map::new();
-                for (name, value) in header.iter().zip(fields) {
-                    if name == "email" {
-                        email = value;
-                    } else {
-                        attrs.insert(name.clone(), serde_json::Value::String(value));
-                    }
-                }
-                (email, serde_json::Value::Object(attrs))
-            }
-        };
-        let (email, lower) = address::normalize("email", &email).map_err(|e| e.to_string())?;
-        check_attributes(&attributes)?;
-        Ok(Some(Row {
-            line: line_no,
-            email,
-            lower,
-            attributes,
-        }))
-    }
 }
 
 /// Inserts a batch; rows whose address exists already (the unique index says so) or repeats
@@ -274,10 +154,7 @@ async fn import(
             ))
         }
     };
-    let mut parser = Parser {
-        format,
-        header: None,
-    };
+    let mut parser = RowParser::new(format);
     let mut report = ImportReport::default();
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
     let mut pending: Vec<u8> = Vec::new();
@@ -316,7 +193,7 @@ async fn import(
             match parsed {
                 Ok(Some(row)) => batch.push(row),
                 Ok(None) => {}
-                Err(e) if format == Format::Csv && parser.header.is_none() => {
+                Err(e) if format == Format::Csv && parser.before_header() => {
                     return Err(ApiError::invalid(
                         "body",
                         format!("line {line_no} (header): {e}"),
@@ -346,20 +223,4 @@ async fn import(
     }
     crate::metrics::imported(report.accepted);
     Ok(axum::Json(report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_fields;
-
-    #[test]
-    fn csv_quoting() {
-        assert_eq!(csv_fields("a,b,c").expect("ok"), ["a", "b", "c"]);
-        assert_eq!(
-            csv_fields("\"a,1\",\"say \"\"hi\"\"\",").expect("ok"),
-            ["a,1", "say \"hi\"", ""]
-        );
-        assert!(csv_fields("\"open").is_err());
-        assert!(csv_fields("\"a\"b,c").is_err());
-    }
 }

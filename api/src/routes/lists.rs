@@ -65,7 +65,7 @@ pub async fn owned(state: &AppState, tenant: Tenant, id: i64) -> Result<List, Ap
         .ok_or(ApiError::NotFound("list"))
 }
 
-#[utoipa::path(post, path = "/v1/lists", request_body = ListInput, responses((status = 201, body = List)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/lists", request_body = ListInput, responses((status = 201, body = List), (status = 409, description = "a list of this name exists")), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -112,7 +112,7 @@ async fn show(
     Ok(axum::Json(owned(&state, tenant, id).await?))
 }
 
-#[utoipa::path(patch, path = "/v1/lists/{id}", params(("id" = i64, Path)), request_body = ListInput, responses((status = 200, body = List), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/lists/{id}", params(("id" = i64, Path)), request_body = ListInput, responses((status = 200, body = List), (status = 404), (status = 409, description = "a list of this name exists")), security(("bearer" = [])))]
 async fn update(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -82,8 +82,12 @@ pub fn check_attributes(v: &serde_json::Value) -> Result<(), String> {
             return Err(format!("attribute name {k:?} must be 1–64 of [A-Za-z0-9_]"));
         }
         match val {
-            serde_json::Value::String(s) if s.len() > 2000 || s.contains(['\r', '\n', '\0']) => {
-                return Err(format!("attribute {k:?}: at most 2000 bytes, no CR/LF/NUL"))
+            serde_json::Value::String(s)
+                if s.len() > 2000 || s.chars().any(|c| c.is_control() && c != '\t') =>
+            {
+                return Err(format!(
+                    "attribute {k:?}: at most 2000 bytes, no control characters (CR, LF, NUL, …) but tab"
+                ))
             }
             serde_json::Value::String(_)
             | serde_json::Value::Number(_)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 20: the CI smoke run) over its committed
+# corpus under tests/fuzz/corpus/<target>; stops at the first crash (libFuzzer writes the input
+# to tests/fuzz/artifacts/<target>/). `-s none`: the code under test forbids `unsafe`, so the
+# coverage-guided search matters, not AddressSanitizer; debug assertions and overflow checks
+# are on (tests/fuzz/Cargo.toml's release profile). cargo fuzz passes nightly-only flags to rustc: RUSTC_BOOTSTRAP=1 lets the machine's
+# one stable toolchain take them.
+#
+#   tests/fuzz/run.sh                           # smoke: 20 s each, the corpus left as it is
+#   HK_FUZZ_MERGE=1 tests/fuzz/run.sh 600 render # ten minutes, new coverage merged into it
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. ops/lib/ensure-services.sh
+hk_ensure_rust
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    hk_log "cargo-fuzz not found: installing it from crates.io"
+    cargo install --locked cargo-fuzz
+fi
+seconds="${1:-20}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(smtp_reply inbound_report render queue_decode import_rows)
+export RUSTC_BOOTSTRAP=1
+# Instrumented builds differ from the workspace's: their own target directory.
+export CARGO_TARGET_DIR="$HOME/.cache/hikyaku/fuzz-target"
+cargo fuzz build --fuzz-dir tests/fuzz -s none
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+for t in "${targets[@]}"; do
+    hk_log "fuzzing $t for ${seconds}s"
+    mkdir -p "tests/fuzz/corpus/$t" "$scratch/$t"
+    # New inputs go to the scratch directory (the first one); the committed corpus is read.
+    cargo fuzz run --fuzz-dir tests/fuzz -s none "$t" "$scratch/$t" "tests/fuzz/corpus/$t" -- \
+        -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    if [ -n "${HK_FUZZ_MERGE:-}" ]; then
+        # Keeps only the new inputs that reach coverage the committed corpus does not.
+        cargo fuzz run --fuzz-dir tests/fuzz -s none "$t" "tests/fuzz/corpus/$t" "$scratch/$t" -- -merge=1
+    fi
+done
