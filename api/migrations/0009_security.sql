@@ -16,3 +16,7 @@ CREATE TABLE tenant_usage (
     messages   BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, month)
 );
+
+-- When a campaign started sending: tracking tokens record opens and clicks for a while after
+-- it (`--tracking-days`), then only serve the pixel and the redirect.
+ALTER TABLE campaigns ADD COLUMN sent_at TIMESTAMPTZ;

@@ -67,6 +67,11 @@ pub struct ApiConfig {
     /// PostgreSQL connections.
     #[arg(long, env = "HIKYAKU_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
+    /// Days after a campaign started sending that its tracking links record opens and clicks;
+    /// later the pixel and the redirects still work (old mail keeps its links) but record
+    /// nothing. Unsubscribe links never expire.
+    #[arg(long, env = "HIKYAKU_TRACKING_DAYS", default_value_t = 90)]
+    pub tracking_days: u32,
     /// Requests per second each API key may make, in bursts of up to one second's worth;
     /// beyond it, 429 with `Retry-After`. 0: unlimited.
     #[arg(long, env = "HIKYAKU_KEY_RATE", default_value_t = 50)]

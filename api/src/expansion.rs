@@ -500,7 +500,7 @@ async fn start_due(state: &AppState) -> Result<(), ApiError> {
     .await?;
     for c in due {
         freeze(state, &state.db, &c).await?;
-        sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1 AND status = 'scheduled'")
+        sqlx::query("UPDATE campaigns SET status = 'sending', sent_at = COALESCE(sent_at, now()), updated_at = now() WHERE id = $1 AND status = 'scheduled'")
             .bind(c.id)
             .execute(&state.db)
             .await?;

@@ -116,6 +116,7 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, RedisClient), Star
             unsubscribe_mailbox: config.unsubscribe_mailbox.clone(),
             bounce_domain: config.bounce_domain.as_deref().map(str::to_ascii_lowercase),
             expander: Arc::new(tokio::sync::Notify::new()),
+            tracking_days: config.tracking_days,
             key_limiter: crate::state::key_limiter(config.key_rate),
         },
         client,

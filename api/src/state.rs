@@ -22,6 +22,9 @@ pub struct AppState {
     pub bounce_domain: Option<String>,
     /// Wakes the expander when a campaign starts sending.
     pub expander: std::sync::Arc<tokio::sync::Notify>,
+    /// Days after a campaign started sending that its tracking tokens record opens and clicks
+    /// (after: the pixel and the redirects still answer, nothing is recorded).
+    pub tracking_days: u32,
     /// Requests per second each API key may make (`None`: unlimited).
     pub key_limiter: Option<std::sync::Arc<KeyLimiter>>,
 }

@@ -231,6 +231,9 @@ pub fn classify_reply(reply: &Reply) -> Verdict {
             (2, 1) if transient => Some(Reason::RecipientRateLimited),
             (2, 2) => Some(Reason::MailboxFull),
             (2, 3) | (3, 4) => Some(Reason::MessageTooBig),
+            // RFC 6531: the address needs SMTPUTF8 there. The mailbox may well exist: no
+            // hard bounce (which would suppress it), a permanent failure for this message.
+            (6, 7) => Some(Reason::PermFailure),
             (7, 28) => Some(Reason::RateLimited),
             (7, 26) | (7, 27) | (7, 30) | (7, 32) => Some(Reason::Authentication),
             (7, _) => Some(Reason::Policy),
@@ -345,6 +348,11 @@ mod tests {
             ("554 Transaction failed\r\n", Bounced, Reason::Policy),
             ("552 Too much mail data\r\n", Bounced, Reason::MessageTooBig),
             ("503 5.5.1 Bad sequence\r\n", Bounced, Reason::PermFailure),
+            (
+                "553 5.6.7 non-ASCII address needs SMTPUTF8\r\n",
+                Bounced,
+                Reason::PermFailure,
+            ),
             ("354 go ahead\r\n", Deferred, Reason::Protocol),
             ("199 odd\r\n", Deferred, Reason::Protocol),
         ];

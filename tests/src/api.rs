@@ -129,6 +129,7 @@ impl TestApi {
             soft_bounce_days: 30,
             db_pool: 8,
             key_rate: 0,
+            tracking_days: 90,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)
             .await

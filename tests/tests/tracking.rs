@@ -315,3 +315,91 @@ async fn opens_and_clicks_are_served_and_counted_once_per_recipient() {
         "{st}"
     );
 }
+
+/// Tracking tokens expire for recording, not for the recipient: within `tracking_days` of the
+/// campaign's start opens and clicks are recorded; after it the pixel and the redirect still
+/// answer (old mail keeps working links) and nothing is recorded. Unsubscribe tokens do not
+/// expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_stops_recording_after_the_tracking_window_but_links_keep_working() {
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let l = api.list_with_csv("email\nhanako@gmail.test\n").await;
+    let (status, camp) = api
+        .json(
+            Method::POST,
+            "/v1/campaigns",
+            json!({"name": "c", "list_id": l, "from_addr": "n@a.test", "subject": "s",
+                   "text_body": "t", "html_body": HTML, "track_opens": true, "track_clicks": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{camp}");
+    let c = camp["id"].as_i64().expect("campaign");
+    api.send(c).await;
+    let (sub,): (i64,) = sqlx::query_as("SELECT id FROM subscribers WHERE list_id = $1")
+        .bind(l)
+        .fetch_one(&api.state.db)
+        .await
+        .expect("subscriber");
+    let (link,): (i32,) =
+        sqlx::query_as("SELECT min(n) FROM campaign_links WHERE campaign_id = $1")
+            .bind(c)
+            .fetch_one(&api.state.db)
+            .await
+            .expect("a stored link");
+    let r = hikyaku_api::tokens::Recipient {
+        tenant: api.tenant,
+        campaign: c,
+        subscriber: sub,
+    };
+    let track = hikyaku_api::tokens::sign(
+        &api.state.token_secret,
+        hikyaku_api::tokens::Purpose::Track,
+        r,
+    );
+    let unsubscribe = hikyaku_api::tokens::sign(
+        &api.state.token_secret,
+        hikyaku_api::tokens::Purpose::Unsubscribe,
+        r,
+    );
+    let recorded = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM tracking_events WHERE campaign_id = $1")
+                .bind(c)
+                .fetch_one(&api.state.db)
+                .await
+                .expect("count");
+        n
+    };
+    let both = || async {
+        let (s, h, body) = hit(&api, &format!("/t/{track}/o.gif")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.starts_with(b"GIF89a"));
+        assert_eq!(header_of(&h, header::CONTENT_TYPE), "image/gif");
+        let (s, h, _) = hit(&api, &format!("/t/{track}/c/{link}")).await;
+        assert_eq!(s, StatusCode::FOUND);
+        assert!(!header_of(&h, header::LOCATION).is_empty());
+    };
+    both().await;
+    assert_eq!(
+        recorded().await,
+        2,
+        "within the window: open and click recorded"
+    );
+
+    sqlx::query("UPDATE campaigns SET sent_at = now() - interval '91 days' WHERE id = $1")
+        .bind(c)
+        .execute(&api.state.db)
+        .await
+        .expect("age the campaign");
+    both().await;
+    assert_eq!(
+        recorded().await,
+        2,
+        "after the window nothing more is recorded"
+    );
+
+    // The unsubscribe link of the same old message still works.
+    let (s, _, _) = hit(&api, &format!("/u/{unsubscribe}")).await;
+    assert_eq!(s, StatusCode::OK);
+}

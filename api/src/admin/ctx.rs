@@ -62,6 +62,7 @@ impl Ctx {
                     unsubscribe_mailbox: None,
                     bounce_domain: None,
                     expander: std::sync::Arc::new(tokio::sync::Notify::new()),
+                    tracking_days: 90,
                     key_limiter: None,
                 })
             })

@@ -355,7 +355,7 @@ async fn send(
     // Freeze first: the snapshot is in Redis before any job can reference it. In this
     // transaction: its link targets reference the row locked here.
     expansion::freeze(&state, &mut *tx, &campaign).await?;
-    sqlx::query("UPDATE campaigns SET status = 'sending', updated_at = now() WHERE id = $1")
+    sqlx::query("UPDATE campaigns SET status = 'sending', sent_at = COALESCE(sent_at, now()), updated_at = now() WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;

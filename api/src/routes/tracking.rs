@@ -52,7 +52,7 @@ fn user_agent(headers: &HeaderMap) -> String {
     ua
 }
 
-#[utoipa::path(get, path = "/t/{token}/o.gif", params(("token" = String, Path)), responses((status = 200, description = "transparent 1×1 GIF; the open is recorded", content_type = "image/gif"), (status = 404)))]
+#[utoipa::path(get, path = "/t/{token}/o.gif", params(("token" = String, Path)), responses((status = 200, description = "transparent 1×1 GIF; the open is recorded within --tracking-days of the campaign's start", content_type = "image/gif"), (status = 404)))]
 async fn open(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -65,12 +65,14 @@ async fn open(
         sqlx::query(
             "INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind, user_agent) \
              SELECT $1, $2, $3, 'open', $4 \
-             WHERE EXISTS (SELECT 1 FROM campaigns WHERE id = $2 AND tenant_id = $1)",
+             WHERE EXISTS (SELECT 1 FROM campaigns WHERE id = $2 AND tenant_id = $1 \
+                           AND (sent_at IS NULL OR sent_at > now() - make_interval(days => $5)))",
         )
         .bind(r.tenant)
         .bind(r.campaign)
         .bind(r.subscriber)
         .bind(user_agent(&headers))
+        .bind(state.tracking_days as i32)
         .execute(&state.db)
         .await?;
     }
@@ -86,7 +88,7 @@ async fn open(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/t/{token}/c/{n}", params(("token" = String, Path), ("n" = i32, Path, description = "link position in the HTML body")), responses((status = 302, description = "to the link's target; the click is recorded"), (status = 404)))]
+#[utoipa::path(get, path = "/t/{token}/c/{n}", params(("token" = String, Path), ("n" = i32, Path, description = "link position in the HTML body")), responses((status = 302, description = "to the link's target; the click is recorded within --tracking-days of the campaign's start"), (status = 404)))]
 async fn click(
     State(state): State<AppState>,
     Path((token, n)): Path<(String, String)>,
@@ -96,10 +98,12 @@ async fn click(
     let n: i32 = n.parse().map_err(|_| ApiError::NotFound("link"))?;
     // The target and the record in one round trip; no target, no record.
     let row: Option<(String,)> = sqlx::query_as(
-        "WITH link AS (SELECT l.url FROM campaign_links l JOIN campaigns c ON c.id = l.campaign_id \
+        "WITH link AS (SELECT l.url, \
+                              (c.sent_at IS NOT NULL AND c.sent_at <= now() - make_interval(days => $7)) AS expired \
+                       FROM campaign_links l JOIN campaigns c ON c.id = l.campaign_id \
                        WHERE l.campaign_id = $2 AND l.n = $4 AND c.tenant_id = $1), \
               recorded AS (INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind, link, user_agent) \
-                           SELECT $1, $2, $3, 'click', $4, $5 FROM link WHERE $6) \
+                           SELECT $1, $2, $3, 'click', $4, $5 FROM link WHERE $6 AND NOT link.expired) \
          SELECT url FROM link",
     )
     .bind(r.tenant)
@@ -108,6 +112,7 @@ async fn click(
     .bind(n)
     .bind(user_agent(&headers))
     .bind(r.subscriber != NO_SUBSCRIBER)
+    .bind(state.tracking_days as i32)
     .fetch_optional(&state.db)
     .await?;
     let (url,) = row.ok_or(ApiError::NotFound("link"))?;

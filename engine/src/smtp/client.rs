@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::reply::{parse_reply, Reply, ReplyError};
+use super::reply::{parse_reply, EnhancedCode, Reply, ReplyError};
 use super::Timeouts;
 use crate::classify::Attempt;
 
@@ -136,6 +136,18 @@ pub struct Envelope<'a> {
 }
 
 /// An SMTP session over `S`.
+/// A message queued with [`SmtpClient::queue_message`], waiting for its result.
+#[derive(Debug)]
+enum Pending {
+    /// Written; its replies (RSET's first, if `rset`) are to be read.
+    Sent {
+        /// Whether an `RSET` went before it.
+        rset: bool,
+    },
+    /// Refused here without being written ([`SmtpClient::refused_here`]).
+    Refused(Reply),
+}
+
 #[derive(Debug)]
 pub struct SmtpClient<S> {
     stream: S,
@@ -149,7 +161,7 @@ pub struct SmtpClient<S> {
     needs_rset: bool,
     /// Whole messages queued or sent with [`SmtpClient::queue_message`] whose replies are not
     /// read yet, oldest first: whether each began with RSET.
-    pending: VecDeque<bool>,
+    pending: VecDeque<Pending>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
@@ -246,6 +258,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// together. Returns the deciding reply: the first negative one among MAIL, RCPT and DATA,
     /// or the reply to the final dot. `Err` means the connection is unusable.
     pub async fn send(&mut self, env: &Envelope<'_>, body: &[u8]) -> Result<Reply, SmtpError> {
+        if let Some(reply) = self.refused_here(env, body.len()) {
+            return Ok(reply);
+        }
         let t = self.timeouts;
         self.wbuf.clear();
         let rset = std::mem::take(&mut self.needs_rset);
@@ -361,6 +376,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.caps.pipelining && self.caps.chunking
     }
 
+    /// The refusal of a message this session must not carry, made here without sending
+    /// anything: a non-ASCII address (it needs SMTPUTF8, RFC 6531) to a server that does not
+    /// offer SMTPUTF8 (553 5.6.7), or a message over the server's `SIZE` (552 5.3.4). Both are
+    /// permanent for this destination, and the classifier reads them as it reads a server's.
+    fn refused_here(&self, env: &Envelope<'_>, len: usize) -> Option<Reply> {
+        let local = |code, subject, detail, text: String| Reply {
+            code,
+            enhanced: Some(EnhancedCode {
+                class: 5,
+                subject,
+                detail,
+            }),
+            text: format!("{text} (refused by the sender, not sent)"),
+        };
+        let ascii = env.from.is_ascii() && env.to.is_ascii();
+        if !ascii && !self.caps.smtputf8 {
+            return Some(local(
+                553,
+                6,
+                7,
+                "non-ASCII address needs SMTPUTF8, which this server does not offer".into(),
+            ));
+        }
+        if let Some(max) = self.caps.size {
+            if len as u64 > max {
+                return Some(local(
+                    552,
+                    3,
+                    4,
+                    format!("message of {len} bytes is over the server's SIZE limit of {max}"),
+                ));
+            }
+        }
+        None
+    }
+
     /// The MAIL FROM parameters `env` needs on this session: `BODY=8BITMIME`, `SMTPUTF8`.
     fn mail_params(&self, env: &Envelope<'_>) -> (&'static str, &'static str) {
         let body = if env.eight_bit && self.caps.eight_bit_mime {
@@ -368,6 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         } else {
             ""
         };
+        // Only where negotiated: `refused_here` keeps non-ASCII addresses off other servers.
         let utf8 = if self.caps.smtputf8 && !(env.from.is_ascii() && env.to.is_ascii()) {
             " SMTPUTF8"
         } else {
@@ -397,6 +449,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if self.pending.is_empty() {
             self.wbuf.clear();
         }
+        if let Some(reply) = self.refused_here(env, content.len()) {
+            self.pending.push_back(Pending::Refused(reply));
+            return;
+        }
         let rset = std::mem::take(&mut self.needs_rset) || !self.pending.is_empty();
         if rset {
             self.wbuf.extend_from_slice(b"RSET\r\n");
@@ -410,7 +466,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             content.len()
         );
         self.wbuf.extend_from_slice(content);
-        self.pending.push_back(rset);
+        self.pending.push_back(Pending::Sent { rset });
     }
 
     /// Writes what [`SmtpClient::queue_message`] queued.
@@ -428,8 +484,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Whether the replies of the oldest pending message are all buffered already, so that
     /// [`SmtpClient::message_result`] returns without reading (or an error is waiting).
     pub fn result_buffered(&self) -> bool {
-        let Some(&rset) = self.pending.front() else {
-            return false;
+        let rset = match self.pending.front() {
+            None => return false,
+            Some(Pending::Refused(_)) => return true,
+            Some(&Pending::Sent { rset }) => rset,
         };
         // Count final reply lines (`NNN ` rather than `NNN-`) without building the replies:
         // `message_result` parses them (and reports any malformed one) right after.
@@ -449,11 +507,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// this session as far as the client knows).
     pub async fn message_result(&mut self) -> Result<Reply, SmtpError> {
         let t = self.timeouts;
-        let Some(rset) = self.pending.pop_front() else {
-            return Err(SmtpError::Garbage {
-                phase: "bdat",
-                error: ReplyError::Malformed("no message pending".into()),
-            });
+        let rset = match self.pending.pop_front() {
+            None => {
+                return Err(SmtpError::Garbage {
+                    phase: "bdat",
+                    error: ReplyError::Malformed("no message pending".into()),
+                })
+            }
+            Some(Pending::Refused(reply)) => return Ok(reply),
+            Some(Pending::Sent { rset }) => rset,
         };
         if rset {
             let r = self.read_reply("rset", t.command).await?;
@@ -632,6 +694,68 @@ mod tests {
             }
             _ => "500 what\r\n".into(),
         })
+    }
+
+    /// SMTPUTF8 only where negotiated, SIZE respected: such messages are refused here, nothing
+    /// of them reaches the server (it would answer 500 to anything unexpected), and the
+    /// session goes on.
+    #[tokio::test]
+    async fn unnegotiated_smtputf8_and_oversize_messages_never_reach_the_server() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let mut c = SmtpClient::new(
+            server(move |line, in_data| {
+                if let Ok(mut l) = log.lock() {
+                    l.push(line.to_owned());
+                }
+                good(line, in_data)
+            }),
+            timeouts(),
+        );
+        c.greeting().await.expect("greeting");
+        let caps = c.ehlo("me.test").await.expect("ehlo");
+        assert!(!caps.smtputf8);
+        let small = b"Subject: hi\r\n\r\nbody\r\n".to_vec();
+        let big = vec![b'x'; 1001];
+        for (to, body, code) in [
+            ("\u{592a}\u{90ce}@x.test", &small, 553),
+            ("a@x.test", &big, 552),
+            ("a@x.test", &small, 250),
+        ] {
+            let env = Envelope {
+                from: "bounce@me.test",
+                to,
+                eight_bit: false,
+            };
+            let r = c.send(&env, body).await.expect("send");
+            assert_eq!(r.code, code, "{to}: {r:?}");
+            if code != 250 {
+                assert!(r.text.contains("not sent"), "{r:?}");
+            }
+        }
+        c.quit().await;
+        let seen = seen.lock().map(|l| l.clone()).unwrap_or_default();
+        assert!(
+            !seen
+                .iter()
+                .any(|l| l.contains('\u{592a}') || l.contains("xxxx")),
+            "{seen:?}"
+        );
+        assert_eq!(seen.iter().filter(|l| l.starts_with("MAIL")).count(), 1);
+        assert_eq!(classify_reply_of(553), crate::classify::Reason::PermFailure);
+    }
+
+    fn classify_reply_of(code: u16) -> crate::classify::Reason {
+        let r = Reply {
+            code,
+            enhanced: Some(EnhancedCode {
+                class: 5,
+                subject: 6,
+                detail: 7,
+            }),
+            text: "x".into(),
+        };
+        crate::classify::classify_reply(&r).reason
     }
 
     #[tokio::test]
