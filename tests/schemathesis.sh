@@ -16,10 +16,18 @@ hk_ensure_rust
 hk_ensure_redis
 hk_ensure_postgres
 
+# schemathesis lives in its own virtualenv (Debian's Python refuses system-wide pip installs).
 ST_VERSION=4.32.5
-if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$ST_VERSION"; then
-    hk_log "installing schemathesis $ST_VERSION from PyPI"
-    python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
+venv="$HOME/.cache/hikyaku/schemathesis-venv"
+if ! "$venv/bin/python" -m schemathesis.cli --version 2>/dev/null | grep -q "$ST_VERSION"; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        hk_log "python3 venv not found: installing Debian's python3-venv"
+        hk_apt_install python3-venv
+    fi
+    hk_log "installing schemathesis $ST_VERSION from PyPI into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
 fi
 
 hk_log "building hikyaku-api and hikyaku"
@@ -68,7 +76,7 @@ curl -sf -H "$auth" -H 'Content-Type: application/json' \
 
 hk_log "schemathesis against $base/openapi.json"
 set +e
-python3 -m schemathesis.cli run "$base/openapi.json" \
+"$venv/bin/python" -m schemathesis.cli run "$base/openapi.json" \
     --header "$auth" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \

@@ -20,3 +20,11 @@ CREATE TABLE tenant_usage (
 -- When a campaign started sending: tracking tokens record opens and clicks for a while after
 -- it (`--tracking-days`), then only serve the pixel and the redirect.
 ALTER TABLE campaigns ADD COLUMN sent_at TIMESTAMPTZ;
+UPDATE campaigns SET sent_at = updated_at WHERE status NOT IN ('draft', 'scheduled');
+
+-- One-time data fixes the API applies at start (by name), e.g. `ascii-domains`: addresses
+-- stored before domains were kept as punycode A-labels.
+CREATE TABLE data_fixes (
+    name     TEXT PRIMARY KEY,
+    done_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);

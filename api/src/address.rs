@@ -38,6 +38,63 @@ pub fn normalize(field: &str, raw: &str) -> Result<(String, String), ApiError> {
     Ok((email, lower))
 }
 
+/// Once per database (recorded in `data_fixes` as `ascii-domains`): addresses stored before
+/// [`normalize`] turned internationalized domains into A-labels get the A-label form too. Each
+/// such suppression gains an A-label twin (both forms stay suppressed: an address imported
+/// again now arrives in A-label form and must still match); each such subscriber is rewritten
+/// unless its list already holds the A-label form (then the old row stays as it was).
+pub async fn backfill_ascii_domains(db: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO data_fixes (name) VALUES ('ascii-domains') ON CONFLICT (name) DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
+    if fresh.rows_affected() == 0 {
+        return Ok(());
+    }
+    let ascii = |email: &str| normalize("email", email).ok();
+    let sups: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT tenant_id, email_lower, reason, source FROM suppressions \
+         WHERE email_lower ~ '@[^@]*[^[:ascii:]]'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (tenant, email, reason, source) in sups {
+        if let Some((_, lower)) = ascii(&email).filter(|(_, l)| *l != email) {
+            sqlx::query(
+                "INSERT INTO suppressions (tenant_id, email_lower, reason, source) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(lower)
+            .bind(reason)
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let subs: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, email FROM subscribers WHERE email ~ '@[^@]*[^[:ascii:]]'")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (id, email) in subs {
+        if let Some((new, lower)) = ascii(&email).filter(|(e, _)| *e != email) {
+            sqlx::query(
+                "UPDATE subscribers s SET email = $2, email_lower = $3 WHERE s.id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM subscribers o \
+                                 WHERE o.list_id = s.list_id AND o.email_lower = $3)",
+            )
+            .bind(id)
+            .bind(new)
+            .bind(lower)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub struct ApiConfig {
     #[arg(
         long,
         env = "HIKYAKU_DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/hikyaku"
     )]
     pub database_url: String,
@@ -19,6 +20,7 @@ pub struct ApiConfig {
     #[arg(
         long,
         env = "HIKYAKU_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
@@ -70,7 +72,8 @@ pub struct ApiConfig {
     /// Days after a campaign started sending that its tracking links record opens and clicks;
     /// later the pixel and the redirects still work (old mail keeps its links) but record
     /// nothing. Unsubscribe links never expire.
-    #[arg(long, env = "HIKYAKU_TRACKING_DAYS", default_value_t = 90)]
+    #[arg(long, env = "HIKYAKU_TRACKING_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub tracking_days: u32,
     /// Requests per second each API key may make, in bursts of up to one second's worth;
     /// beyond it, 429 with `Retry-After`. 0: unlimited.

@@ -7,11 +7,11 @@
 //!   active subscribers would not fit in what is left this month — an early, clear answer;
 //! - the expander, page by page, is the real wall: a page that would pass the quota is not
 //!   enqueued and the campaign is paused; resuming it (next month, or after the quota is
-//!   raised) carries on where it stopped. Two expanders of one tenant running at the same
+//!   raised) carries on where it stopped. Pages are whole (up to 10,000 recipients): a
+//!   campaign paused with less than its next page left stays paused until the month turns or
+//!   the quota is raised, rather than sending part of a page. Two expanders of one tenant running at the same
 //!   moment may each fit a page in what is left: the quota can be passed by at most one page
 //!   per concurrent expander (documented bound, not a leak).
-
-use sqlx::PgPool;
 
 use crate::error::ApiError;
 
@@ -50,7 +50,12 @@ pub async fn usage<'c, E: sqlx::PgExecutor<'c>>(
 
 /// Refuses with [`ApiError::QuotaExceeded`] unless `more` messages fit in the tenant's quota
 /// this month; `what` says what would send them.
-pub async fn check(db: &PgPool, tenant: i64, more: i64, what: &str) -> Result<(), ApiError> {
+pub async fn check<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    tenant: i64,
+    more: i64,
+    what: &str,
+) -> Result<(), ApiError> {
     let Some(u) = usage(db, tenant).await? else {
         return Ok(());
     };
@@ -87,7 +92,11 @@ pub async fn count<'c, E: sqlx::PgExecutor<'c>>(
 
 /// Active subscribers of `list` not suppressed for its tenant: what sending to it now would
 /// enqueue.
-pub async fn list_size(db: &PgPool, tenant: i64, list: i64) -> Result<i64, sqlx::Error> {
+pub async fn list_size<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    tenant: i64,
+    list: i64,
+) -> Result<i64, sqlx::Error> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM subscribers s WHERE s.list_id = $1 AND s.status = 'active' \
          AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.tenant_id = $2 AND x.email_lower = s.email_lower)",

@@ -25,7 +25,7 @@ const BATCH: usize = 2_000;
 const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 
 /// Bounce reasons of our own making (not a refusal by the carrier): they never suppress.
-const LOCAL_BOUNCES: [&str; 4] = ["unencodable", "expired", "cancelled", "drained"];
+const LOCAL_BOUNCES: [&str; 5] = ["unencodable", "expired", "cancelled", "drained", "not-sent"];
 
 /// PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
 /// reply would block its shard's recording forever.

@@ -3,7 +3,8 @@
 //! every user of the machine (`ps`, `/proc/*/cmdline`) and lands in shell histories. So a URL
 //! flag that carries a password is refused when it was given on the command line (the same URL
 //! in `HIKYAKU_DATABASE_URL` / `HIKYAKU_REDIS_URL` is fine), the token key has no flag at all
-//! (`HIKYAKU_TOKEN_SECRET` or `--token-secret-file`), and DKIM keys are files by design.
+//! (`HIKYAKU_TOKEN_SECRET` or `--token-secret-file`), and DKIM keys are files by design. `--help`
+//! hides the URLs' environment values.
 //!
 //! Nothing here or elsewhere logs or returns a secret: URLs are never logged, the Redis
 //! client's `Debug` hides credentials, API keys are shown once by the CLI and stored hashed.
@@ -18,10 +19,16 @@ pub fn has_password(url: &str) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.split(',').any(|seed| {
+    let in_userinfo = authority.split(',').any(|seed| {
         seed.rsplit_once('@')
             .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-    })
+    });
+    // libpq-style parameters: `?password=…` (or `&password=…`).
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    in_userinfo
+        || query
+            .split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("password="))
 }
 
 /// Refuses a password given on the command line in any of the URL arguments `ids` (clap ids:
@@ -57,6 +64,10 @@ mod tests {
         assert!(has_password("redis+cluster://a:6379,u:pw@b:6379"));
         assert!(!has_password("postgres://u@db/x"));
         assert!(!has_password("postgres://db/x?user=a:b@c"));
+        assert!(has_password(
+            "postgres://u@db/x?sslmode=require&password=pw"
+        ));
+        assert!(has_password("postgres://u@db/x?PASSWORD=pw"));
         assert!(!has_password("redis://127.0.0.1:6379"));
         assert!(!has_password("not a url"));
     }

@@ -64,6 +64,9 @@ pub enum Reason {
     Cancelled,
     /// The message cannot be written in the character set the site needs.
     Unencodable,
+    /// The session could not carry it and it was not sent: a non-ASCII address to a server
+    /// without SMTPUTF8, or a message over the server's SIZE (the client's own refusal).
+    NotSent,
     /// The address was suppressed for the tenant after the campaign was expanded.
     Suppressed,
     /// An operator drained the job's site or campaign (`hikyaku queue drain`).
@@ -95,6 +98,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Cancelled => "cancelled",
             Reason::Unencodable => "unencodable",
+            Reason::NotSent => "not-sent",
             Reason::Suppressed => "suppressed",
             Reason::Drained => "drained",
         }
@@ -149,6 +153,12 @@ pub enum Attempt {
 /// Provider-specific reply texts, matched case-insensitively as substrings, before code rules.
 /// From PROVIDERS.md; each is what the provider means, not what its code says.
 pub const TEXT_RULES: &[(&str, Verdict)] = &[
+    // The SMTP client's own refusals (`SmtpClient::refused_here`): never a verdict on the
+    // address, so never a suppression.
+    (
+        "(refused by the sender, not sent)",
+        v(Disposition::Bounced, Reason::NotSent),
+    ),
     (
         "max message per connection",
         v(Disposition::Deferred, Reason::Reconnect),
@@ -352,6 +362,11 @@ mod tests {
                 "553 5.6.7 non-ASCII address needs SMTPUTF8\r\n",
                 Bounced,
                 Reason::PermFailure,
+            ),
+            (
+                "552 5.3.4 message of 9 bytes is over the server's SIZE limit of 8 (refused by the sender, not sent)\r\n",
+                Bounced,
+                Reason::NotSent,
             ),
             ("354 go ahead\r\n", Deferred, Reason::Protocol),
             ("199 odd\r\n", Deferred, Reason::Protocol),

@@ -1101,6 +1101,21 @@ impl Site {
                 return;
             }
             if let Err(e) = s.client.flush().await {
+                // Messages the client refused itself have their verdict already: the failed
+                // write is not theirs to carry.
+                while s.client.next_is_refused() {
+                    let (Some(sent), Ok(reply)) =
+                        (window.pop_front(), s.client.message_result().await)
+                    else {
+                        break;
+                    };
+                    self.session_outcome(
+                        sent.item.work,
+                        &s.mx,
+                        &Attempt::Reply(reply),
+                        sent.reused,
+                    );
+                }
                 self.session_failed(session, window, e);
                 return;
             }

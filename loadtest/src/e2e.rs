@@ -162,11 +162,10 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let api = Proc {
         name: "hikyaku-api",
+        // URLs through the environment: one with a password is refused as a flag.
         child: Command::new(opts.bin_dir.join("hikyaku-api"))
-            .arg("--database-url")
-            .arg(&db_url)
-            .arg("--redis-url")
-            .arg(&redis_url)
+            .env("HIKYAKU_DATABASE_URL", &db_url)
+            .env("HIKYAKU_REDIS_URL", &redis_url)
             .arg("--listen")
             .arg(api_addr.to_string())
             .arg("--shards")
@@ -180,14 +179,8 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     };
     wait_for_port(api_addr, "hikyaku-api").await?;
     let out = Command::new(opts.bin_dir.join("hikyaku"))
-        .args([
-            "--json",
-            "--database-url",
-            &db_url,
-            "tenant",
-            "create",
-            "demo",
-        ])
+        .args(["--json", "tenant", "create", "demo"])
+        .env("HIKYAKU_DATABASE_URL", &db_url)
         .output()
         .await
         .context("running hikyaku tenant create")?;

@@ -2,8 +2,8 @@
 # Runs every fuzz target for SECONDS each (default 20: the CI smoke run) over its committed
 # corpus under tests/fuzz/corpus/<target>; stops at the first crash (libFuzzer writes the input
 # to tests/fuzz/artifacts/<target>/). `-s none`: the code under test forbids `unsafe`, so the
-# coverage-guided search matters, not AddressSanitizer; debug assertions and overflow checks
-# are on (tests/fuzz/Cargo.toml's release profile). cargo fuzz passes nightly-only flags to rustc: RUSTC_BOOTSTRAP=1 lets the machine's
+# coverage-guided search matters, not AddressSanitizer. `-O`: the release profile of
+# tests/fuzz/Cargo.toml decides debug assertions and overflow checks (on, but for one crate). cargo fuzz passes nightly-only flags to rustc: RUSTC_BOOTSTRAP=1 lets the machine's
 # one stable toolchain take them.
 #
 #   tests/fuzz/run.sh                           # smoke: 20 s each, the corpus left as it is
@@ -12,6 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ops/lib/ensure-services.sh
 hk_ensure_rust
+# libFuzzer is C++: cargo-fuzz builds it with the system's C++ compiler.
+if ! command -v g++ >/dev/null 2>&1; then
+    hk_log "g++ not found: installing Debian's g++ (libFuzzer's runtime)"
+    hk_apt_install g++
+fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     hk_log "cargo-fuzz not found: installing it from crates.io"
     cargo install --locked cargo-fuzz
@@ -23,17 +28,17 @@ targets=("$@")
 export RUSTC_BOOTSTRAP=1
 # Instrumented builds differ from the workspace's: their own target directory.
 export CARGO_TARGET_DIR="$HOME/.cache/hikyaku/fuzz-target"
-cargo fuzz build --fuzz-dir tests/fuzz -s none
+cargo fuzz build --fuzz-dir tests/fuzz -O -s none
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
     hk_log "fuzzing $t for ${seconds}s"
     mkdir -p "tests/fuzz/corpus/$t" "$scratch/$t"
     # New inputs go to the scratch directory (the first one); the committed corpus is read.
-    cargo fuzz run --fuzz-dir tests/fuzz -s none "$t" "$scratch/$t" "tests/fuzz/corpus/$t" -- \
+    cargo fuzz run --fuzz-dir tests/fuzz -O -s none "$t" "$scratch/$t" "tests/fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
     if [ -n "${HK_FUZZ_MERGE:-}" ]; then
         # Keeps only the new inputs that reach coverage the committed corpus does not.
-        cargo fuzz run --fuzz-dir tests/fuzz -s none "$t" "tests/fuzz/corpus/$t" "$scratch/$t" -- -merge=1
+        cargo fuzz run --fuzz-dir tests/fuzz -O -s none "$t" "tests/fuzz/corpus/$t" "$scratch/$t" -- -merge=1
     fi
 done

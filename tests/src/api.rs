@@ -304,9 +304,9 @@ impl TestApi {
 pub struct Cli {
     /// The binary.
     pub bin: String,
-    /// `--database-url`.
+    /// `HIKYAKU_DATABASE_URL`.
     pub database_url: String,
-    /// `--redis-url`.
+    /// `HIKYAKU_REDIS_URL`.
     pub redis_url: String,
 }
 
@@ -322,11 +322,10 @@ impl Cli {
 
     /// Runs it: (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        // Through the environment: a URL with a password is refused as a flag.
         let out = std::process::Command::new(&self.bin)
-            .arg("--database-url")
-            .arg(&self.database_url)
-            .arg("--redis-url")
-            .arg(&self.redis_url)
+            .env("HIKYAKU_DATABASE_URL", &self.database_url)
+            .env("HIKYAKU_REDIS_URL", &self.redis_url)
             .args(args)
             .output()
             .expect("the CLI runs");

@@ -70,7 +70,9 @@ async fn every_cli_command_that_takes_a_tenant_stays_within_it() {
     let keys = cli.json(&["apikey", "list", "--tenant", &b]);
     let keys = keys.as_array().expect("keys");
     assert_eq!(keys.len(), 1);
-    assert!(keys.iter().all(|k| k["tenant_id"].to_string() == b));
+    assert!(keys
+        .iter()
+        .all(|k| k["tenant_id"].as_i64().map(|t| t.to_string()) == Some(b.clone())));
 
     let (code, csv, err) = cli.run(&["suppressions", "export", "--tenant", &a]);
     assert_eq!(code, 0, "{err}");

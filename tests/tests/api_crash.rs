@@ -32,7 +32,8 @@ async fn queued(con: &mut hikyaku_queue_schema::Redis) -> u64 {
 
 fn start_api(api: &TestApi, redis: &TestRedis) -> std::process::Child {
     Command::new(API)
-        .args(["--database-url", &api.db.url, "--redis-url", &redis.url])
+        .env("HIKYAKU_DATABASE_URL", &api.db.url)
+        .env("HIKYAKU_REDIS_URL", &redis.url)
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .env("HIKYAKU_TOKEN_SECRET", "test-secret-of-at-least-32-bytes!")
         .env("RUST_LOG", "warn")

@@ -175,6 +175,18 @@ async fn secrets_from_the_environment_are_never_logged_or_returned_and_refused_a
         assert!(err.contains("in the environment (HIKYAKU_"), "{err}");
         assert_no_secret("the refusal", &err, &pg_password);
     }
+    // `--help` shows where the URLs come from, not what they are.
+    for bin in [API, CLI] {
+        let out = Command::new(bin)
+            .arg("--help")
+            .env("HIKYAKU_DATABASE_URL", &db_url)
+            .env("HIKYAKU_REDIS_URL", &redis_url)
+            .output()
+            .expect("runs");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("HIKYAKU_DATABASE_URL"), "{help}");
+        assert_no_secret("--help", &help, &pg_password);
+    }
     let out = Command::new(API)
         .args(["--token-secret", TOKEN_SECRET])
         .output()

@@ -30,6 +30,7 @@ struct Args {
         long,
         global = true,
         env = "HIKYAKU_DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/hikyaku"
     )]
     database_url: String,
@@ -38,6 +39,7 @@ struct Args {
         long,
         global = true,
         env = "HIKYAKU_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,

@@ -45,7 +45,7 @@ pub struct SiteFigures {
 }
 
 /// Bounce reasons of our own making: the message never left.
-const LOCAL_BOUNCES: [&str; 2] = ["drained", "unencodable"];
+const LOCAL_BOUNCES: [&str; 3] = ["drained", "unencodable", "not-sent"];
 
 impl SiteFigures {
     fn local_bounces(&self) -> i64 {

@@ -350,8 +350,9 @@ async fn send(
             ),
         });
     }
-    let size = quota::list_size(&state.db, tenant.0, campaign.list_id).await?;
-    quota::check(&state.db, tenant.0, size, "this campaign").await?;
+    // On the transaction's connection: a send takes one pool connection, not two.
+    let size = quota::list_size(&mut *tx, tenant.0, campaign.list_id).await?;
+    quota::check(&mut *tx, tenant.0, size, "this campaign").await?;
     // Freeze first: the snapshot is in Redis before any job can reference it. In this
     // transaction: its link targets reference the row locked here.
     expansion::freeze(&state, &mut *tx, &campaign).await?;

@@ -469,6 +469,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.pending.push_back(Pending::Sent { rset });
     }
 
+    /// Whether the oldest pending message was refused here (its result needs no reply).
+    pub fn next_is_refused(&self) -> bool {
+        matches!(self.pending.front(), Some(Pending::Refused(_)))
+    }
+
     /// Writes what [`SmtpClient::queue_message`] queued.
     pub async fn flush(&mut self) -> Result<(), SmtpError> {
         if self.wbuf.is_empty() {
@@ -742,7 +747,7 @@ mod tests {
             "{seen:?}"
         );
         assert_eq!(seen.iter().filter(|l| l.starts_with("MAIL")).count(), 1);
-        assert_eq!(classify_reply_of(553), crate::classify::Reason::PermFailure);
+        assert_eq!(classify_reply_of(553), crate::classify::Reason::NotSent);
     }
 
     fn classify_reply_of(code: u16) -> crate::classify::Reason {
@@ -753,7 +758,7 @@ mod tests {
                 subject: 6,
                 detail: 7,
             }),
-            text: "x".into(),
+            text: "x (refused by the sender, not sent)".into(),
         };
         crate::classify::classify_reply(&r).reason
     }
