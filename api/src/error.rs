@@ -46,6 +46,9 @@ pub enum ApiError {
         /// What conflicts.
         detail: String,
     },
+    /// A list would hold more subscribers than its tenant's lists may (`max_list_size`).
+    #[error("{0}")]
+    ListFull(String),
     /// The body is larger than allowed.
     #[error("request body too large")]
     TooLarge,
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::Conflict { field, .. } => {
                 (StatusCode::CONFLICT, "conflict", field.as_deref())
             }
+            ApiError::ListFull(_) => (StatusCode::CONFLICT, "list-full", None),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-large", None),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -156,6 +160,10 @@ impl From<sqlx::Error> for ApiError {
                 field: None,
                 detail: "already exists".into(),
             },
+            // Raised by the trigger of migration 0010: the statement changed nothing.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("HK001") => {
+                ApiError::ListFull(db.message().to_owned())
+            }
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => ApiError::Conflict {
                 field: None,
                 detail: "still referenced by another resource (a campaign uses this list)".into(),

@@ -22,6 +22,8 @@ pub struct Usage {
     pub quota: Option<i64>,
     /// Messages counted this month.
     pub used: i64,
+    /// Subscribers each of the tenant's lists may hold (migration 0010's triggers hold it).
+    pub max_list_size: i64,
 }
 
 impl Usage {
@@ -38,7 +40,8 @@ pub async fn usage<'c, E: sqlx::PgExecutor<'c>>(
     tenant: i64,
 ) -> Result<Option<Usage>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.monthly_quota AS quota, COALESCE(u.messages, 0) AS used FROM tenants t \
+        "SELECT t.monthly_quota AS quota, COALESCE(u.messages, 0) AS used, t.max_list_size \
+         FROM tenants t \
          LEFT JOIN tenant_usage u ON u.tenant_id = t.id \
               AND u.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date \
          WHERE t.id = $1",
@@ -117,17 +120,20 @@ mod tests {
         let u = Usage {
             quota: Some(100),
             used: 90,
+            max_list_size: 1,
         };
         assert!(u.fits(10));
         assert!(!u.fits(11));
         assert!(Usage {
             quota: None,
-            used: i64::MAX
+            used: i64::MAX,
+            max_list_size: 1,
         }
         .fits(i64::MAX));
         assert!(!Usage {
             quota: Some(0),
-            used: 0
+            used: 0,
+            max_list_size: 1,
         }
         .fits(1));
     }

@@ -49,6 +49,10 @@ pub struct SitePolicy {
     pub recover_step: f64,
     /// Character set of the site's messages (`iso-2022-jp` for legacy Japanese handsets).
     pub charset: Charset,
+    /// Largest message the site takes, in bytes as sent (after encoding and DKIM headers),
+    /// where the provider publishes one its servers need not announce as `SIZE`; a larger
+    /// message is refused by the engine without being sent (552 5.3.4, `not-sent`).
+    pub max_message_bytes: Option<u64>,
 }
 
 /// Overrides for one site in the config file; every field optional.
@@ -101,6 +105,9 @@ pub struct SitePolicyConfig {
     pub recover_step: Option<f64>,
     /// `utf-8` (default) or `iso-2022-jp`.
     pub charset: Option<Charset>,
+    /// Largest message in bytes as sent; `0` for no limit of the site's own (the server's
+    /// announced `SIZE` still applies).
+    pub max_message_bytes: Option<u64>,
 }
 
 impl SitePolicy {
@@ -125,6 +132,7 @@ impl SitePolicy {
             recover_interval: Duration::from_secs(30),
             recover_step: 0.1,
             charset: Charset::Utf8,
+            max_message_bytes: None,
         }
     }
 
@@ -198,22 +206,30 @@ impl SitePolicy {
                 2,
                 100,
             ),
-            Self::shipped(
-                "au",
-                &["ezweb.ne.jp", "au.com"],
-                &["au.com", "ezweb.ne.jp"],
-                r(20.0),
-                2,
-                100,
-            ),
-            Self::shipped(
-                "softbank",
-                &["softbank.ne.jp"],
-                &["softbank.ne.jp", "i.softbank.jp"],
-                r(10.0),
-                2,
-                100,
-            ),
+            // au rejects messages over 3 MB, SoftBank (older spec) over 1 MB; decimal
+            // megabytes, the stricter reading.
+            SitePolicy {
+                max_message_bytes: Some(3_000_000),
+                ..Self::shipped(
+                    "au",
+                    &["ezweb.ne.jp", "au.com"],
+                    &["au.com", "ezweb.ne.jp"],
+                    r(20.0),
+                    2,
+                    100,
+                )
+            },
+            SitePolicy {
+                max_message_bytes: Some(1_000_000),
+                ..Self::shipped(
+                    "softbank",
+                    &["softbank.ne.jp"],
+                    &["softbank.ne.jp", "i.softbank.jp"],
+                    r(10.0),
+                    2,
+                    100,
+                )
+            },
             Self::shipped(
                 "icloud",
                 &["icloud.com", "me.com"],
@@ -272,6 +288,9 @@ impl SitePolicy {
         span(&mut self.recover_interval, &o.recover_interval);
         set(&mut self.recover_step, &o.recover_step);
         set(&mut self.charset, &o.charset);
+        if let Some(max) = o.max_message_bytes {
+            self.max_message_bytes = Some(max).filter(|&m| m > 0);
+        }
     }
 
     /// Checks that the policy can work.
@@ -339,6 +358,9 @@ mod tests {
         assert_eq!(all["yahoo"].max_messages_per_connection, 20);
         assert_eq!(all["yahoo-jp"].rate, Rate::per_second(10.0));
         assert!(all["docomo"].max_messages_per_connection <= 100);
+        assert_eq!(all["au"].max_message_bytes, Some(3_000_000));
+        assert_eq!(all["softbank"].max_message_bytes, Some(1_000_000));
+        assert_eq!(all["google"].max_message_bytes, None);
     }
 
     #[test]
@@ -348,6 +370,9 @@ mod tests {
             rate = "200/s"
             max_connections = 3
             retry_initial = "1s"
+            max_message_bytes = 20000000
+            [softbank]
+            max_message_bytes = 0
             [newsite]
             mx_suffixes = ["mx.new.test"]
         "#;
@@ -361,6 +386,9 @@ mod tests {
             "untouched fields keep defaults"
         );
         assert_eq!(g.retry.initial, Duration::from_secs(1));
+        assert_eq!(g.max_message_bytes, Some(20_000_000));
+        assert_eq!(all["softbank"].max_message_bytes, None, "0 lifts the limit");
+        assert_eq!(all["au"].max_message_bytes, Some(3_000_000));
         assert_eq!(all["newsite"].mx_suffixes, vec!["mx.new.test".to_owned()]);
         assert_eq!(
             all["newsite"].max_connections,

@@ -940,7 +940,8 @@ impl Site {
                         .connect(&item.target, &self.policy.timeouts)
                         .await
                     {
-                        Ok(s) => {
+                        Ok(mut s) => {
+                            s.client.limit_size(self.policy.max_message_bytes);
                             self.metrics.connect_ok.increment(1);
                             if starting.leave() {
                                 self.maybe_open(self.queued());

@@ -176,7 +176,10 @@ async fn the_monthly_quota_refuses_early_and_the_expander_holds_the_wall() {
     let l = api.list_with_csv(&csv).await;
     let c = api.create_campaign(l, "hello").await;
     let set = cli.json(&["tenant", "quota", &tenant, "--monthly", "5"]);
-    assert_eq!(set, json!({"quota": 5, "used": 0}));
+    assert_eq!(
+        set,
+        json!({"quota": 5, "used": 0, "max_list_size": 10_000_000})
+    );
 
     // Eight recipients do not fit in five: refused, nothing changes.
     let (status, _, problem) = api
@@ -275,7 +278,7 @@ async fn the_monthly_quota_refuses_early_and_the_expander_holds_the_wall() {
     assert_eq!(stats["expanded"], 8, "{stats}");
     assert_eq!(
         cli.json(&["tenant", "quota", &tenant]),
-        json!({"quota": null, "used": 10})
+        json!({"quota": null, "used": 10, "max_list_size": 10_000_000})
     );
     background.stop().await;
 }

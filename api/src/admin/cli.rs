@@ -112,16 +112,20 @@ enum TenantCmd {
     },
     /// Lists tenants with their active keys, campaigns and subscribers.
     List,
-    /// Shows a tenant's monthly sending quota and this month's use, or sets it.
+    /// Shows a tenant's monthly sending quota, this month's use and its list size, or sets them.
     Quota {
         /// Tenant id.
         tenant: i64,
         /// Messages the tenant may send per calendar month (UTC).
         #[arg(long, conflicts_with = "unlimited")]
         monthly: Option<i64>,
-        /// Removes the limit.
+        /// Removes the monthly limit.
         #[arg(long)]
         unlimited: bool,
+        /// Subscribers each of the tenant's lists may hold (every status counts; new tenants
+        /// get 10,000,000). A list already larger keeps its subscribers and takes no more.
+        #[arg(long)]
+        list_size: Option<i64>,
     },
     /// Retires a tenant: revokes its keys, cancels its campaigns, exports its data to a
     /// directory, then deletes it from the record and its snapshots from Redis.
@@ -547,18 +551,20 @@ async fn tenant(ctx: &Ctx, cmd: TenantCmd, json: bool) -> Result<(), AdminError>
             tenant,
             monthly,
             unlimited,
+            list_size,
         } => {
             let set = match (monthly, unlimited) {
                 (Some(n), _) => Some(Some(n)),
                 (None, true) => Some(None),
                 (None, false) => None,
             };
-            let u = super::tenants::quota(&ctx.db, tenant, set).await?;
+            let u = super::tenants::quota(&ctx.db, tenant, set, list_size).await?;
             show(json, &u, || {
                 format!(
-                    "tenant {tenant}: quota {} per month, {} used this month\n",
+                    "tenant {tenant}: quota {} per month, {} used this month; lists of up to {} subscribers\n",
                     u.quota.map_or("unlimited".into(), |q| q.to_string()),
-                    u.used
+                    u.used,
+                    u.max_list_size
                 )
             })
         }

@@ -89,23 +89,38 @@ pub async fn list(db: &PgPool) -> Result<Vec<TenantRow>, AdminError> {
     .await?)
 }
 
-/// A tenant's monthly sending quota and this month's use, after setting the quota to
-/// `set`'s value when given (`Some(None)`: no limit).
+/// A tenant's monthly sending quota, this month's use and its list size, after setting the
+/// quota to `set`'s value when given (`Some(None)`: no limit) and the list size to
+/// `list_size`'s. Both are checked before either changes. A list already larger than a lowered
+/// list size keeps its subscribers and takes no more.
 pub async fn quota(
     db: &PgPool,
     tenant: i64,
     set: Option<Option<i64>>,
+    list_size: Option<i64>,
 ) -> Result<crate::quota::Usage, AdminError> {
     check_exists(db, tenant).await?;
+    if set.is_some_and(|q| q.is_some_and(|n| n < 0)) {
+        return Err(AdminError::Invalid(
+            "--monthly must be 0 or more messages".into(),
+        ));
+    }
+    if list_size.is_some_and(|n| n < 0) {
+        return Err(AdminError::Invalid(
+            "--list-size must be 0 or more subscribers".into(),
+        ));
+    }
     if let Some(q) = set {
-        if q.is_some_and(|n| n < 0) {
-            return Err(AdminError::Invalid(
-                "--monthly must be 0 or more messages".into(),
-            ));
-        }
         sqlx::query("UPDATE tenants SET monthly_quota = $2 WHERE id = $1")
             .bind(tenant)
             .bind(q)
+            .execute(db)
+            .await?;
+    }
+    if let Some(n) = list_size {
+        sqlx::query("UPDATE tenants SET max_list_size = $2 WHERE id = $1")
+            .bind(tenant)
+            .bind(n)
             .execute(db)
             .await?;
     }

@@ -3,7 +3,8 @@
 //! `{"email": …, "attributes": {…}}` per line) body. The body is never held whole: lines are
 //! parsed as chunks arrive and inserted in batches; the report names duplicate and invalid rows by
 //! line number. Batches commit as they go (a 10-million-row import is not one transaction): if
-//! the body breaks off or a line is over 64 KiB, the error names the line and the rows before
+//! the body breaks off, a line is over 64 KiB, or a batch would pass the tenant's list size
+//! (409 `list-full`: that batch is refused whole), the error names the line and the rows before
 //! it stay imported — importing the same file again reports them as duplicates. An import that
 //! added many rows ends with `ANALYZE subscribers`, so the first campaign sent to the list is
 //! planned from its real size.
@@ -112,7 +113,15 @@ async fn flush(
     .bind(&lowers)
     .bind(&attrs)
     .fetch_all(&state.db)
-    .await?;
+    .await
+    .map_err(|e| match ApiError::from(e) {
+        ApiError::ListFull(d) => ApiError::ListFull(format!(
+            "{d}: nothing from line {} on was imported; the {} rows accepted before it stay",
+            batch.first().map_or(0, |r| r.line),
+            report.accepted
+        )),
+        other => other,
+    })?;
     let inserted: HashSet<String> = inserted.into_iter().map(|(l,)| l).collect();
     for r in fresh {
         if inserted.contains(&r.lower) {
@@ -127,7 +136,7 @@ async fn flush(
 
 #[utoipa::path(post, path = "/v1/lists/{id}/subscribers/import", params(("id" = i64, Path)),
     request_body(content = String, content_type = "text/csv", description = "CSV with an email column, or NDJSON (application/x-ndjson)"),
-    responses((status = 200, body = ImportReport), (status = 413), (status = 415)), security(("bearer" = [])))]
+    responses((status = 200, body = ImportReport), (status = 409, description = "the list would pass its tenant's list size (`list-full`); batches before the one that would pass it stay imported"), (status = 413), (status = 415)), security(("bearer" = [])))]
 async fn import(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -45,8 +45,9 @@ fn check_name(name: &str) -> Result<&str, ApiError> {
     Ok(n)
 }
 
-const SELECT: &str = "SELECT l.id, l.name, l.created_at, \
-     (SELECT count(*) FROM subscribers s WHERE s.list_id = l.id) AS subscribers FROM lists l";
+/// `subscribers` is the count the triggers of migration 0010 keep (no scan of the list).
+const SELECT: &str =
+    "SELECT l.id, l.name, l.created_at, l.subscriber_count AS subscribers FROM lists l";
 
 /// Routes.
 pub fn router() -> Router<AppState> {

@@ -127,7 +127,7 @@ async fn fetch(state: &AppState, list: i64, sid: i64) -> Result<Subscriber, ApiE
     .ok_or(ApiError::NotFound("subscriber"))
 }
 
-#[utoipa::path(post, path = "/v1/lists/{id}/subscribers", params(("id" = i64, Path)), request_body = NewSubscriber, responses((status = 201, body = Subscriber), (status = 409), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/lists/{id}/subscribers", params(("id" = i64, Path)), request_body = NewSubscriber, responses((status = 201, body = Subscriber), (status = 409, description = "the address is on the list already, or the list is full (`list-full`)"), (status = 422)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     tenant: Tenant,

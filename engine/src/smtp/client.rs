@@ -162,6 +162,9 @@ pub struct SmtpClient<S> {
     /// Whole messages queued or sent with [`SmtpClient::queue_message`] whose replies are not
     /// read yet, oldest first: whether each began with RSET.
     pending: VecDeque<Pending>,
+    /// The destination site's own message size limit (a provider's published maximum that
+    /// its servers need not announce as `SIZE`), if any.
+    site_size: Option<u64>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
@@ -176,7 +179,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             timeouts,
             needs_rset: false,
             pending: VecDeque::new(),
+            site_size: None,
         }
+    }
+
+    /// Sets the destination site's message size limit: messages over it are refused here
+    /// (552 5.3.4, nothing sent), as messages over the server's announced `SIZE` are.
+    pub fn limit_size(&mut self, max: Option<u64>) {
+        self.site_size = max;
     }
 
     /// What the server announced in its last EHLO reply.
@@ -378,8 +388,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
 
     /// The refusal of a message this session must not carry, made here without sending
     /// anything: a non-ASCII address (it needs SMTPUTF8, RFC 6531) to a server that does not
-    /// offer SMTPUTF8 (553 5.6.7), or a message over the server's `SIZE` (552 5.3.4). Both are
-    /// permanent for this destination, and the classifier reads them as it reads a server's.
+    /// offer SMTPUTF8 (553 5.6.7), or a message over the server's `SIZE` or the site's own
+    /// limit (552 5.3.4). Each is permanent for this destination, and the classifier reads them
+    /// as it reads a server's.
     fn refused_here(&self, env: &Envelope<'_>, len: usize) -> Option<Reply> {
         let local = |code, subject, detail, text: String| Reply {
             code,
@@ -399,15 +410,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 "non-ASCII address needs SMTPUTF8, which this server does not offer".into(),
             ));
         }
-        if let Some(max) = self.caps.size {
-            if len as u64 > max {
-                return Some(local(
-                    552,
-                    3,
-                    4,
-                    format!("message of {len} bytes is over the server's SIZE limit of {max}"),
-                ));
-            }
+        let over = |max: Option<u64>| max.filter(|&max| len as u64 > max);
+        if let Some(max) = over(self.caps.size) {
+            return Some(local(
+                552,
+                3,
+                4,
+                format!("message of {len} bytes is over the server's SIZE limit of {max}"),
+            ));
+        }
+        if let Some(max) = over(self.site_size) {
+            return Some(local(
+                552,
+                3,
+                4,
+                format!("message of {len} bytes is over the site's size limit of {max}"),
+            ));
         }
         None
     }
@@ -722,9 +740,13 @@ mod tests {
         assert!(!caps.smtputf8);
         let small = b"Subject: hi\r\n\r\nbody\r\n".to_vec();
         let big = vec![b'x'; 1001];
+        // Under the server's SIZE (1000) but over the site's own limit.
+        let middle = vec![b'x'; 600];
+        c.limit_size(Some(500));
         for (to, body, code) in [
             ("\u{592a}\u{90ce}@x.test", &small, 553),
             ("a@x.test", &big, 552),
+            ("a@x.test", &middle, 552),
             ("a@x.test", &small, 250),
         ] {
             let env = Envelope {
@@ -736,6 +758,9 @@ mod tests {
             assert_eq!(r.code, code, "{to}: {r:?}");
             if code != 250 {
                 assert!(r.text.contains("not sent"), "{r:?}");
+            }
+            if body.len() == 600 {
+                assert!(r.text.contains("site's size limit of 500"), "{r:?}");
             }
         }
         c.quit().await;
