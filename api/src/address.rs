@@ -5,7 +5,12 @@ use crate::error::ApiError;
 /// A valid address (RFC 5321 syntax via lettre's parser; no control characters, ≤ 254
 /// bytes), returned with its domain in ASCII — an internationalized domain becomes its
 /// punycode A-label form (UTS 46), so MX lookups, sharding and site rules see one spelling —
-/// and lower-cased, and the lower-cased form for uniqueness. A non-ASCII local part is kept:
+/// and lower-cased, and the lower-cased form for uniqueness. The domain must be a host name
+/// after conversion (UTS 46 strict: letters, digits and inner hyphens, labels ≤ 63, ≤ 253 in
+/// all): lettre takes Unicode domains whose A-label form would carry `*` or `]`, which the
+/// lenient conversion let through and the address then failed its own check again (found by
+/// the import fuzzer); address literals such as `[192.0.2.1]` are refused too — a newsletter
+/// goes to a domain's MX. What this returns is valid input to it again, unchanged. A non-ASCII local part is kept:
 /// such a message goes only to servers that offer SMTPUTF8 (the engine refuses it elsewhere).
 pub fn normalize(field: &str, raw: &str) -> Result<(String, String), ApiError> {
     let raw = raw.trim();
@@ -21,7 +26,7 @@ pub fn normalize(field: &str, raw: &str) -> Result<(String, String), ApiError> {
     let addr: lettre::Address = raw
         .parse()
         .map_err(|e| ApiError::invalid(field, format!("not an email address: {e}")))?;
-    let domain = idna::domain_to_ascii(addr.domain())
+    let domain = idna::domain_to_ascii_strict(addr.domain())
         .ok()
         .filter(|d| !d.is_empty() && d.len() <= 253 && d.is_ascii())
         .ok_or_else(|| {
@@ -100,6 +105,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_normalize_returns_it_takes_again_unchanged() {
+        for raw in [
+            "Taro@Example.JP",
+            "taro@例え.テスト",
+            "太郎@Bücher.example",
+            "a.b+c@sub-domain.example.co.jp",
+            "x@xn--bcher-kva.example",
+        ] {
+            let (email, lower) = normalize("email", raw).expect(raw);
+            assert_eq!(
+                normalize("email", &email).expect(raw),
+                (email.clone(), lower)
+            );
+        }
+    }
+
+    #[test]
     fn valid_and_invalid_addresses() {
         assert_eq!(
             normalize("email", " Taro@Example.JP ").expect("valid"),
@@ -124,6 +146,13 @@ mod tests {
             "a@b.jp\r\nBcc: c@d",
             "a b@c.jp",
             "a@b.jp\0",
+            // Host names only: no address literal, no `_`, `*` or `]`, no edge hyphen.
+            "a@[192.0.2.1]",
+            "a@ex_ample.jp",
+            "a@-b.jp",
+            "a@b-.jp",
+            // Unicode whose A-label form is no host name (the fuzzer's find).
+            "x@y\u{494}tGGGG\u{cb2c}*****]\u{494}t",
         ] {
             let e = normalize("email", bad).expect_err(bad);
             assert!(
