@@ -197,6 +197,25 @@ async fn a_full_list_takes_no_more_and_every_refusal_changes_nothing() {
         drift.iter().all(|(_, kept, rows)| kept == rows),
         "{drift:?}"
     );
+
+    // A subscriber never moves to another list (the counts would not follow); TRUNCATE
+    // zeroes them.
+    let moved = sqlx::query("UPDATE subscribers SET list_id = $1 WHERE list_id = $2")
+        .bind(big)
+        .bind(theirs)
+        .execute(&api.state.db)
+        .await;
+    assert!(
+        moved.is_err_and(|e| e.to_string().contains("stays in its list")),
+        "a move is refused"
+    );
+    assert_eq!(sizes(&api, &other, theirs).await, (20, 20));
+    sqlx::query("TRUNCATE subscribers")
+        .execute(&api.state.db)
+        .await
+        .expect("truncate");
+    assert_eq!(sizes(&api, &key, big).await, (0, 0));
+    assert_eq!(sizes(&api, &other, theirs).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

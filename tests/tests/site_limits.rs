@@ -112,6 +112,6 @@ max_message_bytes = 100
     let fine = later
         .iter()
         .find(|e| e.rcpt == "fine@other.test")
-        .expect("event for fine@corp.test");
+        .expect("event for fine@other.test");
     assert_eq!(fine.status, EventStatus::Delivered, "{fine:?}");
 }

@@ -116,9 +116,12 @@ async fn flush(
     .await
     .map_err(|e| match ApiError::from(e) {
         ApiError::ListFull(d) => ApiError::ListFull(format!(
-            "{d}: nothing from line {} on was imported; the {} rows accepted before it stay",
+            "{d}: nothing from line {} on was imported; the {} rows accepted before it stay \
+             ({} duplicate and {} invalid lines before it)",
             batch.first().map_or(0, |r| r.line),
-            report.accepted
+            report.accepted,
+            report.duplicates,
+            report.invalid
         )),
         other => other,
     })?;
@@ -165,71 +168,78 @@ async fn import(
     };
     let mut parser = RowParser::new(format);
     let mut report = ImportReport::default();
-    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut line_no = 0u64;
-    let mut stream = body.into_data_stream();
-    let mut finished = false;
-    while !finished {
-        let chunk = match stream.next().await {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => {
-                return Err(ApiError::BadRequest {
-                    field: None,
-                    detail: format!("reading the body failed: {e}"),
-                })
-            }
-            None => None,
-        };
-        match &chunk {
-            Some(c) => pending.extend_from_slice(c),
-            None => {
-                finished = true;
-                if !pending.is_empty() && pending.last() != Some(&b'\n') {
-                    pending.push(b'\n');
+    // Rows commit batch by batch: whatever ends the import, what was added is counted and
+    // a large addition refreshes the statistics.
+    let outcome = async {
+        let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut line_no = 0u64;
+        let mut stream = body.into_data_stream();
+        let mut finished = false;
+        while !finished {
+            let chunk = match stream.next().await {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    return Err(ApiError::BadRequest {
+                        field: None,
+                        detail: format!("reading the body failed: {e}"),
+                    })
                 }
-            }
-        }
-        let mut start = 0;
-        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
-            line_no += 1;
-            let raw = &pending[start..start + nl];
-            start += nl + 1;
-            let parsed = match std::str::from_utf8(raw) {
-                Ok(line) => parser.row(line_no, line),
-                Err(_) => Err("not UTF-8".into()),
+                None => None,
             };
-            match parsed {
-                Ok(Some(row)) => batch.push(row),
-                Ok(None) => {}
-                Err(e) if format == Format::Csv && parser.before_header() => {
-                    return Err(ApiError::invalid(
-                        "body",
-                        format!("line {line_no} (header): {e}"),
-                    ))
+            match &chunk {
+                Some(c) => pending.extend_from_slice(c),
+                None => {
+                    finished = true;
+                    if !pending.is_empty() && pending.last() != Some(&b'\n') {
+                        pending.push(b'\n');
+                    }
                 }
-                Err(e) => report.invalid(line_no, e),
             }
-            if batch.len() >= BATCH {
-                flush(&state, tenant.0, list, &mut batch, &mut report).await?;
+            let mut start = 0;
+            while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+                line_no += 1;
+                let raw = &pending[start..start + nl];
+                start += nl + 1;
+                let parsed = match std::str::from_utf8(raw) {
+                    Ok(line) => parser.row(line_no, line),
+                    Err(_) => Err("not UTF-8".into()),
+                };
+                match parsed {
+                    Ok(Some(row)) => batch.push(row),
+                    Ok(None) => {}
+                    Err(e) if format == Format::Csv && parser.before_header() => {
+                        return Err(ApiError::invalid(
+                            "body",
+                            format!("line {line_no} (header): {e}"),
+                        ))
+                    }
+                    Err(e) => report.invalid(line_no, e),
+                }
+                if batch.len() >= BATCH {
+                    flush(&state, tenant.0, list, &mut batch, &mut report).await?;
+                }
+            }
+            pending.drain(..start);
+            if pending.len() > MAX_LINE {
+                return Err(ApiError::invalid(
+                    "body",
+                    format!("line {} is longer than {MAX_LINE} bytes", line_no + 1),
+                ));
             }
         }
-        pending.drain(..start);
-        if pending.len() > MAX_LINE {
-            return Err(ApiError::invalid(
-                "body",
-                format!("line {} is longer than {MAX_LINE} bytes", line_no + 1),
-            ));
-        }
+        flush(&state, tenant.0, list, &mut batch, &mut report).await
     }
-    flush(&state, tenant.0, list, &mut batch, &mut report).await?;
+    .await;
     if report.accepted >= ANALYZE_AFTER {
         // Statistics taken while the list was small make the planner sort the whole list for
         // every expansion page; refresh them now rather than at autovacuum's leisure.
-        sqlx::query("ANALYZE subscribers")
-            .execute(&state.db)
-            .await?;
+        let analyzed = sqlx::query("ANALYZE subscribers").execute(&state.db).await;
+        if outcome.is_ok() {
+            analyzed?;
+        }
     }
     crate::metrics::imported(report.accepted);
+    outcome?;
     Ok(axum::Json(report))
 }
