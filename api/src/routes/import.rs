@@ -137,6 +137,73 @@ async fn flush(
     Ok(())
 }
 
+/// Parses the body as its chunks arrive and inserts its rows batch by batch, counting into
+/// `report`; an error leaves the batches flushed before it in place.
+async fn stream_rows(
+    state: &AppState,
+    tenant: i64,
+    list: i64,
+    format: Format,
+    body: Body,
+    report: &mut ImportReport,
+) -> Result<(), ApiError> {
+    let mut parser = RowParser::new(format);
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut line_no = 0u64;
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = stream
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| ApiError::BadRequest {
+                field: None,
+                detail: format!("reading the body failed: {e}"),
+            })?;
+        let finished = chunk.is_none();
+        match chunk {
+            Some(c) => pending.extend_from_slice(&c),
+            None if !pending.is_empty() && pending.last() != Some(&b'\n') => pending.push(b'\n'),
+            None => {}
+        }
+        let mut start = 0;
+        while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
+            line_no += 1;
+            let raw = &pending[start..start + nl];
+            start += nl + 1;
+            let parsed = match std::str::from_utf8(raw) {
+                Ok(line) => parser.row(line_no, line),
+                Err(_) => Err("not UTF-8".into()),
+            };
+            match parsed {
+                Ok(Some(row)) => batch.push(row),
+                Ok(None) => {}
+                Err(e) if format == Format::Csv && parser.before_header() => {
+                    return Err(ApiError::invalid(
+                        "body",
+                        format!("line {line_no} (header): {e}"),
+                    ))
+                }
+                Err(e) => report.invalid(line_no, e),
+            }
+            if batch.len() >= BATCH {
+                flush(state, tenant, list, &mut batch, report).await?;
+            }
+        }
+        pending.drain(..start);
+        if pending.len() > MAX_LINE {
+            return Err(ApiError::invalid(
+                "body",
+                format!("line {} is longer than {MAX_LINE} bytes", line_no + 1),
+            ));
+        }
+        if finished {
+            return flush(state, tenant, list, &mut batch, report).await;
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/v1/lists/{id}/subscribers/import", params(("id" = i64, Path)),
     request_body(content = String, content_type = "text/csv", description = "CSV with an email column, or NDJSON (application/x-ndjson)"),
     responses((status = 200, body = ImportReport), (status = 409, description = "the list would pass its tenant's list size (`list-full`); batches before the one that would pass it stay imported"), (status = 413), (status = 415)), security(("bearer" = [])))]
@@ -166,71 +233,10 @@ async fn import(
             ))
         }
     };
-    let mut parser = RowParser::new(format);
     let mut report = ImportReport::default();
     // Rows commit batch by batch: whatever ends the import, what was added is counted and
     // a large addition refreshes the statistics.
-    let outcome = async {
-        let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
-        let mut pending: Vec<u8> = Vec::new();
-        let mut line_no = 0u64;
-        let mut stream = body.into_data_stream();
-        let mut finished = false;
-        while !finished {
-            let chunk = match stream.next().await {
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => {
-                    return Err(ApiError::BadRequest {
-                        field: None,
-                        detail: format!("reading the body failed: {e}"),
-                    })
-                }
-                None => None,
-            };
-            match &chunk {
-                Some(c) => pending.extend_from_slice(c),
-                None => {
-                    finished = true;
-                    if !pending.is_empty() && pending.last() != Some(&b'\n') {
-                        pending.push(b'\n');
-                    }
-                }
-            }
-            let mut start = 0;
-            while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
-                line_no += 1;
-                let raw = &pending[start..start + nl];
-                start += nl + 1;
-                let parsed = match std::str::from_utf8(raw) {
-                    Ok(line) => parser.row(line_no, line),
-                    Err(_) => Err("not UTF-8".into()),
-                };
-                match parsed {
-                    Ok(Some(row)) => batch.push(row),
-                    Ok(None) => {}
-                    Err(e) if format == Format::Csv && parser.before_header() => {
-                        return Err(ApiError::invalid(
-                            "body",
-                            format!("line {line_no} (header): {e}"),
-                        ))
-                    }
-                    Err(e) => report.invalid(line_no, e),
-                }
-                if batch.len() >= BATCH {
-                    flush(&state, tenant.0, list, &mut batch, &mut report).await?;
-                }
-            }
-            pending.drain(..start);
-            if pending.len() > MAX_LINE {
-                return Err(ApiError::invalid(
-                    "body",
-                    format!("line {} is longer than {MAX_LINE} bytes", line_no + 1),
-                ));
-            }
-        }
-        flush(&state, tenant.0, list, &mut batch, &mut report).await
-    }
-    .await;
+    let outcome = stream_rows(&state, tenant.0, list, format, body, &mut report).await;
     if report.accepted >= ANALYZE_AFTER {
         // Statistics taken while the list was small make the planner sort the whole list for
         // every expansion page; refresh them now rather than at autovacuum's leisure.
