@@ -1,14 +1,24 @@
 //! Campaign run states set by the API (`hk:camp:{id}` field `state`): a paused campaign's jobs
-//! are held back (returned to the retry set without an attempt), a cancelled campaign's jobs are
-//! finished unsent with a `cancelled` event. The control loop refreshes the states of every
-//! campaign this node has seen, once a second.
+//! are parked (kept in Redis, out of every reader's way, until the campaign is resumed or
+//! cancelled), a cancelled campaign's jobs are finished unsent with a `cancelled` event.
+//!
+//! The node tracks only campaigns it holds jobs of: every job in the engine's hands carries a
+//! [`Hold`] on its campaign, the control loop refreshes the states of campaigns with jobs held
+//! once a second, and forgets a campaign (with its rendered form, [`crate::render::Renderer`])
+//! once no job of it has been held for [`CampaignStates::idle_keep`]. So a node's memory and
+//! its per-second Redis polling follow the campaigns it is working on, not every campaign
+//! (or test send) it ever saw.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use hikyaku_queue_schema::keys::STATE_FIELD;
 use hikyaku_queue_schema::Keys;
 use hikyaku_queue_schema::Redis;
+
+use crate::clock;
 
 /// What the engine does with a campaign's jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,65 +40,240 @@ impl RunState {
             _ => RunState::Sending,
         }
     }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            RunState::Sending => 0,
+            RunState::Paused => 1,
+            RunState::Cancelled => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => RunState::Paused,
+            2 => RunState::Cancelled,
+            _ => RunState::Sending,
+        }
+    }
 }
 
-/// States of the campaigns this node has seen.
-#[derive(Debug, Default)]
+/// One campaign as this node knows it.
+#[derive(Debug)]
+struct Tracked {
+    state: AtomicU8,
+    /// The state was read from Redis (not the default of a campaign first seen).
+    known: AtomicBool,
+    /// Jobs of the campaign in this node's hands.
+    held: AtomicUsize,
+    /// When `held` last fell to zero, ms.
+    idle_since_ms: AtomicU64,
+}
+
+impl Tracked {
+    fn new(now_ms: u64) -> Self {
+        Tracked {
+            state: AtomicU8::new(RunState::Sending.to_u8()),
+            known: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    fn set(&self, state: RunState) {
+        self.state.store(state.to_u8(), Ordering::Release);
+        self.known.store(true, Ordering::Release);
+    }
+}
+
+/// A job's claim on its campaign's tracking: while any job of a campaign is held, the node
+/// keeps its state (and polls it) and its rendered form. Dropped with the job.
+#[derive(Debug)]
+pub struct Hold(Arc<Tracked>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.held.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0
+                .idle_since_ms
+                .store(clock::now_ms(), Ordering::Release);
+            // No longer polled: the state goes stale, and is read again with the next job.
+            self.0.known.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// States of the campaigns this node holds jobs of.
+#[derive(Debug)]
 pub struct CampaignStates {
-    /// A std lock: read per job, written once a second, never held across an await.
-    states: RwLock<HashMap<u64, RunState>>,
+    /// A std lock: read per job, written when a campaign is first seen or forgotten, never
+    /// held across an await.
+    states: RwLock<HashMap<u64, Arc<Tracked>>>,
+    idle_keep: Duration,
+}
+
+impl Default for CampaignStates {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
 }
 
 impl CampaignStates {
-    /// The state of `campaign` as last read (a new campaign counts as sending until the next
-    /// refresh, at most a second later).
-    pub fn get(&self, campaign: u64) -> RunState {
-        if let Some(s) = self
+    /// Tracking that forgets a campaign `idle_keep` after its last job left.
+    pub fn new(idle_keep: Duration) -> Self {
+        CampaignStates {
+            states: RwLock::new(HashMap::new()),
+            idle_keep,
+        }
+    }
+
+    /// How long a campaign no job of which is held stays known.
+    pub fn idle_keep(&self) -> Duration {
+        self.idle_keep
+    }
+
+    fn tracked(&self, campaign: u64) -> Arc<Tracked> {
+        if let Some(t) = self
             .states
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&campaign)
         {
-            return *s;
+            return t.clone();
         }
         self.states
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(campaign)
-            .or_insert(RunState::Sending);
-        RunState::Sending
+            .or_insert_with(|| Arc::new(Tracked::new(clock::now_ms())))
+            .clone()
+    }
+
+    /// A hold on `campaign` for one job entering the engine.
+    pub fn hold(&self, campaign: u64) -> Hold {
+        let t = self.tracked(campaign);
+        t.held.fetch_add(1, Ordering::AcqRel);
+        Hold(t)
+    }
+
+    /// The state of `campaign` as last read. A campaign whose state is not known (first seen,
+    /// or seen again after no job of it was held) counts as sending until its state is read:
+    /// the renderer reads it before the job's message is built ([`CampaignStates::known`]).
+    pub fn get(&self, campaign: u64) -> RunState {
+        let t = self.tracked(campaign);
+        if !t.known.load(Ordering::Acquire) {
+            return RunState::Sending;
+        }
+        RunState::from_u8(t.state.load(Ordering::Acquire))
+    }
+
+    /// Whether the state of `campaign` was read from Redis since the node (re)started tracking
+    /// it.
+    pub fn known(&self, campaign: u64) -> bool {
+        self.states
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&campaign)
+            .is_some_and(|t| t.known.load(Ordering::Acquire))
     }
 
     /// Records a state read elsewhere (the renderer reads it with the snapshot, so a campaign's
     /// first message already honours it).
     pub fn set(&self, campaign: u64, state: RunState) {
+        self.tracked(campaign).set(state);
+    }
+
+    /// Campaigns tracked now.
+    pub fn len(&self) -> usize {
+        self.states.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no campaign is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets campaigns no job of which has been held for `idle_keep` as of `now_ms`; returns
+    /// their ids.
+    pub fn forget_idle(&self, now_ms: u64) -> Vec<u64> {
+        let keep_ms = self.idle_keep.as_millis() as u64;
+        let mut gone = Vec::new();
         self.states
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(campaign, state);
+            .retain(|id, t| {
+                // Under the write lock no hold can be taken; a held count of zero stays zero.
+                let idle = t.held.load(Ordering::Acquire) == 0
+                    && now_ms.saturating_sub(t.idle_since_ms.load(Ordering::Acquire)) >= keep_ms;
+                if idle {
+                    gone.push(*id);
+                }
+                !idle
+            });
+        gone
     }
 
-    /// Reads every known campaign's state from Redis.
+    /// Reads the states of the campaigns with jobs held (one pipelined round trip).
     pub async fn refresh(&self, con: &mut Redis) -> redis::RedisResult<()> {
-        let ids: Vec<u64> = self
+        let ids: Vec<(u64, Arc<Tracked>)> = self
             .states
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
+            .iter()
+            .filter(|(_, t)| t.held.load(Ordering::Acquire) > 0)
+            .map(|(id, t)| (*id, t.clone()))
             .collect();
         if ids.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for id in &ids {
+        for (id, _) in &ids {
             pipe.hget(Keys::campaign(*id), STATE_FIELD);
         }
         let values: Vec<Option<String>> = pipe.query_async(con).await?;
-        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
-        for (id, v) in ids.into_iter().zip(values) {
-            states.insert(id, RunState::parse(v.as_deref()));
+        for ((_, t), v) in ids.into_iter().zip(values) {
+            t.set(RunState::parse(v.as_deref()));
         }
         Ok(())
+    }
+
+    /// Campaigns with jobs held now (the ones [`CampaignStates::refresh`] polls).
+    pub fn polled(&self) -> usize {
+        self.states
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.held.load(Ordering::Acquire) > 0)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaigns_are_polled_while_held_and_forgotten_when_idle() {
+        let states = CampaignStates::new(Duration::from_secs(60));
+        let holds: Vec<Hold> = (0..1000).map(|c| states.hold(c)).collect();
+        assert_eq!((states.len(), states.polled()), (1000, 1000));
+        let now = clock::now_ms();
+        assert!(states.forget_idle(now + 3_600_000).is_empty(), "held: kept");
+        drop(holds);
+        assert_eq!(states.polled(), 0, "no job held: nothing to poll");
+        assert!(states.forget_idle(now).is_empty(), "kept a while after");
+        let gone = states.forget_idle(now + 61_000);
+        assert_eq!(gone.len(), 1000);
+        assert!(states.is_empty());
+        // Seen again: unknown until read, then the state read holds.
+        let h = states.hold(7);
+        assert!(!states.known(7));
+        states.set(7, RunState::Paused);
+        assert!(states.known(7));
+        assert_eq!(states.get(7), RunState::Paused);
+        // Once no job of it is held its state is no longer polled: read again next time.
+        drop(h);
+        assert!(!states.known(7));
+        assert_eq!(states.get(7), RunState::Sending, "until read again");
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Every result of a delivery attempt — a reply (code, enhanced code, text), a lost connection,
 //! a timeout, peer garbage, a TLS failure, a DNS answer — goes through [`classify`], which says
-//! delivered / deferred / bounced and why. Rules are data ([`TEXT_RULES`]) checked before the
-//! generic RFC 3463 and RFC 5321 code rules, so provider-specific replies win.
+//! delivered / deferred / bounced and why. The reply's code class decides first (2xx
+//! delivered, 4xx deferred, 5xx bounced: a server's text never turns a temporary failure into a
+//! bounce, nor a permanent one into a free retry); within the class, provider texts
+//! ([`TEXT_RULES`], data) refine the reason before the generic RFC 3463 and RFC 5321 code
+//! rules.
 
 use crate::smtp::reply::Reply;
 
@@ -151,7 +154,8 @@ pub enum Attempt {
 }
 
 /// Provider-specific reply texts, matched case-insensitively as substrings, before code rules.
-/// From PROVIDERS.md; each is what the provider means, not what its code says.
+/// From PROVIDERS.md; each is what the provider means, not what its code says. A rule applies
+/// only to replies of its own class: a deferring rule to 4xx replies, a bouncing one to 5xx.
 pub const TEXT_RULES: &[(&str, Verdict)] = &[
     // The SMTP client's own refusals (`SmtpClient::refused_here`): never a verdict on the
     // address, so never a suppression.
@@ -227,11 +231,16 @@ pub fn classify_reply(reply: &Reply) -> Verdict {
         // 1xx or a 3xx where a final reply was due.
         return v(Deferred, Reason::Protocol);
     }
+    let transient = reply.is_transient();
+    // The code's class first: text refines the reason within it.
+    let class = if transient { Deferred } else { Bounced };
     let lower = reply.text.to_ascii_lowercase();
-    if let Some((_, verdict)) = TEXT_RULES.iter().find(|(pat, _)| lower.contains(pat)) {
+    if let Some((_, verdict)) = TEXT_RULES
+        .iter()
+        .find(|(pat, verdict)| verdict.disposition == class && lower.contains(pat))
+    {
         return *verdict;
     }
-    let transient = reply.is_transient();
     let fail = |reason| v(if transient { Deferred } else { Bounced }, reason);
     if let Some(e) = reply.enhanced {
         // A 4xx reply with a 5.x.x enhanced code (or the reverse) follows the basic code.
@@ -368,6 +377,19 @@ mod tests {
                 Bounced,
                 Reason::NotSent,
             ),
+            // The code class decides; text refines within it.
+            (
+                "421 4.7.0 [PH01] Email not accepted for policy reasons, try later\r\n",
+                Deferred,
+                Reason::Policy,
+            ),
+            ("451 Message not allowed - [PH01]\r\n", Deferred, Reason::TempFailure),
+            (
+                "550 5.7.1 Max message per connection exceeded for your IP, go away\r\n",
+                Bounced,
+                Reason::Policy,
+            ),
+            ("554 [TSS04] unexpected volume\r\n", Bounced, Reason::Policy),
             ("354 go ahead\r\n", Deferred, Reason::Protocol),
             ("199 odd\r\n", Deferred, Reason::Protocol),
         ];

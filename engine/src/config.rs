@@ -126,6 +126,10 @@ pub struct DnsConfig {
     /// How long a temporary DNS failure is remembered before asking again; default 5s.
     #[serde(default)]
     pub failure_ttl: Option<Span>,
+    /// Most domains whose answers (domain → site and MX hosts) are kept, least recently used
+    /// evicted first; default 100,000.
+    #[serde(default)]
+    pub cache_domains: Option<usize>,
 }
 
 /// Queue reading, in-flight budget and reclaim.
@@ -159,6 +163,10 @@ pub struct QueueConfig {
     /// back.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Span,
+    /// How long a campaign no job of which this node holds stays in its memory (run state,
+    /// rendered templates) before it is forgotten.
+    #[serde(default = "default_campaign_idle")]
+    pub campaign_idle: Span,
 }
 
 impl Default for QueueConfig {
@@ -172,6 +180,7 @@ impl Default for QueueConfig {
             flush_interval: default_flush_interval(),
             requeue_delay: default_requeue_delay(),
             shutdown_grace: default_shutdown_grace(),
+            campaign_idle: default_campaign_idle(),
         }
     }
 }
@@ -274,6 +283,9 @@ fn default_requeue_delay() -> Span {
 fn default_shutdown_grace() -> Span {
     Span(Duration::from_secs(30))
 }
+fn default_campaign_idle() -> Span {
+    Span(Duration::from_secs(60))
+}
 
 impl EngineConfig {
     /// Parses TOML text (no environment overrides).
@@ -335,18 +347,87 @@ impl EngineConfig {
         if self.queue.max_in_flight == 0 || self.queue.read_batch == 0 {
             return bad("queue.max_in_flight and queue.read_batch must be at least 1");
         }
-        if self.queue.block.0 > Duration::from_secs(60) {
-            return bad("queue.block must be at most 60s (a blocking read's reply wait is 120s)");
+        // Every duration within a range that works: a zero interval panics a timer, a zero
+        // XREADGROUP BLOCK blocks forever, an hour-long flush holds every result.
+        let ms = Duration::from_millis;
+        let hour = Duration::from_secs(3600);
+        let q = &self.queue;
+        let spans = [
+            ("queue.block", q.block.0, ms(1), Duration::from_secs(60)),
+            ("queue.claim_idle", q.claim_idle.0, ms(300), hour),
+            (
+                "queue.mover_interval",
+                q.mover_interval.0,
+                ms(1),
+                Duration::from_secs(60),
+            ),
+            (
+                "queue.flush_interval",
+                q.flush_interval.0,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
+            (
+                "queue.requeue_delay",
+                q.requeue_delay.0,
+                Duration::ZERO,
+                hour,
+            ),
+            (
+                "queue.shutdown_grace",
+                q.shutdown_grace.0,
+                Duration::ZERO,
+                hour,
+            ),
+            ("queue.campaign_idle", q.campaign_idle.0, ms(100), 24 * hour),
+            (
+                "fleet.node_ttl",
+                self.fleet.node_ttl.0,
+                Duration::from_secs(2),
+                hour,
+            ),
+            (
+                "fleet.lease",
+                self.fleet.lease.0,
+                ms(1),
+                Duration::from_secs(1),
+            ),
+        ];
+        let dns = [
+            (
+                "dns.timeout",
+                self.dns.timeout,
+                ms(1),
+                Duration::from_secs(60),
+            ),
+            (
+                "dns.max_cache_ttl",
+                self.dns.max_cache_ttl,
+                ms(1),
+                7 * 24 * hour,
+            ),
+            (
+                "dns.failure_ttl",
+                self.dns.failure_ttl,
+                Duration::ZERO,
+                hour,
+            ),
+        ];
+        let all = spans.into_iter().chain(
+            dns.into_iter()
+                .filter_map(|(n, v, lo, hi)| Some((n, v?.0, lo, hi))),
+        );
+        for (name, value, lo, hi) in all {
+            if value < lo || value > hi {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between {lo:?} and {hi:?} (got {value:?})"
+                )));
+            }
         }
-        if self.queue.claim_idle.0 < Duration::from_millis(300) {
-            return bad("queue.claim_idle must be at least 300ms");
+        if self.dns.cache_domains == Some(0) {
+            return bad("dns.cache_domains must be at least 1");
         }
-        if self.fleet.node_ttl.0 < Duration::from_secs(2) {
-            return bad("fleet.node_ttl must be at least 2s (heartbeats go every second)");
-        }
-        if self.fleet.lease.0.is_zero() || self.fleet.lease.0 > Duration::from_secs(1) {
-            return bad("fleet.lease must be between 1ms and 1s");
-        }
+
         if let Some(s) = &self.smarthost {
             if s.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -399,5 +480,31 @@ mod tests {
         let e = EngineConfig::from_toml("[sites.google]\nmax_connections = 0\n", "c.toml")
             .expect_err("site");
         assert!(e.to_string().contains("google"), "{e}");
+    }
+
+    #[test]
+    fn every_duration_is_checked() {
+        for (text, field) in [
+            ("[queue]\nmover_interval = \"0s\"\n", "mover_interval"),
+            ("[queue]\nblock = \"0s\"\n", "queue.block"),
+            ("[queue]\nflush_interval = \"1h\"\n", "flush_interval"),
+            ("[queue]\ncampaign_idle = \"0s\"\n", "campaign_idle"),
+            ("[dns]\ntimeout = \"0s\"\n", "dns.timeout"),
+            ("[fleet]\nnode_ttl = \"1s\"\n", "node_ttl"),
+            (
+                "[sites.google]\ncommand_timeout = \"0s\"\n",
+                "command_timeout",
+            ),
+            ("[sites.default]\nretry_initial = \"0s\"\n", "retry_initial"),
+            (
+                "[sites.yahoo]\nrecover_interval = \"0s\"\n",
+                "recover_interval",
+            ),
+        ] {
+            let e = EngineConfig::from_toml(text, "c.toml").expect_err(text);
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        EngineConfig::from_toml("[queue]\nflush_interval = \"0s\"\n", "c.toml")
+            .expect("no wait before a flush is fine");
     }
 }

@@ -1,7 +1,9 @@
 //! Run-time control and queue gauges: every second, read each site's `hk:site:<name>:ctl`
 //! (pause flag, rate override, set by operators through the admin CLI), each shard's depths,
-//! the run state of every campaign seen, operators' drain orders and the suppression feed; and
-//! publish this node's view of every site (`hk:node:<node>:sites`) for `hikyaku site list`.
+//! the run state of every campaign this node holds jobs of (and forget the ones it no longer
+//! does), operators' drain orders and the suppression feed; move the parked jobs of campaigns
+//! no longer paused back to the ready streams; and publish this node's view of every site
+//! (`hk:node:<node>:sites`) for `hikyaku site list`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,6 +26,10 @@ pub struct Control {
     pub sites: BTreeMap<String, Arc<Site>>,
     /// Campaign run states.
     pub campaigns: Arc<CampaignStates>,
+    /// Rendered campaigns (forgotten with their states).
+    pub renderer: Arc<crate::render::Renderer>,
+    /// For the DNS cache gauge.
+    pub dispatcher: Arc<crate::dispatcher::Dispatcher>,
     /// The suppression feed.
     pub suppressed: Arc<crate::suppressed::Suppressed>,
     /// Operators' drain orders.
@@ -41,6 +47,8 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
     let Control {
         sites,
         campaigns,
+        renderer,
+        dispatcher,
         suppressed,
         drains,
         shards,
@@ -64,6 +72,12 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
         if let Err(e) = campaigns.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading campaign states failed");
         }
+        renderer.forget(&campaigns.forget_idle(crate::clock::now_ms()));
+        let (cached, bytes) = renderer.cached();
+        metrics.caches(campaigns.len(), cached, bytes, dispatcher.cached_domains());
+        if let Err(e) = unpark(&mut con, shards, &metrics).await {
+            tracing::warn!(error = %e, "moving parked jobs back failed");
+        }
         if let Err(e) = suppressed.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading the suppression feed failed");
         }
@@ -79,6 +93,53 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
             }
         }
     }
+}
+
+/// Parked jobs moved back per campaign and shard in one script call.
+const UNPARK_BATCH: usize = 1000;
+/// Most parked jobs one node moves back per second and shard (the rest next second).
+const UNPARK_PER_TICK: usize = 50_000;
+
+/// Moves the parked jobs of campaigns that are no longer paused (resumed: they go out;
+/// cancelled: they end `cancelled` at the gate) back to their shards' ready streams. Every
+/// node does this; the script makes each move happen once.
+pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::RedisResult<()> {
+    use hikyaku_queue_schema::keys::STATE_FIELD;
+    use hikyaku_queue_schema::scripts;
+    for shard in 0..shards {
+        let parked = scripts::parked_campaigns(con, shard).await?;
+        if parked.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for c in &parked {
+            pipe.hget(Keys::campaign(*c), STATE_FIELD);
+        }
+        let states: Vec<Option<String>> = pipe.query_async(con).await?;
+        for (campaign, state) in parked.into_iter().zip(states) {
+            if state.as_deref() == Some("paused") {
+                continue;
+            }
+            let mut moved = 0;
+            while moved < UNPARK_PER_TICK {
+                let n = scripts::unpark(con, shard, campaign, UNPARK_BATCH).await?;
+                moved += n;
+                if n < UNPARK_BATCH {
+                    break;
+                }
+            }
+            if moved > 0 {
+                tracing::info!(
+                    shard,
+                    campaign,
+                    moved,
+                    "parked jobs go back: the campaign is no longer paused"
+                );
+            }
+            metrics.parked("unparked", moved);
+        }
+    }
+    Ok(())
 }
 
 /// Writes this node's view of every site to `hk:node:<node>:sites`, expiring shortly.

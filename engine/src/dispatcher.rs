@@ -2,8 +2,9 @@
 //! its site's scheduler.
 //!
 //! A domain's first job starts one lookup; jobs for the same domain that arrive meanwhile wait
-//! in the cache entry and are routed together when it completes, so the shard consumer never
-//! waits on DNS. A site is found by MX rollup: the most preferred MX host's name is matched
+//! with it and are routed together when it completes, so the shard consumer never waits on
+//! DNS. Answers are kept in a bounded LRU cache ([`DomainCache`]): a list of a million
+//! domains costs at most the cache's size, and a miss never scans it. A site is found by MX rollup: the most preferred MX host's name is matched
 //! against every site's `mx_suffixes` (longest suffix wins), then the recipient domain against
 //! `domains`, else the `default` site.
 
@@ -24,8 +25,8 @@ use crate::report::Reporter;
 use crate::site::{Routed, Site};
 use crate::work::Work;
 
-/// Domains cached before expired answers are swept out (bounds the cache's memory).
-const MAX_CACHED_DOMAINS: usize = 100_000;
+/// Domains whose answers are kept by default ([`DispatchConfig::cache_domains`]).
+pub const DEFAULT_CACHED_DOMAINS: usize = 100_000;
 
 /// Checks that `rcpt` can go in `RCPT TO:<…>`: one `@` splitting a non-empty local part and a
 /// domain, no whitespace, control characters or angle brackets (nothing that could end the
@@ -62,10 +63,66 @@ enum Route {
     Temporary(Arc<str>),
 }
 
+/// Domain answers, least recently used evicted first, and the jobs waiting for lookups in
+/// progress (never evicted: they hold jobs).
 #[derive(Debug)]
-enum Entry {
-    Ready { until: Instant, route: Route },
-    Pending(Vec<Work>),
+pub struct DomainCache {
+    ready: hashlink::LruCache<String, (Instant, Route)>,
+    pending: HashMap<String, Vec<Work>>,
+}
+
+/// What the cache knows of a domain.
+enum Lookup {
+    /// A valid answer.
+    Ready(Route),
+    /// A lookup is in progress; the job waits with it.
+    Waiting,
+    /// Nothing (or an expired answer): the caller starts a lookup; the job waits with it.
+    Start,
+}
+
+impl DomainCache {
+    /// A cache of at most `capacity` answers.
+    pub fn new(capacity: usize) -> Self {
+        DomainCache {
+            ready: hashlink::LruCache::new(capacity.max(1)),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Answers kept.
+    pub fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether no answer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// The route of `domain` for `work`, or `work` waits for a lookup (in progress, or to be
+    /// started by the caller).
+    fn route(&mut self, domain: &str, work: Work, now: Instant) -> (Lookup, Option<Work>) {
+        if let Some((until, route)) = self.ready.get(domain) {
+            if *until > now {
+                return (Lookup::Ready(route.clone()), Some(work));
+            }
+        }
+        if let Some(waiting) = self.pending.get_mut(domain) {
+            waiting.push(work);
+            return (Lookup::Waiting, None);
+        }
+        self.ready.remove(domain);
+        self.pending.insert(domain.to_owned(), vec![work]);
+        (Lookup::Start, None)
+    }
+
+    /// Stores `domain`'s answer until `until`; returns the jobs that waited for it.
+    fn answer(&mut self, domain: String, until: Instant, route: Route) -> Vec<Work> {
+        let waiting = self.pending.remove(&domain).unwrap_or_default();
+        self.ready.insert(domain, (until, route));
+        waiting
+    }
 }
 
 /// Dispatcher settings.
@@ -81,6 +138,8 @@ pub struct DispatchConfig {
     pub failure_ttl: Duration,
     /// Delay before a job refused by a full or paused site comes back.
     pub requeue_delay: Duration,
+    /// Most domain answers kept (least recently used evicted first).
+    pub cache_domains: usize,
 }
 
 /// Routes jobs to sites.
@@ -91,7 +150,7 @@ pub struct Dispatcher {
     /// (suffix, site), longest suffix first.
     suffixes: Vec<(String, Arc<Site>)>,
     domains: HashMap<String, Arc<Site>>,
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: Mutex<DomainCache>,
     lookup: Arc<dyn MxLookup>,
     reporter: Reporter,
     metrics: Metrics,
@@ -138,7 +197,7 @@ impl Dispatcher {
             default_site,
             suffixes,
             domains,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(DomainCache::new(config.cache_domains)),
             lookup,
             reporter,
             metrics,
@@ -168,16 +227,31 @@ impl Dispatcher {
         self.domains.get(domain).unwrap_or(&self.default_site)
     }
 
+    /// A job read from `shard`'s entry `entry`, holding its campaign's tracking
+    /// ([`CampaignStates::hold`]) while it is in the engine's hands.
+    pub fn work(
+        &self,
+        shard: u16,
+        entry: Arc<str>,
+        job: hikyaku_queue_schema::Job,
+        redelivered: bool,
+    ) -> Work {
+        Work {
+            hold: self.campaigns.hold(job.id.campaign),
+            shard,
+            entry,
+            job,
+            redelivered,
+        }
+    }
+
+    /// Domain answers cached now.
+    pub fn cached_domains(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
-        if let Some(rule) = self
-            .drains
-            .for_campaign(work.job.id.campaign, work.job.queued_ms)
-        {
-            self.reporter
-                .drained(work, &self.default_site.policy, &rule);
-            return;
-        }
         let state = self.campaigns.get(work.job.id.campaign);
         let Some(work) = self
             .reporter
@@ -208,24 +282,18 @@ impl Dispatcher {
             self.apply(work, Route::Site(site, target));
             return;
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get_mut(&domain) {
-            Some(Entry::Ready { until, route }) if *until > clock::now() => {
-                let route = route.clone();
-                drop(cache);
-                self.apply(work, route);
-            }
-            Some(Entry::Pending(waiting)) => waiting.push(work),
-            _ => {
-                if cache.len() >= MAX_CACHED_DOMAINS {
-                    let now = clock::now();
-                    cache.retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
-                }
-                cache.insert(domain.clone(), Entry::Pending(vec![work]));
-                drop(cache);
+        let (lookup, work) =
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .route(&domain, work, clock::now());
+        match (lookup, work) {
+            (Lookup::Ready(route), Some(work)) => self.apply(work, route),
+            (Lookup::Start, _) => {
                 let me = self.clone();
                 tokio::spawn(async move { me.resolve(domain).await });
             }
+            _ => {}
         }
     }
 
@@ -259,32 +327,41 @@ impl Dispatcher {
                 (Route::Temporary(e.0.into()), self.config.failure_ttl)
             }
         };
-        let waiting = {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            let prev = cache.insert(
-                domain,
-                Entry::Ready {
-                    until: clock::now() + ttl.max(Duration::from_secs(1)),
-                    route: route.clone(),
-                },
-            );
-            match prev {
-                Some(Entry::Pending(w)) => w,
-                _ => Vec::new(),
-            }
-        };
+        let until = clock::now() + ttl.max(Duration::from_secs(1));
+        let waiting = self.cache.lock().unwrap_or_else(|p| p.into_inner()).answer(
+            domain,
+            until,
+            route.clone(),
+        );
         for work in waiting {
             self.apply(work, route.clone());
         }
     }
 
     fn apply(&self, work: Work, route: Route) {
+        // Drain orders apply where the job was routed: its event names the site and MX host it
+        // would have gone to (a job whose domain has no site gets the default site's).
+        let (drain_site, mx) = match &route {
+            Route::Site(site, target) => (site, target.hosts.first().map_or("", String::as_str)),
+            _ => (&self.default_site, ""),
+        };
+        if let Some(rule) = self
+            .drains
+            .for_campaign(work.job.id.campaign, work.job.queued_ms)
+            .or_else(|| {
+                matches!(route, Route::Site(..))
+                    .then(|| {
+                        self.drains
+                            .for_site(&drain_site.policy.name, work.job.queued_ms)
+                    })
+                    .flatten()
+            })
+        {
+            self.reporter.drained(work, &drain_site.policy, mx, &rule);
+            return;
+        }
         match route {
             Route::Site(site, target) => {
-                if let Some(rule) = self.drains.for_site(&site.policy.name, work.job.queued_ms) {
-                    self.reporter.drained(work, &site.policy, &rule);
-                    return;
-                }
                 if let Err(r) = site.offer(Routed { work, target }) {
                     let reason = if site.is_paused() {
                         "paused"
@@ -330,7 +407,67 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::check_recipient;
+    use super::*;
+
+    fn work(seq: u64) -> Work {
+        let states = CampaignStates::default();
+        Work {
+            hold: states.hold(1),
+            shard: 0,
+            entry: format!("1-{seq}").into(),
+            job: hikyaku_queue_schema::Job {
+                id: hikyaku_queue_schema::JobId { campaign: 1, seq },
+                attempt: 0,
+                queued_ms: 0,
+                expires_ms: 0,
+                priority: 0,
+                rcpt: format!("a@d{seq}.test"),
+                fields: Vec::new(),
+                last: None,
+            },
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn the_domain_cache_is_bounded_and_keeps_waiting_jobs() {
+        let mut cache = DomainCache::new(1000);
+        let now = clock::now();
+        let later = now + Duration::from_secs(3600);
+        for i in 0..5000u64 {
+            let domain = format!("d{i}.test");
+            let (lookup, _) = cache.route(&domain, work(i), now);
+            assert!(matches!(lookup, Lookup::Start));
+            let waiting = cache.answer(domain, later, Route::NoDomain("x".into()));
+            assert_eq!(waiting.len(), 1, "the job that started the lookup");
+        }
+        // Live answers beyond the bound are evicted, least recently used first.
+        assert_eq!(cache.len(), 1000);
+        assert!(matches!(
+            cache.route("d4999.test", work(1), now).0,
+            Lookup::Ready(_)
+        ));
+        assert!(matches!(
+            cache.route("d0.test", work(2), now).0,
+            Lookup::Start
+        ));
+        // A lookup in progress keeps its jobs whatever the cache holds.
+        assert!(matches!(
+            cache.route("d0.test", work(3), now).0,
+            Lookup::Waiting
+        ));
+        assert_eq!(
+            cache
+                .answer("d0.test".into(), later, Route::NoDomain("x".into()))
+                .len(),
+            2
+        );
+        // An expired answer is looked up again.
+        assert!(matches!(
+            cache.route("d4999.test", work(4), later).0,
+            Lookup::Start
+        ));
+    }
 
     #[test]
     fn recipients_that_could_break_the_envelope_are_refused() {

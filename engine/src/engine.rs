@@ -86,6 +86,7 @@ pub async fn run(
     let inflight = InFlight::new(q.max_in_flight, config.shards);
     let mut txs = Vec::new();
     let mut flushers = Vec::new();
+    let (finish_tx, finish_rx) = watch::channel(false);
     for shard in 0..config.shards {
         let (tx, rx) = mpsc::unbounded_channel();
         txs.push(tx);
@@ -95,21 +96,24 @@ pub async fn run(
             con.clone(),
             inflight.clone(),
             q.flush_interval.0,
+            finish_rx.clone(),
         )));
     }
     let reporter = Reporter::new(txs, Metrics);
-    let campaigns = Arc::new(crate::campaigns::CampaignStates::default());
+    let campaigns = Arc::new(crate::campaigns::CampaignStates::new(q.campaign_idle.0));
     let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
     let suppressed = Arc::new(crate::suppressed::Suppressed::default());
     let drains = Arc::new(crate::drains::Drains::default());
     let live_nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let fleet_view = membership::FleetView::new(config.fleet.node_ttl.0);
+    let renderer = Arc::new(Renderer::new(con.clone(), campaigns.clone(), dkim));
     let deps = SiteDeps {
         connector: Connector {
             lookup: lookup.clone(),
             ehlo: config.ehlo_name.clone(),
             tls,
         },
-        renderer: Arc::new(Renderer::new(con.clone(), campaigns.clone(), dkim)),
+        renderer: renderer.clone(),
         reporter: reporter.clone(),
         campaigns: campaigns.clone(),
         events,
@@ -148,6 +152,10 @@ pub async fn run(
                 .failure_ttl
                 .map_or(Duration::from_secs(5), |s| s.0),
             requeue_delay: q.requeue_delay.0,
+            cache_domains: config
+                .dns
+                .cache_domains
+                .unwrap_or(crate::dispatcher::DEFAULT_CACHED_DOMAINS),
         },
         campaigns.clone(),
         drains.clone(),
@@ -167,6 +175,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         reporter: reporter.clone(),
         queue: q.clone(),
+        fleet: fleet_view.clone(),
     });
     let membership = tokio::spawn(membership::run(
         con.clone(),
@@ -175,6 +184,7 @@ pub async fn run(
             ttl: config.fleet.node_ttl.0,
             shards: config.shards,
             live_nodes,
+            view: fleet_view,
         },
         readers,
         stop_rx.clone(),
@@ -203,6 +213,8 @@ pub async fn run(
             control::Control {
                 sites: sites.clone(),
                 campaigns: campaigns.clone(),
+                renderer,
+                dispatcher: dispatcher.clone(),
                 suppressed,
                 drains,
                 shards: config.shards,
@@ -231,7 +243,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = membership.await;
     loop {
-        // Jobs not yet started go back to the queue at once; jobs mid-send finish.
+        // Jobs not yet started go back to the queue at once (and connections hand back what
+        // they hold unsent); messages on the wire finish.
         for site in sites.values() {
             for r in site.drain() {
                 reporter.requeue(r.work, &site.policy, Duration::ZERO);
@@ -244,14 +257,38 @@ pub async fn run(
         if clock::now() >= deadline {
             tracing::warn!(
                 left,
-                "shutdown grace over; unfinished jobs stay pending for reclaim"
+                "shutdown grace over; messages still on the wire stay pending for reclaim"
             );
+            for site in sites.values() {
+                site.abort();
+            }
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Connections end (at once when aborted); what they finished is reported by then.
+    let closing = clock::now() + Duration::from_secs(5);
+    while sites.values().any(|s| s.connections() > 0) && clock::now() < closing {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for b in background {
         let _ = b.await;
+    }
+    // Every result reported is written before the engine returns (bounded, should Redis be
+    // away: those entries stay pending for reclaim).
+    let _ = finish_tx.send(true);
+    let written = async {
+        for f in flushers.iter_mut() {
+            let _ = f.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), written)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "results not all written within 30 s; their entries stay pending for reclaim"
+        );
     }
     for t in flushers
         .into_iter()

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hikyaku_queue_schema::scripts::{self, Deferred, Finished};
+use hikyaku_queue_schema::scripts::{self, Deferred, Finished, Parked};
 use hikyaku_queue_schema::Redis;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::inflight::InFlight;
 use crate::report::Done;
@@ -18,28 +18,56 @@ use crate::report::Done;
 /// Largest batch written in one script call.
 const MAX_BATCH: usize = 2048;
 
-/// Runs until every sender of `rx` is dropped and the channel is drained.
+/// Runs until every sender of `rx` is dropped and the channel is drained, or `finish` turns
+/// true (shutdown): then it writes what has been reported so far, without waiting for a batch
+/// to fill, and returns.
 pub async fn run(
     shard: u16,
     mut rx: mpsc::UnboundedReceiver<Done>,
     mut con: Redis,
     inflight: Arc<InFlight>,
     flush_interval: Duration,
+    mut finish: watch::Receiver<bool>,
 ) {
+    let mut finishing = false;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut finished: Vec<Finished> = Vec::with_capacity(MAX_BATCH);
     let mut deferred: Vec<Deferred> = Vec::with_capacity(MAX_BATCH);
+    let mut parked: Vec<Parked> = Vec::new();
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        if batch.len() < MAX_BATCH / 8 && !flush_interval.is_zero() {
-            // Let a few more arrive: fewer, larger script calls.
-            tokio::time::sleep(flush_interval).await;
+        if finishing {
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(d) => batch.push(d),
                     Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                _ = finish.wait_for(|f| *f) => {
+                    finishing = true;
+                    continue;
+                }
+            }
+            if batch.len() < MAX_BATCH / 8 && !flush_interval.is_zero() {
+                // Let a few more arrive: fewer, larger script calls.
+                tokio::select! {
+                    () = tokio::time::sleep(flush_interval) => {}
+                    _ = finish.wait_for(|f| *f) => finishing = true,
+                }
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(d) => batch.push(d),
+                        Err(_) => break,
+                    }
                 }
             }
         }
@@ -47,12 +75,14 @@ pub async fn run(
             match d {
                 Done::Finished(f) => finished.push(f),
                 Done::Deferred(d) => deferred.push(d),
+                Done::Parked(p) => parked.push(p),
             }
         }
         let mut backoff = Duration::from_millis(50);
         loop {
             let result = async {
                 scripts::finish(&mut con, shard, &finished).await?;
+                scripts::park(&mut con, shard, &parked).await?;
                 scripts::defer(&mut con, shard, &deferred).await
             }
             .await;
@@ -65,13 +95,14 @@ pub async fn run(
                 }
             }
         }
-        let n = finished.len() + deferred.len();
+        let n = finished.len() + deferred.len() + parked.len();
         {
             let mut held = inflight.held(shard);
             for e in finished
                 .iter()
                 .map(|f| &f.entry)
                 .chain(deferred.iter().map(|d| &d.entry))
+                .chain(parked.iter().map(|p| &p.entry))
             {
                 held.remove(e.as_str());
             }
@@ -79,5 +110,6 @@ pub async fn run(
         inflight.release(n);
         finished.clear();
         deferred.clear();
+        parked.clear();
     }
 }

@@ -76,24 +76,70 @@ pub fn encode_body(text: &str, out: &mut Vec<u8>) {
             continue;
         }
         // Escape sequences lengthen mixed lines: break one over RFC 5322's limit into lines
-        // that each fit (each chunk encoded on its own, so each returns to ASCII).
-        let mut chunk = String::new();
-        for c in line.chars() {
-            chunk.push(c);
-            if ISO_2022_JP.encode(&chunk).0.len() > MAX_LINE {
-                chunk.pop();
-                out.extend_from_slice(&ISO_2022_JP.encode(&chunk).0);
-                out.extend_from_slice(b"\r\n");
-                chunk.clear();
-                chunk.push(c);
+        // that each fit (each chunk encoded on its own, so each returns to ASCII). The length
+        // of a chunk is counted as it grows, character by character, not by encoding it again
+        // per character (which was quadratic in the line).
+        let mut start = 0;
+        let mut len = 0;
+        let mut state = Set::Ascii;
+        for (i, c) in line.char_indices() {
+            let (set, bytes) = Set::of(c);
+            let switch = if set == state { 0 } else { 3 };
+            // Bytes with `c`, and the escape back to ASCII at the end.
+            let back = if set == Set::Ascii { 0 } else { 3 };
+            if i > start && len + switch + bytes + back > MAX_LINE {
+                write_chunk(&line[start..i], out);
+                start = i;
+                len = 0;
+                state = Set::Ascii;
             }
+            let switch = if set == state { 0 } else { 3 };
+            len += switch + bytes;
+            state = set;
         }
-        out.extend_from_slice(&ISO_2022_JP.encode(&chunk).0);
-        out.extend_from_slice(b"\r\n");
+        write_chunk(&line[start..], out);
     }
 }
 
-/// Longest encoded line (RFC 5322: 998 octets before CRLF).
+/// The character sets of ISO-2022-JP's encoder states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// `ESC ( B`, one byte.
+    Ascii,
+    /// `ESC ( J` (JIS X 0201 Roman: `¥`, `‾`), one byte.
+    Roman,
+    /// `ESC $ B` (JIS X 0208, half-width kana written full-width), two bytes.
+    Jis0208,
+}
+
+impl Set {
+    /// The set `c` is written in and its bytes there.
+    fn of(c: char) -> (Set, usize) {
+        match c {
+            c if c.is_ascii() => (Set::Ascii, 1),
+            '\u{a5}' | '\u{203e}' => (Set::Roman, 1),
+            _ => (Set::Jis0208, 2),
+        }
+    }
+}
+
+/// Writes one encoded line; should the count above ever fall short of what the encoder
+/// writes, the chunk is written in halves instead.
+fn write_chunk(chunk: &str, out: &mut Vec<u8>) {
+    let encoded = ISO_2022_JP.encode(chunk).0;
+    if encoded.len() <= MAX_LINE || chunk.chars().count() < 2 {
+        out.extend_from_slice(&encoded);
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
+    let mid = chunk
+        .char_indices()
+        .nth(chunk.chars().count() / 2)
+        .map_or(chunk.len(), |(i, _)| i);
+    write_chunk(&chunk[..mid], out);
+    write_chunk(&chunk[mid..], out);
+}
+
 const MAX_LINE: usize = 998;
 
 /// `text` (already carriable) as a header value: plain when ASCII, else RFC 2047 encoded

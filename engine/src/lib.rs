@@ -10,8 +10,10 @@
 //! - [`config`], [`policy`], [`units`]: the TOML config, site policies with shipped defaults,
 //!   readable durations and rates.
 //! - [`shard`]: a shard consumer (XREADGROUP sized to the free [`inflight`] budget, own-pending
-//!   replay, idle refresh, XAUTOCLAIM of dead nodes' entries); [`streams`] parses the replies.
-//! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, cached; routes jobs.
+//!   replay, idle refresh, reclaim of idle entries of nodes that are not live); [`streams`]
+//!   parses the replies.
+//! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, in a bounded LRU cache;
+//!   routes jobs.
 //! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
 //!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies (base64 ones in [`render`]); [`jis`] builds ISO-2022-JP
@@ -24,9 +26,10 @@
 //! - [`membership`]: heartbeats in `hk:nodes` and which shards this node reads (rendezvous
 //!   hashing over the live nodes); [`fleet`]: a site's rate and connection cap for the whole
 //!   fleet (GCRA tokens leased from Redis in batches, connection slots).
-//! - [`control`]: operator pause / rate override, queue gauges and the site state each node
-//!   publishes; [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel
-//!   from the API; [`metrics`]: `/metrics`.
+//! - [`control`]: operator pause / rate override, queue gauges, the site state each node
+//!   publishes, and moving a paused campaign's parked jobs back once it goes on;
+//!   [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel from the API,
+//!   tracked only while the node holds jobs of the campaign; [`metrics`]: `/metrics`.
 //! - [`clock`]: the one clock; [`meter`]: smoothed per-second rates; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 

@@ -8,8 +8,15 @@
 //! holds. So a moment where two nodes read one shard (views differ for up to a second) or none
 //! does (a node died and its heartbeat has not lapsed) costs only latency. When a node's
 //! heartbeat lapses, its shards' new owners replay nothing of it directly: its pending entries
-//! go idle and the owners' XAUTOCLAIM takes them after `claim_idle`. A dead node's work is thus
-//! reclaimed within `node_ttl + 1 s + claim_idle + claim_idle / 3`.
+//! go idle and the owners claim them after `claim_idle`. A dead node's work is thus reclaimed
+//! within `node_ttl + 1 s + claim_idle + claim_idle / 3`.
+//!
+//! Only a node that is not live may lose its entries ([`FleetView`]): idle time alone is no
+//! proof of death, since a Redis outage makes every node's entries look idle (and every
+//! heartbeat look lapsed) for as long as it lasts. So a reader claims entries only of
+//! consumers outside the live set, and only once this node's own heartbeat has gone through
+//! for `node_ttl + 1 s` without a failure — by then every live node has renewed its
+//! heartbeat and touched its entries again.
 //!
 //! The lowest-named live node also tidies up after dead ones: once a dead node holds no pending
 //! entry on any shard it leaves `hk:nodes` (unless its heartbeat came back meanwhile). Its
@@ -32,6 +39,61 @@ use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::report::Reporter;
 use crate::shard::ShardConsumer;
+
+/// The fleet as this node's heartbeats last saw it, for the shard readers' reclaim.
+#[derive(Debug)]
+pub struct FleetView {
+    inner: std::sync::Mutex<View>,
+    /// How long heartbeats must go through before another node's entries may be claimed.
+    grace: Duration,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    live: Vec<String>,
+    /// Since when heartbeats have gone through without a failure.
+    steady_since: Option<tokio::time::Instant>,
+}
+
+impl FleetView {
+    /// A view for a fleet whose heartbeats live `node_ttl`.
+    pub fn new(node_ttl: Duration) -> Arc<Self> {
+        Self::with_grace(node_ttl + Duration::from_secs(1))
+    }
+
+    /// A view that allows claims after `grace` of steady heartbeats.
+    pub fn with_grace(grace: Duration) -> Arc<Self> {
+        Arc::new(FleetView {
+            inner: std::sync::Mutex::new(View::default()),
+            grace,
+        })
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A heartbeat went through; `live` are the nodes whose heartbeats have not run out.
+    pub fn beat_ok(&self, live: Vec<String>) {
+        let mut v = self.view();
+        v.live = live;
+        v.steady_since.get_or_insert_with(crate::clock::now);
+    }
+
+    /// A heartbeat failed (Redis unreachable): other nodes' heartbeats and entries may look
+    /// stale for a while after it is back.
+    pub fn beat_failed(&self) {
+        self.view().steady_since = None;
+    }
+
+    /// The live nodes, when claiming from the others is safe now: heartbeats have gone
+    /// through for the grace period. `None`: claim nothing yet.
+    pub fn live_if_steady(&self) -> Option<Vec<String>> {
+        let v = self.view();
+        let since = v.steady_since?;
+        (since.elapsed() >= self.grace).then(|| v.live.clone())
+    }
+}
 
 /// Rendezvous score of `node` for `shard`: FNV-1a of both, finished with a 64-bit mix so
 /// neighbouring shards rank nodes independently.
@@ -87,6 +149,8 @@ pub struct ReaderParts {
     pub reporter: Reporter,
     /// Reading settings.
     pub queue: QueueConfig,
+    /// Who is alive, for reclaim.
+    pub fleet: Arc<FleetView>,
 }
 
 /// The shard readers running on this node.
@@ -151,6 +215,7 @@ impl Readers {
                 reporter: self.parts.reporter.clone(),
                 queue: self.parts.queue.clone(),
                 metrics: Metrics,
+                fleet: self.parts.fleet.clone(),
             };
             let (stop, rx) = watch::channel(false);
             self.running
@@ -182,6 +247,8 @@ pub struct Heartbeat {
     pub shards: u16,
     /// Where the live node count goes (fleet limits pace returns by it).
     pub live_nodes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the live set goes (the shard readers' reclaim).
+    pub view: Arc<FleetView>,
 }
 
 /// One heartbeat: renew, read the fleet, take this node's shards; the lowest live node also
@@ -193,6 +260,7 @@ async fn beat(con: &mut Redis, hb: &Heartbeat, readers: &mut Readers) -> redis::
         live.push(hb.node_id.clone());
         live.sort();
     }
+    hb.view.beat_ok(live.clone());
     let owned = owned(&hb.node_id, &live, hb.shards);
     if owned != readers.shards() {
         tracing::info!(nodes = live.len(), shards = ?owned, "fleet changed: reading these shards");
@@ -253,6 +321,7 @@ pub async fn run(
         if let Err(e) = beat(&mut con, &hb, &mut readers).await {
             // Keep reading what we read: a Redis hiccup is not a membership change.
             tracing::warn!(error = %e, "heartbeat failed");
+            hb.view.beat_failed();
         }
     }
     readers.stop_all().await;
@@ -267,6 +336,24 @@ mod tests {
 
     fn nodes(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("engine-{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn claims_wait_for_steady_heartbeats_after_an_outage() {
+        let grace = Duration::from_millis(100);
+        let view = FleetView::with_grace(grace);
+        assert_eq!(view.live_if_steady(), None, "no heartbeat yet");
+        view.beat_ok(vec!["a".into(), "b".into()]);
+        assert_eq!(view.live_if_steady(), None, "not steady for the grace yet");
+        tokio::time::sleep(grace * 2).await;
+        view.beat_ok(vec!["a".into()]);
+        assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
+        // An outage: every other node looks dead for a while after it.
+        view.beat_failed();
+        view.beat_ok(vec!["a".into()]);
+        assert_eq!(view.live_if_steady(), None);
+        tokio::time::sleep(grace * 2).await;
+        assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub const FLEET_TOKENS: &str = "hikyaku_fleet_tokens_total";
 pub const FLEET_NODES: &str = "hikyaku_fleet_nodes";
 /// Shards this node reads.
 pub const SHARDS_OWNED: &str = "hikyaku_engine_shards_owned";
+/// Campaigns this node tracks (jobs held now, or lately).
+pub const CAMPAIGNS_TRACKED: &str = "hikyaku_engine_campaigns_tracked";
+/// Campaigns whose rendered templates this node keeps.
+pub const CAMPAIGNS_CACHED: &str = "hikyaku_engine_campaigns_cached";
+/// Bytes of rendered templates this node keeps.
+pub const CAMPAIGN_CACHE_BYTES: &str = "hikyaku_engine_campaign_cache_bytes";
+/// Domain answers (domain → site, MX hosts) this node keeps.
+pub const DNS_CACHED: &str = "hikyaku_engine_dns_cached_domains";
+/// Jobs of paused campaigns parked in Redis, and moved back when their campaign went on.
+pub const PARKED: &str = "hikyaku_parked_jobs_total";
 /// Time from enqueue (the job's `queued_ms`) to the accepting reply, per site.
 pub const DELIVERY_LATENCY: &str = "hikyaku_delivery_latency_seconds";
 
@@ -127,6 +137,18 @@ fn describe() {
     // Counters dashboards and alerts watch start at zero rather than appear on first use.
     counter!(RECLAIMED).absolute(0);
     counter!(RETRY_MOVED).absolute(0);
+    describe_gauge!(CAMPAIGNS_TRACKED, "Campaigns this node holds jobs of (or did within queue.campaign_idle). Follows the campaigns in progress; growth without bound is a bug.");
+    describe_gauge!(
+        CAMPAIGNS_CACHED,
+        "Campaigns whose rendered templates this node keeps (forgotten with their tracking)."
+    );
+    describe_gauge!(
+        CAMPAIGN_CACHE_BYTES,
+        Unit::Bytes,
+        "Rendered templates this node keeps, bytes (bounded; least recently used leave first)."
+    );
+    describe_gauge!(DNS_CACHED, "Domain answers this node keeps (bounded by dns.cache_domains, least recently used evicted).");
+    describe_counter!(PARKED, "Jobs of paused campaigns, by action: parked (out of the queues until resume or cancel) and unparked (back to the ready streams).");
     describe_counter!(MESSAGES, "Messages by site, result and reason. A rise of deferred{reason=\"rate-limited\"} for one site means that provider is throttling us; bounced{reason=\"bad-mailbox\"} spikes mean a dirty list.");
     describe_counter!(REQUEUED, "Jobs put back without counting an attempt. A steady flow for one site means it is paused or at its limit while jobs keep arriving (expected for throttled sites).");
     describe_counter!(READ, "Jobs read from ready streams. Flat while queues are non-empty means the engine is stuck or at its in-flight budget.");
@@ -269,6 +291,22 @@ impl Metrics {
     pub fn membership(&self, nodes: usize, shards: usize) {
         gauge!(FLEET_NODES).set(nodes as f64);
         gauge!(SHARDS_OWNED).set(shards as f64);
+    }
+
+    /// What this node keeps in memory: campaigns tracked and cached (and their bytes),
+    /// domain answers.
+    pub fn caches(&self, tracked: usize, cached: usize, bytes: usize, domains: usize) {
+        gauge!(CAMPAIGNS_TRACKED).set(tracked as f64);
+        gauge!(CAMPAIGNS_CACHED).set(cached as f64);
+        gauge!(CAMPAIGN_CACHE_BYTES).set(bytes as f64);
+        gauge!(DNS_CACHED).set(domains as f64);
+    }
+
+    /// `n` jobs parked or unparked (`action`).
+    pub fn parked(&self, action: &'static str, n: usize) {
+        if n > 0 {
+            counter!(PARKED, "action" => action).increment(n as u64);
+        }
     }
 
     /// Jobs moved back from retry sets.

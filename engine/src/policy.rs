@@ -316,6 +316,28 @@ impl SitePolicy {
         if !(self.recover_step > 0.0 && self.recover_step <= 1.0) {
             return Err(format!("site {n}: recover_step must be within (0, 1]"));
         }
+        let t = &self.timeouts;
+        let ms = Duration::from_millis;
+        let day = Duration::from_secs(24 * 3600);
+        for (name, value, lo, hi) in [
+            ("connect_timeout", t.connect, ms(1), day),
+            ("banner_timeout", t.banner, ms(1), day),
+            ("ehlo_timeout", t.ehlo, ms(1), day),
+            ("starttls_timeout", t.starttls, ms(1), day),
+            ("command_timeout", t.command, ms(1), day),
+            ("data_timeout", t.data, ms(1), day),
+            ("idle_timeout", t.idle, ms(1), day),
+            ("retry_initial", self.retry.initial, ms(1), 7 * day),
+            ("retry_max", self.retry.max, self.retry.initial, 7 * day),
+            ("expiry", self.expiry, ms(1), 365 * day),
+            ("recover_interval", self.recover_interval, ms(1), day),
+        ] {
+            if value < lo || value > hi {
+                return Err(format!(
+                    "site {n}: {name} must be between {lo:?} and {hi:?} (got {value:?})"
+                ));
+            }
+        }
         for r in &self.reply_rules {
             r.validate(n)?;
         }

@@ -76,6 +76,65 @@ const QP_END: &[u8] = b"\x01]";
 /// Stands for a whole base64 body in the composed message.
 const BASE64_BODY: &[u8] = b"\x01(";
 
+/// The largest message the engine builds, whatever the destination announces: a campaign whose
+/// merge values would make a message larger is refused for that recipient (`552 5.3.4`, not
+/// sent) before it is built. 64 MiB is beyond what any mailbox provider takes.
+pub const MAX_MESSAGE_BYTES: u64 = 64 << 20;
+
+/// The size of a skeleton before the job's values: its literal bytes and how many times each
+/// merge field appears in it.
+#[derive(Debug, Clone, Default)]
+struct Size {
+    literal: usize,
+    /// Occurrences per field index.
+    fields: Vec<usize>,
+}
+
+impl Size {
+    fn of(segments: &[Segment], fields: usize, base64: &[Skeleton]) -> Self {
+        let mut size = Size {
+            literal: 0,
+            fields: vec![0; fields],
+        };
+        for seg in segments {
+            match seg {
+                Segment::Literal(r) => size.literal += r.len(),
+                Segment::Field(i) => {
+                    if let Some(n) = size.fields.get_mut(*i) {
+                        *n += 1;
+                    }
+                }
+                Segment::Base64(n) => {
+                    if let Some(t) = base64.get(*n) {
+                        size.add(&Size::of(&t.segments, fields, &[]));
+                    }
+                }
+                Segment::QpStart | Segment::QpEnd => {}
+            }
+        }
+        size
+    }
+
+    fn add(&mut self, other: &Size) {
+        self.literal += other.literal;
+        for (a, b) in self.fields.iter_mut().zip(&other.fields) {
+            *a += b;
+        }
+    }
+
+    /// The bytes of the filled text: literal bytes plus each value once per occurrence
+    /// (`lens`: the values' lengths as written).
+    fn filled(&self, lens: &[usize]) -> u64 {
+        let values: u64 = self
+            .fields
+            .iter()
+            .zip(lens)
+            .map(|(&n, &len)| (n as u64).saturating_mul(len as u64))
+            .fold(0, u64::saturating_add);
+        (self.literal as u64).saturating_add(values)
+    }
+}
+
 /// How the content travels: after `DATA` (dot-stuffed, ended by the caller's `.`) or in a
 /// `BDAT` chunk (octets as they are, RFC 3030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +152,8 @@ struct Variant {
     bdat: Skeleton,
     /// Templates (CRLF, raw) of the base64 bodies, in message order.
     base64: Vec<Skeleton>,
+    /// The raw (`BDAT`) form's size before values, base64 templates included unencoded.
+    size: Size,
 }
 
 /// The campaign's message in one framing, cut at its merge fields.
@@ -171,6 +232,13 @@ pub struct Campaign {
     field_names: Vec<String>,
     message_id_domain: String,
     id: u64,
+    /// Tags the job identifiers (VERP address, Message-ID) with the campaign's key; `None` for
+    /// a snapshot without one (untagged identifiers).
+    tagger: Option<hikyaku_queue_schema::ids::Tagger>,
+    /// Size of the parts around the skeleton: extra header lines and the subject template.
+    around: Size,
+    /// Size of the templates as written (ISO-2022-JP messages are built from them).
+    texts_size: Size,
 }
 
 /// A campaign's templates and sender, as the snapshot has them.
@@ -185,6 +253,9 @@ struct Texts {
 }
 
 thread_local! {
+    /// The last job tag computed on this thread: (campaign, seq, tag).
+    static LAST_TAG: std::cell::Cell<(u64, u64, [u8; hikyaku_queue_schema::ids::TAG_LEN])> =
+        const { std::cell::Cell::new((0, 0, [0; hikyaku_queue_schema::ids::TAG_LEN])) };
     /// The raw message being signed, reused across messages of a thread.
     static UNSIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -318,10 +389,13 @@ impl Campaign {
             }
             let mut raw = Vec::with_capacity(stripped.len());
             dotstuff::canonical_into(&mut raw, &stripped);
+            let bdat = Skeleton::new(raw, &s.field_names);
+            let size = Size::of(&bdat.segments, s.field_names.len(), &base64);
             Ok(Variant {
                 data,
-                bdat: Skeleton::new(raw, &s.field_names),
+                bdat,
                 base64,
+                size,
             })
         };
         let plain = seven_bit_clean.then(|| compose(false)).transpose()?;
@@ -374,6 +448,23 @@ impl Campaign {
             })
         });
         let static_body = body_fields.is_empty();
+        let n_fields = s.field_names.len();
+        let mut around = Size::of(&headers.segments, n_fields, &[]);
+        if templated_subject {
+            around.add(&Size::of(
+                &split_fields(s.subject.as_bytes(), &s.field_names, false),
+                n_fields,
+                &[],
+            ));
+        }
+        let mut texts_size = around.clone();
+        for t in [&s.from_name, &s.text_body, &s.html_body] {
+            texts_size.add(&Size::of(
+                &split_fields(t.as_bytes(), &s.field_names, false),
+                n_fields,
+                &[],
+            ));
+        }
         let campaign = Campaign {
             return_path: s.return_path.clone(),
             verp_domain: s.verp_domain.clone(),
@@ -400,6 +491,9 @@ impl Campaign {
             field_names: s.field_names.clone(),
             message_id_domain: s.message_id_domain.clone(),
             id: s.id,
+            tagger: hikyaku_queue_schema::ids::Tagger::new(&s.id_key),
+            around,
+            texts_size,
         };
         if !campaign.dkim.is_empty() {
             let mut sample = Vec::new();
@@ -439,8 +533,86 @@ impl Campaign {
             return &self.return_path;
         }
         buf.clear();
-        hikyaku_queue_schema::verp::write(buf, job.id.campaign, job.id.seq, &self.verp_domain);
+        match self.tag(job.id.seq) {
+            Some(tag) => hikyaku_queue_schema::verp::write(
+                buf,
+                job.id.campaign,
+                job.id.seq,
+                &tag,
+                &self.verp_domain,
+            ),
+            // A snapshot from before tags: the untagged form its messages always had.
+            None => {
+                use std::fmt::Write as _;
+                let _ = write!(
+                    buf,
+                    "{}{}-{}@{}",
+                    hikyaku_queue_schema::verp::PREFIX,
+                    job.id.campaign,
+                    job.id.seq,
+                    self.verp_domain
+                );
+            }
+        }
         buf
+    }
+
+    /// The MAC tag of job `seq` ([`hikyaku_queue_schema::ids`]), computed once per message:
+    /// the envelope sender and the Message-ID both carry it.
+    fn tag(&self, seq: u64) -> Option<[u8; hikyaku_queue_schema::ids::TAG_LEN]> {
+        let tagger = self.tagger.as_ref()?;
+        Some(LAST_TAG.with(|last| {
+            let (c, s, t) = last.get();
+            if c == self.id && s == seq && t[0] != 0 {
+                return t;
+            }
+            let t = tagger.tag(seq);
+            last.set((self.id, seq, t));
+            t
+        }))
+    }
+
+    /// Approximate memory held by the rendered campaign, bytes.
+    pub fn footprint(&self) -> usize {
+        let variant = |v: &Option<Variant>| {
+            v.as_ref().map_or(0, |v| {
+                v.data.text.len()
+                    + v.bdat.text.len()
+                    + v.base64.iter().map(|b| b.text.len()).sum::<usize>()
+            })
+        };
+        let t = &self.texts;
+        variant(&self.plain)
+            + variant(&self.qp)
+            + self.headers.text.len()
+            + t.subject.len()
+            + t.text.len()
+            + t.html.len()
+            + t.from_name.len()
+    }
+
+    /// A lower bound of the size of `job`'s message in `charset` (the site's, as given to
+    /// [`Campaign::render`]), computed from the templates and the values' lengths without
+    /// building it: the templates' bytes plus each value once per placeholder. Encodings only
+    /// add to that (quoted-printable, base64, DKIM headers), but ISO-2022-JP writes a Japanese
+    /// character in 2 bytes for UTF-8's 3 (and a value's emoji as a 2-byte `〓`), so it counts
+    /// half.
+    pub fn min_len(&self, job: &Job, charset: Charset) -> u64 {
+        let lens: Vec<usize> = job
+            .fields
+            .iter()
+            .map(|v| v.len() - v.bytes().filter(|b| matches!(b, b'\r' | b'\n' | 0)).count())
+            .collect();
+        if self.charset_for(charset, job.domain()) == Charset::Iso2022Jp {
+            return self.texts_size.filled(&lens) / 2;
+        }
+        let Some(variant) = self.variant(job) else {
+            return self.around.filled(&lens);
+        };
+        variant
+            .size
+            .filled(&lens)
+            .saturating_add(self.around.filled(&lens))
     }
 
     /// Why this campaign cannot be sent in ISO-2022-JP (a template character it cannot carry).
@@ -505,16 +677,8 @@ impl Campaign {
             }
             return;
         }
-        let variant = match (&self.plain, &self.qp) {
-            (Some(plain), Some(qp)) => {
-                if self.plain_fits(job) {
-                    plain
-                } else {
-                    qp
-                }
-            }
-            (Some(v), None) | (None, Some(v)) => v,
-            (None, None) => unreachable!("build makes at least one form"),
+        let Some(variant) = self.variant(job) else {
+            unreachable!("build makes at least one form")
         };
         let skeleton = match framing {
             Framing::Data => &variant.data,
@@ -590,6 +754,16 @@ impl Campaign {
 }
 
 impl Campaign {
+    /// The form of the message `job` gets (UTF-8): the 7bit one when its values fit it, else
+    /// the encoded one (`None` never happens: build makes at least one).
+    fn variant(&self, job: &Job) -> Option<&Variant> {
+        match (&self.plain, &self.qp) {
+            (Some(plain), Some(qp)) => Some(if self.plain_fits(job) { plain } else { qp }),
+            (Some(v), None) | (None, Some(v)) => Some(v),
+            (None, None) => None,
+        }
+    }
+
     /// Whether `job`'s body values can go into the 7bit form: printable ASCII, and no line made
     /// longer than 998 bytes.
     fn plain_fits(&self, job: &Job) -> bool {
@@ -619,14 +793,18 @@ impl Campaign {
         &self.tenant
     }
 
-    /// The per-message identity lines: `date`, Message-ID (`hk.<campaign>.<seq>@…`, which
-    /// complaints are mapped back by) and To.
+    /// The per-message identity lines: `date`, Message-ID (`hk.<campaign>.<seq>.<tag>@…`,
+    /// which complaints are mapped back by; [`hikyaku_queue_schema::ids`]) and To.
     fn write_ids(&self, job: &Job, date: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"Message-ID: <hk.");
         push_display(out, self.id);
         out.push(b'.');
         push_display(out, job.id.seq);
+        if let Some(tag) = self.tag(job.id.seq) {
+            out.push(b'.');
+            out.extend_from_slice(&tag);
+        }
         out.push(b'@');
         out.extend_from_slice(self.message_id_domain.as_bytes());
         out.extend_from_slice(b">\r\nTo: <");
@@ -751,13 +929,29 @@ fn needs_escape_in_7bit(b: u8) -> bool {
     !(b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
-/// Replaces `{{name}}` in `template` with the job's values.
+/// Replaces every `{{name}}` of a merge field in `template` with the job's value, in one pass
+/// over the template: values go in as they are and are never scanned again, so a value that
+/// holds `{{other}}` (or `{{unsubscribe_url}}`) stays that text, and the result is at most the
+/// template plus one value per placeholder. Placeholders are found as [`split_fields`] finds
+/// them.
 fn fill(template: &str, names: &[String], values: &[String]) -> String {
-    let mut out = template.to_owned();
-    for (i, name) in names.iter().enumerate() {
-        let v = values.get(i).map_or("", String::as_str);
-        out = out.replace(&format!("{{{{{name}}}}}"), v);
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        if let Some(close) = after.find("}}") {
+            if let Some(i) = names.iter().position(|n| n.as_str() == &after[..close]) {
+                out.push_str(&rest[..start]);
+                out.push_str(values.get(i).map_or("", String::as_str));
+                rest = &after[close + 2..];
+                continue;
+            }
+        }
+        // Not a merge field: keep one brace and look again from the next one.
+        out.push_str(&rest[..start + 1]);
+        rest = &rest[start + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -836,13 +1030,26 @@ fn split_fields(text: &[u8], names: &[String], markers: bool) -> Vec<Segment> {
     segs
 }
 
-/// The per-engine campaign cache (snapshots never change once written).
+/// The per-engine campaign cache (snapshots never change once written). Bounded: a campaign
+/// leaves it when the node forgets it (no job of it held for a while,
+/// [`CampaignStates::forget_idle`]), and beyond [`MAX_CACHED_BYTES`] of rendered templates
+/// the least recently used leave first (they are built again if needed).
 #[derive(Debug)]
 pub struct Renderer {
     con: Redis,
     states: Arc<CampaignStates>,
     dkim: Arc<DkimKeys>,
-    cache: Mutex<HashMap<u64, Arc<Campaign>>>,
+    cache: Mutex<HashMap<u64, Cached>>,
+}
+
+/// Rendered templates kept at most, in bytes (approximately: the skeletons and texts).
+pub const MAX_CACHED_BYTES: usize = 256 << 20;
+
+#[derive(Debug)]
+struct Cached {
+    campaign: Arc<Campaign>,
+    bytes: usize,
+    last_used_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Renderer {
@@ -857,22 +1064,38 @@ impl Renderer {
         }
     }
 
-    /// The campaign, from the cache or Redis.
+    /// The campaign, from the cache or Redis. A campaign this node has started tracking anew
+    /// has its run state read here before its first message.
     pub async fn campaign(&self, id: u64) -> Result<Arc<Campaign>, RenderError> {
-        if let Some(c) = self.lock().get(&id) {
-            return Ok(c.clone());
-        }
+        let cached = self.lock().get(&id).map(|c| {
+            c.last_used_ms
+                .store(clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+            c.campaign.clone()
+        });
+        let redis_error = |e: redis::RedisError| RenderError::Redis {
+            id,
+            error: e.to_string(),
+        };
         let mut con = self.con.clone();
+        if let Some(c) = cached {
+            if !self.states.known(id) {
+                let state: Option<String> = redis::cmd("HGET")
+                    .arg(Keys::campaign(id))
+                    .arg(STATE_FIELD)
+                    .query_async(&mut con)
+                    .await
+                    .map_err(redis_error)?;
+                self.states.set(id, RunState::parse(state.as_deref()));
+            }
+            return Ok(c);
+        }
         let (bytes, state): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
             .arg(Keys::campaign(id))
             .arg(SNAPSHOT_FIELD)
             .arg(STATE_FIELD)
             .query_async(&mut con)
             .await
-            .map_err(|e| RenderError::Redis {
-                id,
-                error: e.to_string(),
-            })?;
+            .map_err(redis_error)?;
         self.states.set(id, RunState::parse(state.as_deref()));
         let bytes = bytes.ok_or(RenderError::Missing(id))?;
         let snap = CampaignSnapshot::decode(&bytes).map_err(|e| RenderError::Invalid {
@@ -880,11 +1103,52 @@ impl Renderer {
             error: e.to_string(),
         })?;
         let campaign = Arc::new(Campaign::build(&snap, &self.dkim)?);
-        self.lock().insert(id, campaign.clone());
+        self.insert(id, campaign.clone());
         Ok(campaign)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Campaign>>> {
+    fn insert(&self, id: u64, campaign: Arc<Campaign>) {
+        let bytes = campaign.footprint();
+        let mut cache = self.lock();
+        cache.insert(
+            id,
+            Cached {
+                campaign,
+                bytes,
+                last_used_ms: std::sync::atomic::AtomicU64::new(clock::now_ms()),
+            },
+        );
+        let mut total: usize = cache.values().map(|c| c.bytes).sum();
+        while total > MAX_CACHED_BYTES && cache.len() > 1 {
+            let oldest = cache
+                .iter()
+                .filter(|(k, _)| **k != id)
+                .min_by_key(|(_, c)| c.last_used_ms.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|(k, c)| (*k, c.bytes));
+            let Some((k, b)) = oldest else { break };
+            cache.remove(&k);
+            total -= b;
+        }
+    }
+
+    /// Drops the campaigns `ids` (forgotten by the node).
+    pub fn forget(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut cache = self.lock();
+        for id in ids {
+            cache.remove(id);
+        }
+    }
+
+    /// Campaigns cached now, and their approximate size in bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.lock();
+        (cache.len(), cache.values().map(|c| c.bytes).sum())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Cached>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -932,6 +1196,7 @@ mod tests {
             headers: Vec::new(),
             verp_domain: String::new(),
             mobile_charset: String::new(),
+            id_key: String::new(),
         }
     }
 
@@ -964,6 +1229,73 @@ mod tests {
             .parse(message.as_bytes())
             .expect("parses");
         m.body_text(0).expect("text part").replace("\r\n", "\n")
+    }
+
+    #[test]
+    fn merge_values_are_inserted_as_they_are_never_expanded_again() {
+        let mut s = snapshot();
+        s.subject = "{{a}} / {{b}} / {{c}}".into();
+        s.text_body = "{{a}}|{{b}}|{{c}}\n".into();
+        s.html_body = String::new();
+        s.field_names = vec!["a".into(), "b".into(), "c".into(), "unsubscribe_url".into()];
+        s.headers = vec!["X-Tag: {{a}}".into()];
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        // Each value names the next field: a pass per field would expand them in chain.
+        let j = job(&["{{b}}", "{{c}}", "{{unsubscribe_url}}", "https://u.test/x"]);
+        let m = rendered(&c, &j, Framing::Bdat);
+        assert!(
+            m.contains("Subject: {{b}} / {{c}} / {{unsubscribe_url}}\r\n"),
+            "{m}"
+        );
+        assert!(m.contains("X-Tag: {{b}}\r\n"), "{m}");
+        assert!(!m.contains("https://u.test/x"), "{m}");
+        assert_eq!(text_part(&m).trim_end(), "{{b}}|{{c}}|{{unsubscribe_url}}");
+        // ISO-2022-JP messages are built from the templates with the same one-pass fill.
+        let mut out = Vec::new();
+        c.render(
+            &j,
+            "Date: x\r\n",
+            Framing::Bdat,
+            Charset::Iso2022Jp,
+            &mut out,
+        );
+        let jis = String::from_utf8(out).expect("7bit");
+        assert!(jis.contains("{{b}} / {{c}} / {{unsubscribe_url}}"), "{jis}");
+        assert!(!jis.contains("https://u.test/x"), "{jis}");
+        assert_eq!(
+            fill("{{{a}}}{{x}}{{a", &["a".into()], &["{{a}}".into()]),
+            "{{{a}}}{{x}}{{a"
+        );
+    }
+
+    #[test]
+    fn the_size_of_a_message_is_bounded_below_before_it_is_built() {
+        let mut s = snapshot();
+        s.text_body = "{{a}}\n".repeat(1000);
+        s.html_body = "<p>{{a}}</p>".into();
+        s.subject = "{{a}}".into();
+        s.field_names = vec!["a".into()];
+        let c = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        for value in [
+            "x".repeat(2000),
+            "日本".repeat(300),
+            "a\r\nb".into(),
+            String::new(),
+        ] {
+            let j = job(&[&value]);
+            for charset in [Charset::Utf8, Charset::Iso2022Jp] {
+                let least = c.min_len(&j, charset);
+                let mut out = Vec::new();
+                c.render(&j, "Date: x\r\n", Framing::Bdat, charset, &mut out);
+                assert!(
+                    least <= out.len() as u64,
+                    "a lower bound: {least} <= {} ({charset:?})",
+                    out.len()
+                );
+            }
+        }
+        let big = job(&[&"x".repeat(2000)]);
+        assert!(c.min_len(&big, Charset::Utf8) >= 1001 * 2000);
     }
 
     #[test]
@@ -1308,18 +1640,32 @@ mod tests {
 
     #[test]
     fn envelope_sender_is_the_jobs_verp_address_when_the_campaign_has_a_bounce_domain() {
+        use hikyaku_queue_schema::{ids, verp};
         let mut s = snapshot();
         let plain = Campaign::build(&s, &DkimKeys::default()).expect("builds");
         let mut buf = String::new();
         assert_eq!(plain.envelope_from(&job(&[]), &mut buf), "bounce@acme.test");
         s.verp_domain = "bounces.acme.test".into();
-        let verp = Campaign::build(&s, &DkimKeys::default()).expect("builds");
-        let from = verp.envelope_from(&job(&[]), &mut buf);
-        assert_eq!(from, "b-42-7@bounces.acme.test");
+        let untagged = Campaign::build(&s, &DkimKeys::default()).expect("builds");
         assert_eq!(
-            hikyaku_queue_schema::verp::parse(from, "bounces.acme.test"),
-            Some((42, 7))
+            untagged.envelope_from(&job(&[]), &mut buf),
+            "b-42-7@bounces.acme.test",
+            "a snapshot without a key keeps the old form"
         );
+        s.id_key = ids::campaign_key(b"token secret", 42);
+        let verp = Campaign::build(&s, &DkimKeys::default()).expect("builds");
+        let from = verp.envelope_from(&job(&[]), &mut buf).to_owned();
+        let (c, seq, tag) = verp::parse(&from, "bounces.acme.test").expect("a VERP address");
+        assert_eq!((c, seq), (42, 7));
+        assert!(ids::verify(b"token secret", 42, 7, tag), "{from}");
+        // The Message-ID carries the same signed identity.
+        let m = rendered(&verp, &job(&["Taro", "gold"]), Framing::Bdat);
+        let id = m
+            .split("Message-ID: <")
+            .nth(1)
+            .and_then(|r| r.split('>').next())
+            .expect("a Message-ID");
+        assert_eq!(ids::parse_message_id(id), Some((42, 7, tag)), "{id}");
     }
 
     /// Found by the `render` fuzz target: NUL in templates reached ISO-2022-JP messages.

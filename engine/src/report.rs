@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hikyaku_queue_schema::drain::Rule;
-use hikyaku_queue_schema::scripts::{Deferred, Finished};
+use hikyaku_queue_schema::scripts::{Deferred, Finished, Parked};
 use hikyaku_queue_schema::{Event, EventStatus, JobId, LastTry};
 use tokio::sync::mpsc;
 
@@ -20,9 +20,6 @@ use crate::metrics::Metrics;
 use crate::policy::SitePolicy;
 use crate::work::Work;
 
-/// How long a paused campaign's job waits before it is looked at again (spread ±50%).
-const PAUSED_HOLD: Duration = Duration::from_secs(10);
-
 /// A job leaving the engine, on its way to Redis.
 #[derive(Debug)]
 pub enum Done {
@@ -30,6 +27,8 @@ pub enum Done {
     Finished(Finished),
     /// Ack + retry set.
     Deferred(Deferred),
+    /// Ack + the paused campaign's parking list.
+    Parked(Parked),
 }
 
 /// Sends finished and deferred jobs to their shard's flusher.
@@ -193,14 +192,15 @@ impl Reporter {
     }
 
     /// Applies a campaign's run state to one of its jobs: `None` if the job may go on, else the
-    /// job was held back (paused: back to the retry set for a while, no attempt counted) or
-    /// finished unsent (cancelled). The one rule for the dispatcher and the connections.
+    /// job was held back (paused: parked in Redis until the campaign is resumed or cancelled,
+    /// no attempt counted) or finished unsent (cancelled). The one rule for the dispatcher and
+    /// the connections.
     pub fn campaign_gate(&self, work: Work, site: &SitePolicy, state: RunState) -> Option<Work> {
         match state {
             RunState::Sending => Some(work),
             RunState::Paused => {
                 self.metrics.requeued(&site.name, "campaign-paused");
-                self.requeue(work, site, PAUSED_HOLD.mul_f64(0.5 + fastrand::f64()));
+                self.park(work);
                 None
             }
             RunState::Cancelled => {
@@ -208,6 +208,20 @@ impl Reporter {
                 None
             }
         }
+    }
+
+    /// Parks a job of a paused campaign: it leaves the engine for the campaign's parking list,
+    /// where no reader or mover looks at it until the campaign changes state.
+    fn park(&self, work: Work) {
+        self.metrics.parked("parked", 1);
+        self.send(
+            work.shard,
+            Done::Parked(Parked {
+                entry: work.entry.to_string(),
+                campaign: work.job.id.campaign,
+                job: work.job.encode(),
+            }),
+        );
     }
 
     /// Finishes a job of a cancelled campaign without sending it.
@@ -226,21 +240,24 @@ impl Reporter {
     }
 
     /// Finishes a job an operator drained (site or campaign), as the rule says: bounced or
-    /// cancelled, reason `drained`, the operator's words as the text.
-    pub fn drained(&self, work: Work, site: &SitePolicy, rule: &Rule) {
-        self.end_unsent(work, site, rule.status, Reason::Drained, &rule.reason);
+    /// cancelled, reason `drained`, the operator's words as the text; `site` and `mx` are where
+    /// it was routed.
+    pub fn drained(&self, work: Work, site: &SitePolicy, mx: &str, rule: &Rule) {
+        self.end_unsent_at(work, site, mx, rule.status, Reason::Drained, &rule.reason);
     }
 
     /// Ends a job unsent: status `cancelled`, with `reason`.
     fn unsent(&self, work: Work, site: &SitePolicy, reason: Reason, why: &str) {
-        self.end_unsent(work, site, EventStatus::Cancelled, reason, why);
+        self.end_unsent_at(work, site, "", EventStatus::Cancelled, reason, why);
     }
 
-    /// Ends a job without an attempt, with `status` and `reason`.
-    fn end_unsent(
+    /// Ends a job without an attempt, with `status` and `reason`, routed to MX host `mx` (empty
+    /// when it was not routed).
+    fn end_unsent_at(
         &self,
         work: Work,
         site: &SitePolicy,
+        mx: &str,
         status: EventStatus,
         reason: Reason,
         why: &str,
@@ -251,7 +268,7 @@ impl Reporter {
         self.finish(
             work,
             site,
-            "",
+            mx,
             status,
             reason,
             attempts,

@@ -2,9 +2,14 @@
 //! only as much as the in-flight budget allows, and hands jobs to the dispatcher.
 //!
 //! It also keeps the shard safe across crashes: at start it replays this node's own pending
-//! entries (a restarted node resumes at once), it refreshes the idle time of entries it holds
-//! (so a live node's work is never reclaimed), and it reclaims entries idle longer than
-//! `claim_idle` from dead nodes with XAUTOCLAIM.
+//! entries (a restarted node resumes at once), it refreshes the idle time of entries it holds,
+//! and it reclaims entries idle longer than `claim_idle` from consumers that are not live nodes
+//! (XPENDING per such consumer, then XCLAIM with the same minimum idle time), once this node's
+//! heartbeats have been steady long enough ([`crate::membership::FleetView`]): a live node's
+//! entries are never taken, however long a Redis outage made them look idle. Its own entries
+//! that it does not hold (a read whose reply was lost in an outage) it takes back at any time.
+//! Reclaim waits for room in the in-flight budget, ahead of new reads: a saturated budget does
+//! not starve it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +25,6 @@ use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::report::Reporter;
 use crate::streams::{self, Entry};
-use crate::work::Work;
 
 /// One shard's reader.
 #[derive(Debug)]
@@ -45,6 +49,8 @@ pub struct ShardConsumer {
     /// Replay this node's own pending entries first (the first time this process reads the
     /// shard).
     pub replay_own: bool,
+    /// Who is alive: only other consumers' entries are reclaimed.
+    pub fleet: Arc<crate::membership::FleetView>,
 }
 
 impl ShardConsumer {
@@ -99,8 +105,8 @@ impl ShardConsumer {
             }
             if last_claim.elapsed() >= claim_every {
                 last_claim = clock::now();
-                if let Err(e) = self.reclaim(&key).await {
-                    tracing::warn!(shard = self.shard, error = %e, "XAUTOCLAIM failed");
+                if let Err(e) = self.reclaim(&key, &mut stop).await {
+                    tracing::warn!(shard = self.shard, error = %e, "reclaiming idle entries failed");
                 }
             }
         }
@@ -128,12 +134,10 @@ impl ShardConsumer {
                 continue;
             };
             match Job::decode(&bytes) {
-                Ok(job) => self.dispatcher.dispatch(Work {
-                    shard: self.shard,
-                    entry,
-                    job,
-                    redelivered,
-                }),
+                Ok(job) => {
+                    let work = self.dispatcher.work(self.shard, entry, job, redelivered);
+                    self.dispatcher.dispatch(work)
+                }
                 Err(e) => self.reporter.undecodable(self.shard, entry, e.to_string()),
             }
         }
@@ -184,43 +188,97 @@ impl ShardConsumer {
             .collect()
     }
 
-    /// Takes over entries idle longer than `claim_idle` (their node died).
-    async fn reclaim(&mut self, key: &str) -> redis::RedisResult<()> {
+    /// Takes over entries idle longer than `claim_idle` from consumers that are not live nodes
+    /// (their node died, or left without finishing), when the fleet view allows it; and this
+    /// node's own entries it does not hold (delivered to it by a read whose reply was lost, in a
+    /// Redis outage say), at any time.
+    async fn reclaim(
+        &mut self,
+        key: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> redis::RedisResult<()> {
+        let live = self.fleet.live_if_steady();
+        let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(key)
+            .arg(ENGINE_GROUP)
+            .query_async(&mut self.con)
+            .await?;
         let idle_ms = self.queue.claim_idle.0.as_millis() as u64;
-        let mut cursor: String = "0-0".into();
-        loop {
-            // Only with room to spare: reclaiming must never wait on the budget.
-            let got = self.inflight.try_reserve(self.queue.read_batch);
-            if got == 0 {
-                return Ok(());
+        for c in consumers.consumers {
+            let own = c.name == self.node_id;
+            let claimable = own || live.as_ref().is_some_and(|l| !l.contains(&c.name));
+            if c.pending == 0 || !claimable {
+                continue;
             }
-            let v: redis::Value = redis::cmd("XAUTOCLAIM")
-                .arg(key)
-                .arg(ENGINE_GROUP)
-                .arg(&self.node_id)
-                .arg(idle_ms)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(got)
-                .query_async(&mut self.con)
-                .await?;
-            let (next, entries, _deleted) = streams::parse_autoclaim(v);
-            let fresh = self.not_held(entries);
-            self.inflight.release(got.saturating_sub(fresh.len()));
-            if !fresh.is_empty() {
-                tracing::info!(
-                    shard = self.shard,
-                    count = fresh.len(),
-                    "reclaimed idle entries"
-                );
+            // Pages of the consumer's idle entries, in id order.
+            let mut start = "-".to_owned();
+            loop {
+                let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg(ENGINE_GROUP)
+                    .arg("IDLE")
+                    .arg(idle_ms)
+                    .arg(&start)
+                    .arg("+")
+                    .arg(self.queue.read_batch)
+                    .arg(&c.name)
+                    .query_async(&mut self.con)
+                    .await?;
+                let listed = pending.ids.len();
+                if let Some(last) = pending.ids.last() {
+                    start = format!("({}", last.id);
+                }
+                let ids: Vec<String> = {
+                    let held = self.inflight.held(self.shard);
+                    pending
+                        .ids
+                        .into_iter()
+                        .map(|p| p.id)
+                        .filter(|id| !(own && held.contains(id.as_str())))
+                        .collect()
+                };
+                if ids.is_empty() {
+                    if listed < self.queue.read_batch {
+                        break;
+                    }
+                    continue;
+                }
+                // Room first, ahead of new reads (this reader waits here, not in its read).
+                let got = tokio::select! {
+                    n = self.inflight.reserve(ids.len()) => n,
+                    _ = stop.changed() => return Ok(()),
+                };
+                if got == 0 {
+                    return Ok(());
+                }
+                let mut cmd = redis::cmd("XCLAIM");
+                cmd.arg(key)
+                    .arg(ENGINE_GROUP)
+                    .arg(&self.node_id)
+                    .arg(idle_ms);
+                for id in &ids[..got] {
+                    cmd.arg(id);
+                }
+                let v: redis::Value = cmd.query_async(&mut self.con).await?;
+                let fresh = self.not_held(streams::parse_entries(v));
+                self.inflight.release(got.saturating_sub(fresh.len()));
+                if !fresh.is_empty() {
+                    tracing::info!(
+                        shard = self.shard,
+                        from = %c.name,
+                        count = fresh.len(),
+                        "reclaimed idle entries (of a node not live, or this node's own orphans)"
+                    );
+                }
+                self.metrics.reclaimed(fresh.len());
+                self.accept(fresh, true);
+                if listed < self.queue.read_batch || *stop.borrow() {
+                    break;
+                }
             }
-            self.metrics.reclaimed(fresh.len());
-            self.accept(fresh, true);
-            if next == "0-0" {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }
 

@@ -4,7 +4,9 @@
 //! each waiting for the site's rate limiter (governor) before a message and closing after
 //! `max_messages_per_connection`. A full or paused site refuses new jobs (the dispatcher puts
 //! them in the retry set), so one slow site never holds memory or readers that other sites
-//! need: no head-of-line blocking.
+//! need: no head-of-line blocking. A rate-limited site is "full" at what it can send within
+//! [`HOLD_HORIZON`] ([`Site::capacity`]): queued jobs hold in-flight permits, and a slow site
+//! holding thousands of them would starve the fast ones of the node's budget.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::adaptive::{Adaptive, Change};
 use crate::campaigns::CampaignStates;
@@ -25,10 +27,12 @@ use crate::jis::Charset;
 use crate::meter::Meter;
 use crate::metrics::SiteMetrics;
 use crate::policy::SitePolicy;
-use crate::render::{Campaign, DateLine, Framing, Renderer};
+use crate::render::{Campaign, DateLine, Framing, Renderer, MAX_MESSAGE_BYTES};
 use crate::report::Reporter;
 use crate::site_events::{SiteEvent, SiteEvents};
-use crate::smtp::{Envelope, SmtpError};
+use crate::smtp::client::too_big;
+use crate::smtp::stream::MaybeTls;
+use crate::smtp::{Envelope, Reply, SmtpClient, SmtpError};
 use crate::units::Rate;
 use crate::work::Work;
 
@@ -40,6 +44,9 @@ const MAX_RETURN_DELAY: Duration = Duration::from_secs(3600);
 const WINDOW: usize = 32;
 /// A pipelined session stops adding messages to one write past this many bytes.
 const WINDOW_BYTES: usize = 256 * 1024;
+/// A rate-limited site holds in memory only what it can send in this long at its rate (at
+/// least a pipelining [`WINDOW`]); the rest waits in Redis, not in the node's in-flight budget.
+pub const HOLD_HORIZON: Duration = Duration::from_secs(3);
 
 /// A message sent on a pipelined session, waiting for its replies.
 #[derive(Debug)]
@@ -56,9 +63,13 @@ fn same_target(a: &Target, b: &Target) -> bool {
 }
 
 /// The return slot for the next refused job: the end of the virtual queue, or — when that is
-/// past — the time the real queue will have drained (`drain_us` from `now_us`).
-fn return_slot(end_us: u64, now_us: u64, drain_us: u64) -> u64 {
-    end_us.max(now_us.saturating_add(drain_us))
+/// past — the time the real queue will have drained (`drain_us` from `now_us`); never more than
+/// `max_us` ahead (a virtual queue longer than that only makes every return wait the maximum,
+/// and its end would run ahead of real time for as long as refusals go on).
+fn return_slot(end_us: u64, now_us: u64, drain_us: u64, max_us: u64) -> u64 {
+    end_us
+        .max(now_us.saturating_add(drain_us))
+        .min(now_us.saturating_add(max_us))
 }
 
 /// A job routed to a site, with the target its domain resolved to.
@@ -122,6 +133,8 @@ pub struct Site {
     blocked: AtomicBool,
     /// Shutting down: take no new jobs, start no new messages.
     draining: AtomicBool,
+    /// The shutdown stage, watched by connections' waits ([`Site::drain`], [`Site::abort`]).
+    halt: watch::Sender<Halt>,
     /// The site's rate and connection cap for the whole fleet, when shared.
     fleet: Option<FleetLimits>,
     /// A look for a free fleet slot is scheduled ([`Site::open_later`]).
@@ -135,6 +148,17 @@ pub struct Site {
     starting: AtomicUsize,
     deps: SiteDeps,
     metrics: SiteMetrics,
+}
+
+/// How far a site's shutdown has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// Serving.
+    Run,
+    /// Draining: nothing more is written to a server.
+    Drain,
+    /// Aborted: connections end now.
+    Abort,
 }
 
 /// One count in a gauge until it leaves or is dropped (a cancelled wait is counted out too).
@@ -202,6 +226,7 @@ impl Site {
             // Smoothed, so one idle second does not hide the rate a cut should start from.
             accepted: Meter::new(clock::now_ms(), 0.7),
             draining: AtomicBool::new(false),
+            halt: watch::Sender::new(Halt::Run),
             reopen: AtomicBool::new(false),
             rate_waiters: AtomicUsize::new(0),
             starting: AtomicUsize::new(0),
@@ -350,16 +375,25 @@ impl Site {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds the queue's lock until the guard is dropped, doing nothing with it: a test's way
+    /// to line up a job offer and a pause behind the lock, in the order a loaded node may run
+    /// them.
+    #[doc(hidden)]
+    pub fn hold_queue_lock(&self) -> impl Drop + '_ {
+        self.q()
+    }
+
     /// Takes a job, or gives it back if the site is paused, draining or full.
     // The refused job comes back by value: boxing it would allocate per refusal.
     #[allow(clippy::result_large_err)]
     pub fn offer(self: &Arc<Self>, r: Routed) -> Result<(), Routed> {
-        if self.is_paused() || self.draining.load(Ordering::Relaxed) {
-            return Err(r);
-        }
+        let capacity = self.capacity();
         let queued = {
             let mut q = self.q();
-            if q.len() >= self.policy.queue_capacity {
+            // Under the queue lock, which `set_paused` and `drain` take after setting their
+            // flags: a job either sees the flag here or is emptied out by them, never left
+            // behind in a queue no connection serves.
+            if self.is_paused() || self.draining.load(Ordering::SeqCst) || q.len() >= capacity {
                 return Err(r);
             }
             // No connection here and none to be had from the fleet: keep a window's worth
@@ -443,8 +477,9 @@ impl Site {
     }
 
     /// Pauses or resumes the site (operator control). Pausing hands the jobs queued here back
-    /// to the retry set; connections close after the message they are sending.
-    pub fn set_paused(&self, paused: bool) {
+    /// to the retry set; connections close after the message they are sending. Resuming opens
+    /// a connection for whatever is queued.
+    pub fn set_paused(self: &Arc<Self>, paused: bool) {
         let was = self.paused.swap(paused, Ordering::SeqCst);
         self.metrics.paused.set(if paused { 1.0 } else { 0.0 });
         if paused && !was {
@@ -452,7 +487,38 @@ impl Site {
             self.hand_back_queued();
         } else if !paused && was {
             tracing::info!(site = %self.policy.name, "site resumed");
+            self.wake();
         }
+    }
+
+    /// Wakes the site's connections and opens one if jobs wait and none serves them.
+    fn wake(self: &Arc<Self>) {
+        let queued = self.queued();
+        if queued > 0 && !self.draining.load(Ordering::SeqCst) && !self.is_paused() {
+            self.notify.notify_waiters();
+            self.maybe_open(queued.max(2));
+        }
+    }
+
+    /// Most jobs the site holds in memory now: `queue_capacity`, and for a rate-limited site
+    /// no more than it sends in [`HOLD_HORIZON`] at this node's rate (at least a pipelining
+    /// [`WINDOW`]).
+    pub fn capacity(&self) -> usize {
+        let cap = self.policy.queue_capacity;
+        match self.node_rate() {
+            Some(r) if r > 0.0 => {
+                let horizon = (r * HOLD_HORIZON.as_secs_f64()).ceil();
+                cap.min((horizon as usize).max(WINDOW))
+            }
+            _ => cap,
+        }
+    }
+
+    /// The rate this node sends to the site at: the rate in force, or this node's share of it
+    /// in a fleet (`None` = unlimited).
+    fn node_rate(&self) -> Option<f64> {
+        self.rate()
+            .map(|r| self.fleet.as_ref().map_or(r, |f| f.node_rate(r)))
     }
 
     /// A paused or suspended site hands its queued jobs back to the retry set (each with its
@@ -482,11 +548,28 @@ impl Site {
         self.refresh_limiter();
     }
 
-    /// Starts draining and returns every job not yet started, for hand-back.
+    /// Starts draining and returns every job not yet started, for hand-back. Connections
+    /// finish the messages they have written, write nothing more, and hand back what they
+    /// hold unsent (a job waiting for the rate, say).
     pub fn drain(&self) -> Vec<Routed> {
         self.draining.store(true, Ordering::SeqCst);
+        self.halt.send_if_modified(|h| {
+            let run = *h == Halt::Run;
+            if run {
+                *h = Halt::Drain;
+            }
+            run
+        });
         self.notify.notify_waiters();
         self.q().drain(..).collect()
+    }
+
+    /// Ends every connection now (the end of the shutdown grace): messages on the wire get no
+    /// verdict, and their entries stay pending for reclaim.
+    pub fn abort(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.halt.send_replace(Halt::Abort);
+        self.notify.notify_waiters();
     }
 
     /// How long a job refused by this site should wait before it is offered again.
@@ -512,21 +595,19 @@ impl Site {
             return spread(base.max(Duration::from_secs(10)));
         }
         // A node of a fleet drains at its share of the site's rate, not all of it.
-        let rate = self
-            .rate()
-            .map(|r| self.fleet.as_ref().map_or(r, |f| f.node_rate(r)));
-        match rate {
+        match self.node_rate() {
             Some(r) if r > 0.0 => {
                 let now_us = clock::now_ms().saturating_mul(1000);
-                let drain_us = (self.policy.queue_capacity as f64 / r * 1e6) as u64;
+                let drain_us = (self.capacity() as f64 / r * 1e6) as u64;
                 let step_us = ((1e6 / r) as u64).max(1);
+                let max_us = MAX_RETURN_DELAY.as_micros() as u64;
                 let prev = self
                     .return_slot_us
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                        Some(return_slot(cur, now_us, drain_us) + step_us)
+                        Some(return_slot(cur, now_us, drain_us, max_us) + step_us)
                     })
                     .unwrap_or(now_us);
-                let slot = return_slot(prev, now_us, drain_us);
+                let slot = return_slot(prev, now_us, drain_us, max_us);
                 let delay = Duration::from_micros(slot - now_us).min(MAX_RETURN_DELAY);
                 base.max(delay)
             }
@@ -632,6 +713,10 @@ impl Site {
             if let Some(r) = picked {
                 return Some(r);
             }
+            // The queue ran dry: the refused jobs due so far have come back and gone. Jobs
+            // refused from now on are due when this queue drains again, not behind the end of
+            // an earlier backlog's virtual queue (which only ever moved forward).
+            self.return_slot_us.store(0, Ordering::Release);
             // An idle connection keeps the session for the next job, unless other nodes of
             // the fleet are waiting for a connection slot of this site.
             if self.fleet.as_ref().is_some_and(|f| f.contended()) {
@@ -648,10 +733,20 @@ impl Site {
     }
 
     /// Waits for the rate limiter and returns how many messages may go now (tokens taken,
-    /// at least 1, at most `batch`). With a backlog, a rate-limited site takes up to 20 ms of its rate at once
+    /// at least 1, at most `batch`); `None` when the site starts draining meanwhile (the
+    /// caller hands its job back unsent).
+    async fn wait_for_rate(&self, batch: u32) -> Option<u32> {
+        let mut halt = self.halt.subscribe();
+        tokio::select! {
+            n = self.take_rate(batch) => Some(n),
+            _ = halt.wait_for(|h| *h != Halt::Run) => None,
+        }
+    }
+
+    /// [`Site::wait_for_rate`] without the shutdown watch. With a backlog, a rate-limited site takes up to 20 ms of its rate at once
     /// (within the limiter's burst), so a pipelined session sends them in one write instead of
     /// waking per message. The wait is a tokio timer, not the limiter's own thread-based one.
-    async fn wait_for_rate(&self, batch: u32) -> u32 {
+    async fn take_rate(&self, batch: u32) -> u32 {
         let l = self
             .limiter
             .lock()
@@ -874,7 +969,8 @@ impl Site {
         None
     }
 
-    /// One connection: takes jobs until idle, at its message cap, paused or draining.
+    /// One connection: takes jobs until idle, at its message cap, paused or draining; ended at
+    /// once by [`Site::abort`] (the end of the shutdown grace).
     async fn connection(self: Arc<Self>) {
         let mut starting = Counted::adopt(&self.starting);
         // A slot of the fleet's connection cap first, when shared.
@@ -891,6 +987,44 @@ impl Site {
             None => None,
         };
         self.metrics.connections.increment(1.0);
+        let mut halt = self.halt.subscribe();
+        tokio::select! {
+            () = self.serve(&mut starting) => {}
+            _ = halt.wait_for(|h| *h == Halt::Abort) => {
+                // The messages on the wire have no verdict: their entries stay pending and are
+                // taken back by this node's restart or another node (the crash window).
+                tracing::debug!(site = %self.policy.name, "connection aborted at the end of the shutdown grace");
+            }
+        }
+        self.metrics.connections.decrement(1.0);
+        if let (Some(f), Some(member)) = (&self.fleet, slot) {
+            f.release_slot(member).await;
+        }
+        let _ = starting.leave();
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        // A job may have arrived between our last look and the decrement.
+        let queued = self.queued();
+        if queued > 0 && !self.draining.load(Ordering::SeqCst) && !self.is_paused() {
+            self.maybe_open(queued.max(2));
+        }
+    }
+
+    /// Gives a job this connection holds and has not written back to the retry set unsent
+    /// (no attempt counted), with the rate tokens it took: the site is draining.
+    fn hand_back(&self, item: Routed, credits: u32) {
+        self.give_back_tokens(credits);
+        self.deps
+            .reporter
+            .requeue(item.work, &self.policy, Duration::ZERO);
+    }
+
+    /// Whether the site is draining (shutdown): nothing more is written to a server.
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The work of one connection ([`Site::connection`]).
+    async fn serve(self: &Arc<Self>, starting: &mut Counted<'_>) {
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
         let mut from_buf = String::new();
@@ -926,7 +1060,12 @@ impl Site {
                 });
             let credits = {
                 let _waiting = Counted::enter(&self.rate_waiters);
-                self.wait_for_rate(batch).await.saturating_sub(1)
+                self.wait_for_rate(batch).await
+            };
+            // Shutdown came while this job waited for the rate: it goes back unsent.
+            let Some(credits) = credits.map(|n| n.saturating_sub(1)) else {
+                self.hand_back(item, 0);
+                break;
             };
             // A reused session may have been closed by the server while idle, or be at the
             // server's message limit: that failure, before any transaction started, is retried
@@ -951,6 +1090,7 @@ impl Site {
                         Err((mx, attempt)) => {
                             self.metrics.connect_failed.increment(1);
                             tracing::debug!(site = %self.policy.name, %mx, ?attempt, "connect failed");
+                            self.give_back_tokens(credits);
                             self.connect_failed(item, &mx, &attempt);
                             // Back off before this connection tries again; jobs queued
                             // meanwhile see the same failure (fast) or a recovered site.
@@ -959,9 +1099,19 @@ impl Site {
                         }
                     }
                 }
+                if self.is_draining() {
+                    self.hand_back(item, credits);
+                    break 'jobs;
+                }
                 let Some(s) = session.as_mut() else {
                     continue;
                 };
+                if let Some(refusal) = self.oversize(&s.client, &campaign, &item) {
+                    self.give_back_tokens(credits);
+                    let mx = s.mx.clone();
+                    self.session_outcome(item.work, &mx, &Attempt::Reply(refusal), s.sent > 0);
+                    continue 'jobs;
+                }
                 if s.client.can_pipeline_messages() {
                     let mut credits = credits;
                     self.pipelined(
@@ -1031,17 +1181,24 @@ impl Site {
         if let Some(s) = session.take() {
             s.client.quit().await;
         }
-        self.metrics.connections.decrement(1.0);
-        if let (Some(f), Some(member)) = (&self.fleet, slot) {
-            f.release_slot(member).await;
+    }
+
+    /// The refusal of a message too large for this session, decided from the campaign and
+    /// the job's values before the message is built ([`Campaign::min_len`]): a merge that
+    /// would make a message larger than the server's `SIZE`, the site's limit or the engine's
+    /// [`MAX_MESSAGE_BYTES`] is never built, however large it would be.
+    fn oversize(
+        &self,
+        client: &SmtpClient<MaybeTls>,
+        campaign: &Campaign,
+        item: &Routed,
+    ) -> Option<Reply> {
+        let charset = campaign.charset_for(self.policy.charset, item.work.job.domain());
+        let least = campaign.min_len(&item.work.job, charset);
+        if least > MAX_MESSAGE_BYTES {
+            return Some(too_big(least, MAX_MESSAGE_BYTES));
         }
-        let _ = starting.leave();
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        // A job may have arrived between our last look and the decrement.
-        let queued = self.queued();
-        if queued > 0 && !self.draining.load(Ordering::SeqCst) && !self.is_paused() {
-            self.maybe_open(queued.max(2));
-        }
+        client.size_refusal(least, &format!("message of at least {least} bytes"))
     }
 
     /// Whole-message pipelining on a session that offers PIPELINING and CHUNKING: each message
@@ -1070,6 +1227,11 @@ impl Site {
             };
             // Fill: this job, then whatever is ready now for the same destination.
             while let Some((item, campaign)) = next.take() {
+                if let Some(refusal) = self.oversize(&s.client, &campaign, &item) {
+                    self.session_outcome(item.work, &s.mx, &Attempt::Reply(refusal), s.sent > 0);
+                    next = self.next_admitted(&s.target, credits, current).await;
+                    continue;
+                }
                 body.clear();
                 campaign.render(
                     &item.work.job,
@@ -1102,21 +1264,10 @@ impl Site {
                 return;
             }
             if let Err(e) = s.client.flush().await {
-                // Messages the client refused itself have their verdict already: the failed
-                // write is not theirs to carry.
-                while s.client.next_is_refused() {
-                    let (Some(sent), Ok(reply)) =
-                        (window.pop_front(), s.client.message_result().await)
-                    else {
-                        break;
-                    };
-                    self.session_outcome(
-                        sent.item.work,
-                        &s.mx,
-                        &Attempt::Reply(reply),
-                        sent.reused,
-                    );
-                }
+                // The server may have answered messages of the window before the write failed
+                // (and said why it went away): those replies stand. Only what is still
+                // unanswered is judged by the failure.
+                let e = self.settle_after_write_error(s, &mut window, e).await;
                 self.session_failed(session, window, e);
                 return;
             }
@@ -1160,6 +1311,37 @@ impl Site {
                 return;
             }
         }
+    }
+
+    /// Reads the replies that arrived for the `window` before a write of the session failed
+    /// with `e`, reporting each message they answer; returns the failure that stands for the
+    /// rest: a reply that closed the session (`421 … closing`, which then reaches the reply
+    /// rules), else the write's error. Messages the client refused itself are reported too.
+    async fn settle_after_write_error(
+        &self,
+        s: &mut Session,
+        window: &mut VecDeque<Sent>,
+        e: SmtpError,
+    ) -> SmtpError {
+        let wait = s.client.salvage_wait();
+        while !window.is_empty() {
+            match tokio::time::timeout(wait, s.client.message_result()).await {
+                Ok(Ok(reply)) => {
+                    let Some(sent) = window.pop_front() else {
+                        break;
+                    };
+                    self.session_outcome(
+                        sent.item.work,
+                        &s.mx,
+                        &Attempt::Reply(reply),
+                        sent.reused,
+                    );
+                }
+                Ok(Err(closing @ SmtpError::Refused { .. })) => return closing,
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        e
     }
 
     /// A pipelined session failed with `window` unanswered (oldest first). The oldest message
@@ -1229,13 +1411,16 @@ mod tests {
         let now = 10_000_000;
         let mut end = 0;
         let mut slots = Vec::new();
+        let max = 3_600_000_000;
         for _ in 0..3 {
-            let slot = return_slot(end, now, drain);
+            let slot = return_slot(end, now, drain, max);
             end = slot + step;
             slots.push(slot - now);
         }
         assert_eq!(slots, [2_000_000, 2_003_333, 2_006_666]);
         let later = now + 60_000_000;
-        assert_eq!(return_slot(end, later, drain), later + drain);
+        assert_eq!(return_slot(end, later, drain, max), later + drain);
+        // However long the backlog was, a slot is at most `max` ahead.
+        assert_eq!(return_slot(now + 10 * max, now, drain, max), now + max);
     }
 }

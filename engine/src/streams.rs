@@ -69,6 +69,11 @@ pub fn parse_read(v: Value) -> Vec<Entry> {
     out
 }
 
+/// Entries of an XCLAIM (or XRANGE) reply.
+pub fn parse_entries(v: Value) -> Vec<Entry> {
+    items(v).into_iter().filter_map(entry).collect()
+}
+
 /// An XAUTOCLAIM reply: next cursor, claimed entries, ids of entries deleted while pending.
 pub fn parse_autoclaim(v: Value) -> (String, Vec<Entry>, Vec<String>) {
     let mut it = items(v).into_iter();

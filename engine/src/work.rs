@@ -16,4 +16,6 @@ pub struct Work {
     /// Delivered to this node by XAUTOCLAIM or own-pending replay: another attempt may already
     /// have reached the destination (the crash duplicate window).
     pub redelivered: bool,
+    /// Keeps the job's campaign tracked on this node while the job is here.
+    pub hold: crate::campaigns::Hold,
 }

@@ -175,6 +175,8 @@ pub fn bench_snapshot(id: u64, body_bytes: usize, japanese: bool) -> CampaignSna
         ],
         verp_domain: "bounces.hikyaku.test".into(),
         mobile_charset: String::new(),
+        // Tagged identifiers, as the API's campaigns have: their MAC is part of the cost.
+        id_key: hikyaku_queue_schema::ids::campaign_key(b"bench token secret", id),
     }
 }
 

@@ -20,6 +20,14 @@ pub const EVENT_FIELD: &str = "e";
 /// `paused` (engines hold its jobs back), `cancelled` (engines finish its jobs unsent).
 pub const STATE_FIELD: &str = "state";
 
+/// Field of a test send's snapshot hash that counts its jobs not yet ended
+/// ([`crate::scripts::test_jobs_done`]).
+pub const TEST_LEFT_FIELD: &str = "left";
+
+/// Ids of test sends start here, above every real campaign id: test messages never touch a
+/// campaign's snapshot, counters or record (the recorder has no campaign for them).
+pub const TEST_ID_BASE: u64 = 1 << 48;
+
 /// Field of the campaign hash that holds the encoded snapshot.
 pub const SNAPSHOT_FIELD: &str = "snap";
 
@@ -52,6 +60,23 @@ impl Keys {
     /// shard (makes replayed expansion pages idempotent).
     pub fn expanded(shard: u16) -> String {
         format!("hk:{{s{shard}}}:expanded")
+    }
+
+    /// `hk:{sN}:parked`: ids of the campaigns with jobs parked on this shard.
+    pub fn parked(shard: u16) -> String {
+        format!("hk:{{s{shard}}}:parked")
+    }
+
+    /// `hk:{sN}:parked:<campaign>`: a paused campaign's parked jobs on this shard (a list of
+    /// encoded jobs), back to the ready stream when it is resumed or cancelled.
+    pub fn parked_jobs(shard: u16, campaign: u64) -> String {
+        format!("hk:{{s{shard}}}:parked:{campaign}")
+    }
+
+    /// `hk:testsends:<tenant>:<hour>`: test-send recipients of a tenant in one clock hour (hours
+    /// since the epoch), for the API's hourly limit; expires after two hours.
+    pub fn test_sends(tenant: i64, hour: u64) -> String {
+        format!("hk:testsends:{tenant}:{hour}")
     }
 
     /// `hk:camp:{id}`: the frozen campaign snapshot hash.

@@ -20,6 +20,12 @@ pub const DEFER_LUA: &str = include_str!("../lua/defer.lua");
 pub const ENQUEUE_LUA: &str = include_str!("../lua/enqueue.lua");
 /// Source of `lua/move_due.lua`.
 pub const MOVE_DUE_LUA: &str = include_str!("../lua/move_due.lua");
+/// Source of `lua/park.lua`.
+pub const PARK_LUA: &str = include_str!("../lua/park.lua");
+/// Source of `lua/unpark.lua`.
+pub const UNPARK_LUA: &str = include_str!("../lua/unpark.lua");
+/// Source of `lua/test_done.lua`.
+pub const TEST_DONE_LUA: &str = include_str!("../lua/test_done.lua");
 /// Source of `lua/lease.lua`.
 pub const LEASE_LUA: &str = include_str!("../lua/lease.lua");
 /// Source of `lua/fleet_lib.lua`: helpers the fleet scripts (slot, renew_slots, heartbeat,
@@ -38,6 +44,9 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 static DEFER: LazyLock<Script> = LazyLock::new(|| Script::new(DEFER_LUA));
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_LUA));
 static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| Script::new(MOVE_DUE_LUA));
+static PARK: LazyLock<Script> = LazyLock::new(|| Script::new(PARK_LUA));
+static UNPARK: LazyLock<Script> = LazyLock::new(|| Script::new(UNPARK_LUA));
+static TEST_DONE: LazyLock<Script> = LazyLock::new(|| Script::new(TEST_DONE_LUA));
 static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
 static SLOT: LazyLock<Script> = LazyLock::new(|| fleet_script(SLOT_LUA));
 static RENEW_SLOTS: LazyLock<Script> = LazyLock::new(|| fleet_script(RENEW_SLOTS_LUA));
@@ -115,6 +124,91 @@ pub async fn defer<C: ConnectionLike>(
             .arg(d.event.as_deref().unwrap_or_default());
     }
     inv.invoke_async(con).await
+}
+
+/// A job held back because its campaign is paused: its entry id, campaign and encoded job.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    /// Ready-stream entry id.
+    pub entry: String,
+    /// The job's campaign.
+    pub campaign: u64,
+    /// Encoded [`crate::Job`].
+    pub job: Vec<u8>,
+}
+
+/// Acknowledges and deletes entries of `shard` whose campaigns are paused and parks their jobs
+/// in the campaigns' parking lists, atomically: they stay out of the ready stream and the
+/// retry set (no reader or mover touches them) until [`unpark`] moves them back. Returns how
+/// many were parked (entries no longer pending are skipped).
+pub async fn park<C: ConnectionLike>(
+    con: &mut C,
+    shard: u16,
+    batch: &[Parked],
+) -> redis::RedisResult<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut campaigns: Vec<u64> = batch.iter().map(|p| p.campaign).collect();
+    campaigns.sort_unstable();
+    campaigns.dedup();
+    let mut inv = PARK.prepare_invoke();
+    inv.key(Keys::ready(shard)).key(Keys::parked(shard));
+    for c in &campaigns {
+        inv.key(Keys::parked_jobs(shard, *c));
+    }
+    inv.arg(ENGINE_GROUP);
+    for p in batch {
+        let index = campaigns.binary_search(&p.campaign).unwrap_or(0) + 3;
+        inv.arg(&p.entry).arg(index).arg(&p.job[..]);
+    }
+    inv.invoke_async(con).await
+}
+
+/// The campaigns with jobs parked on `shard`.
+pub async fn parked_campaigns<C: ConnectionLike>(
+    con: &mut C,
+    shard: u16,
+) -> redis::RedisResult<Vec<u64>> {
+    redis::cmd("SMEMBERS")
+        .arg(Keys::parked(shard))
+        .query_async(con)
+        .await
+}
+
+/// Moves up to `limit` of `campaign`'s parked jobs on `shard` back to the ready stream,
+/// atomically. Returns how many moved (fewer than `limit`: the list is empty now).
+pub async fn unpark<C: ConnectionLike>(
+    con: &mut C,
+    shard: u16,
+    campaign: u64,
+    limit: usize,
+) -> redis::RedisResult<usize> {
+    UNPARK
+        .key(Keys::parked_jobs(shard, campaign))
+        .key(Keys::ready(shard))
+        .key(Keys::parked(shard))
+        .arg(campaign)
+        .arg(limit.max(1))
+        .invoke_async(con)
+        .await
+}
+
+/// Counts `ended` jobs of test send `test_id` as ended; when none is left, its snapshot
+/// expires `linger_s` later (field `left` of the snapshot hash holds the count, set by the test
+/// send). Returns the jobs still to end.
+pub async fn test_jobs_done<C: ConnectionLike>(
+    con: &mut C,
+    test_id: u64,
+    ended: u64,
+    linger_s: u64,
+) -> redis::RedisResult<u64> {
+    TEST_DONE
+        .key(Keys::campaign(test_id))
+        .arg(ended)
+        .arg(linger_s)
+        .invoke_async(con)
+        .await
 }
 
 /// Moves up to `limit` jobs of `shard` whose due time is at or before `now_ms` back to the ready

@@ -3,7 +3,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 
 const TAG: u8 = b'C';
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// A campaign as it was when sending started. Written once to `hk:camp:{id}` and never changed,
 /// so every engine renders the same message for the same job.
@@ -46,6 +46,10 @@ pub struct CampaignSnapshot {
     /// site policy's choice, else `iso-2022-jp` (7bit) or `utf-8` for this campaign. Version 3
     /// on.
     pub mobile_charset: String,
+    /// The campaign's job-id key ([`crate::ids::campaign_key`], 64 hex digits): the engine tags
+    /// every VERP address and Message-ID with it. Empty in snapshots before version 4 (their
+    /// messages carry untagged identifiers, which the inbound listener does not act on).
+    pub id_key: String,
 }
 
 impl CampaignSnapshot {
@@ -69,7 +73,8 @@ impl CampaignSnapshot {
             .str(&self.message_id_domain)
             .strs(&self.headers)
             .str(&self.verp_domain)
-            .str(&self.mobile_charset);
+            .str(&self.mobile_charset)
+            .str(&self.id_key);
         w.finish()
     }
 
@@ -91,6 +96,7 @@ impl CampaignSnapshot {
             headers: Vec::new(),
             verp_domain: String::new(),
             mobile_charset: String::new(),
+            id_key: String::new(),
         };
         let s = if version >= 2 {
             CampaignSnapshot {
@@ -104,6 +110,14 @@ impl CampaignSnapshot {
         let s = if version >= 3 {
             CampaignSnapshot {
                 mobile_charset: r.str("mobile_charset")?.to_owned(),
+                ..s
+            }
+        } else {
+            s
+        };
+        let s = if version >= 4 {
+            CampaignSnapshot {
+                id_key: r.str("id_key")?.to_owned(),
                 ..s
             }
         } else {
@@ -138,6 +152,7 @@ mod tests {
             ],
             verp_domain: "bounces.acme.test".into(),
             mobile_charset: "iso-2022-jp".into(),
+            id_key: crate::ids::campaign_key(b"secret", 9),
         };
         let bytes = s.encode();
         assert_eq!(CampaignSnapshot::decode(&bytes), Ok(s));

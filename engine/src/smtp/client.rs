@@ -10,6 +10,34 @@ use super::reply::{parse_reply, EnhancedCode, Reply, ReplyError};
 use super::Timeouts;
 use crate::classify::Attempt;
 
+/// Longest wait, after a failed write, for replies the server sent before the failure.
+const SALVAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// A refusal made by the client itself, without sending anything: code, enhanced code
+/// `5.<subject>.<detail>` and a text the classifier reads as `not-sent`.
+fn refusal(code: u16, subject: u16, detail: u16, text: String) -> Reply {
+    Reply {
+        code,
+        enhanced: Some(EnhancedCode {
+            class: 5,
+            subject,
+            detail,
+        }),
+        text: format!("{text} (refused by the sender, not sent)"),
+    }
+}
+
+/// The client's refusal of a message of at least `len` bytes over the engine's own ceiling
+/// `max` (`552 5.3.4`, not sent).
+pub fn too_big(len: u64, max: u64) -> Reply {
+    refusal(
+        552,
+        3,
+        4,
+        format!("message of at least {len} bytes is over the engine's limit of {max}"),
+    )
+}
+
 /// A failure that leaves the connection unusable (a negative reply to a message is not an
 /// error: [`SmtpClient::send`] returns it as the deciding reply).
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +311,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             return self.send_unpipelined(env, body, rset).await;
         }
         let _ = write!(self.wbuf, "RCPT TO:<{}>\r\nDATA\r\n", env.to);
-        self.flush_wbuf("mail", t.command).await?;
+        if let Err(e) = self.flush_wbuf("mail", t.command).await {
+            return Err(self.after_write_error("mail", e).await);
+        }
         if rset {
             let r = self.read_reply("rset", t.command).await?;
             self.check_alive(&r, "rset")?;
@@ -345,7 +375,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             self.check_alive(&r, "rset")?;
             self.wbuf = mail;
         }
-        self.flush_wbuf("mail", t.command).await?;
+        if let Err(e) = self.flush_wbuf("mail", t.command).await {
+            return Err(self.after_write_error("mail", e).await);
+        }
         let mail = self.read_reply("mail", t.command).await?;
         self.check_alive(&mail, "mail")?;
         if !mail.is_positive() {
@@ -392,42 +424,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// limit (552 5.3.4). Each is permanent for this destination, and the classifier reads them
     /// as it reads a server's.
     fn refused_here(&self, env: &Envelope<'_>, len: usize) -> Option<Reply> {
-        let local = |code, subject, detail, text: String| Reply {
-            code,
-            enhanced: Some(EnhancedCode {
-                class: 5,
-                subject,
-                detail,
-            }),
-            text: format!("{text} (refused by the sender, not sent)"),
-        };
         let ascii = env.from.is_ascii() && env.to.is_ascii();
         if !ascii && !self.caps.smtputf8 {
-            return Some(local(
+            return Some(refusal(
                 553,
                 6,
                 7,
                 "non-ASCII address needs SMTPUTF8, which this server does not offer".into(),
             ));
         }
-        let over = |max: Option<u64>| max.filter(|&max| len as u64 > max);
+        self.size_refusal(len as u64, &format!("message of {len} bytes"))
+    }
+
+    /// The refusal (552 5.3.4, not sent) of a message of `len` bytes — `what`, for the text —
+    /// over the server's `SIZE` or the site's own limit; `None` when it fits. Also asked before
+    /// a message is built, with a lower bound of its size.
+    pub fn size_refusal(&self, len: u64, what: &str) -> Option<Reply> {
+        let over = |max: Option<u64>| max.filter(|&max| len > max);
         if let Some(max) = over(self.caps.size) {
-            return Some(local(
+            return Some(refusal(
                 552,
                 3,
                 4,
-                format!("message of {len} bytes is over the server's SIZE limit of {max}"),
+                format!("{what} is over the server's SIZE limit of {max}"),
             ));
         }
-        if let Some(max) = over(self.site_size) {
-            return Some(local(
+        over(self.site_size).map(|max| {
+            refusal(
                 552,
                 3,
                 4,
-                format!("message of {len} bytes is over the site's size limit of {max}"),
-            ));
-        }
-        None
+                format!("{what} is over the site's size limit of {max}"),
+            )
+        })
     }
 
     /// The MAIL FROM parameters `env` needs on this session: `BODY=8BITMIME`, `SMTPUTF8`.
@@ -492,7 +521,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         matches!(self.pending.front(), Some(Pending::Refused(_)))
     }
 
-    /// Writes what [`SmtpClient::queue_message`] queued.
+    /// Writes what [`SmtpClient::queue_message`] queued. When the write fails, replies the
+    /// server sent before it went away may still be waiting: read them with
+    /// [`SmtpClient::message_result`] (within [`SmtpClient::salvage_wait`]) before judging the
+    /// messages still unanswered by the write's error.
     pub async fn flush(&mut self) -> Result<(), SmtpError> {
         if self.wbuf.is_empty() {
             return Ok(());
@@ -566,6 +598,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             });
         }
         Ok(bdat)
+    }
+
+    /// After a write to the server failed: what the server said before it went away — a
+    /// reply that closes the session (`421 4.7.28 … closing`) read within a short time — or
+    /// else the write's own error. A server that answers and hangs up makes the next write fail
+    /// (EPIPE), and its reply must still reach the reply rules.
+    async fn after_write_error(&mut self, phase: &'static str, e: SmtpError) -> SmtpError {
+        let wait = self.timeouts.command.min(SALVAGE_WAIT);
+        match self.read_reply(phase, wait).await {
+            Ok(reply) if reply.closes_connection() => SmtpError::Refused { phase, reply },
+            _ => e,
+        }
+    }
+
+    /// How long a session whose write failed is still read for replies the server sent before:
+    /// they are there already or not coming ([`SALVAGE_WAIT`]).
+    pub fn salvage_wait(&self) -> Duration {
+        self.timeouts.command.min(SALVAGE_WAIT)
     }
 
     /// Sends QUIT and waits briefly for the reply; errors are ignored (the session is over).
@@ -1064,6 +1114,44 @@ mod tests {
         let err = c.message_result().await.expect_err("421");
         assert!(matches!(err.to_attempt(), Attempt::Reply(r) if r.code == 421));
         assert!(!err.before_transaction(), "the message itself was sent");
+    }
+
+    #[tokio::test]
+    async fn a_reply_sent_before_the_server_hung_up_survives_the_failed_write() {
+        let (client, mut server) = duplex(1 << 16);
+        let peer = tokio::spawn(async move {
+            let mut r = BufReader::new(&mut server);
+            let mut line = String::new();
+            let _ = r.get_mut().write_all(b"220 test\r\n").await;
+            let _ = r.read_line(&mut line).await;
+            let _ = r
+                .get_mut()
+                .write_all(b"250-test\r\n250 PIPELINING\r\n")
+                .await;
+            // Throttled: the server says why and hangs up before the next transaction.
+            let _ = r
+                .get_mut()
+                .write_all(b"421 4.7.28 Unusual rate of mail, closing\r\n")
+                .await;
+        });
+        let mut c = SmtpClient::new(client, timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        peer.await.expect("peer done, connection closed");
+        let env = Envelope {
+            from: "f@me",
+            to: "t@x",
+            eight_bit: false,
+        };
+        let err = c.send(&env, b"x\r\n").await.expect_err("session over");
+        assert!(
+            matches!(err.to_attempt(), Attempt::Reply(ref r) if r.code == 421 && r.text.contains("4.7.28")),
+            "the 421 reaches the reply rules: {err:?}"
+        );
+        assert!(
+            err.before_transaction(),
+            "no transaction of this message began"
+        );
     }
 
     #[tokio::test]
