@@ -2,8 +2,8 @@
 
 use crate::error::ApiError;
 
-/// A valid address (RFC 5321 syntax via lettre's parser; no control characters, ≤ 254
-/// bytes), returned with its domain in ASCII — an internationalized domain becomes its
+/// A valid address (RFC 5321 syntax via lettre's parser; no control characters or invisible
+/// formatting ([`crate::text::is_invisible_format`]), ≤ 254 bytes), returned with its domain in ASCII — an internationalized domain becomes its
 /// punycode A-label form (UTS 46), so MX lookups, sharding and site rules see one spelling —
 /// and lower-cased, and the lower-cased form for uniqueness. The domain must be a host name
 /// after conversion (UTS 46 strict: letters, digits and inner hyphens, labels ≤ 63, ≤ 253 in
@@ -22,6 +22,12 @@ pub fn normalize(field: &str, raw: &str) -> Result<(String, String), ApiError> {
     }
     if raw.chars().any(|c| c.is_control()) {
         return Err(ApiError::invalid(field, "contains control characters"));
+    }
+    if let Some(c) = crate::text::invisible_format_in(raw) {
+        return Err(ApiError::invalid(
+            field,
+            format!("contains the invisible formatting character {c}"),
+        ));
     }
     let addr: lettre::Address = raw
         .parse()
@@ -146,6 +152,9 @@ mod tests {
             "a@b.jp\r\nBcc: c@d",
             "a b@c.jp",
             "a@b.jp\0",
+            // Invisible formatting (a reversed display of the address).
+            "ab\u{202e}c@b.jp",
+            "a\u{200b}@b.jp",
             // Host names only: no address literal, no `_`, `*` or `]`, no edge hyphen.
             "a@[192.0.2.1]",
             "a@ex_ample.jp",

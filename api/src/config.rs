@@ -27,6 +27,10 @@ pub struct ApiConfig {
     /// Address to serve HTTP on.
     #[arg(long, env = "HIKYAKU_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address to serve `GET /metrics` on, apart from the public API (which then answers it
+    /// 404); none: `/metrics` is served on `--listen` with everything else.
+    #[arg(long, env = "HIKYAKU_API_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Shard count if Redis has none recorded yet (else Redis's wins).
     #[arg(long, env = "HIKYAKU_SHARDS", default_value_t = 4)]
     pub shards: u16,
@@ -49,7 +53,7 @@ pub struct ApiConfig {
     /// (`<mailto:MAILBOX?subject=unsubscribe%20TOKEN>`); none: the URL alone.
     #[arg(long, env = "HIKYAKU_UNSUBSCRIBE_MAILBOX")]
     pub unsubscribe_mailbox: Option<String>,
-    /// Domain of the per-message VERP bounce addresses (`b-<campaign>-<seq>@DOMAIN`, its MX
+    /// Domain of the per-message VERP bounce addresses (`b-<campaign>-<seq>-<tag>@DOMAIN`, its MX
     /// pointing at the inbound listener); none: messages are sent from the campaign's From.
     #[arg(long, env = "HIKYAKU_BOUNCE_DOMAIN")]
     pub bounce_domain: Option<String>,
@@ -60,6 +64,24 @@ pub struct ApiConfig {
     /// Where providers send complaint reports (default `fbl@<bounce domain>`).
     #[arg(long, env = "HIKYAKU_FBL_ADDRESS")]
     pub fbl_address: Option<String>,
+    /// Connections the inbound listener takes at once, from all clients.
+    #[arg(long, env = "HIKYAKU_INBOUND_MAX_CONNECTIONS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbound_max_connections: u32,
+    /// Connections the inbound listener takes at once from one client address (the next is
+    /// told 421), so one client cannot hold them all.
+    #[arg(long, env = "HIKYAKU_INBOUND_MAX_CONNECTIONS_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbound_max_connections_per_ip: u32,
+    /// Seconds an inbound session may last, whatever it does.
+    #[arg(long, env = "HIKYAKU_INBOUND_SESSION_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbound_session_secs: u32,
+    /// Seconds an inbound client may go without moving a message on (greeting, accepted MAIL
+    /// or RCPT, message data); NOOP, RSET and refused commands do not count.
+    #[arg(long, env = "HIKYAKU_INBOUND_IDLE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbound_idle_secs: u32,
     /// Soft bounces (delays, transient failures; one per campaign) that suppress an address…
     #[arg(long, env = "HIKYAKU_SOFT_BOUNCE_LIMIT", default_value_t = 3)]
     pub soft_bounce_limit: u32,
@@ -79,4 +101,8 @@ pub struct ApiConfig {
     /// beyond it, 429 with `Retry-After`. 0: unlimited.
     #[arg(long, env = "HIKYAKU_KEY_RATE", default_value_t = 50)]
     pub key_rate: u32,
+    /// Test-send recipients each tenant may send per clock hour (UTC); beyond it, 429 with
+    /// `Retry-After` until the next hour. 0: unlimited.
+    #[arg(long, env = "HIKYAKU_TEST_SENDS_PER_HOUR", default_value_t = 100)]
+    pub test_sends_per_hour: u32,
 }

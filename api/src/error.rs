@@ -38,6 +38,9 @@ pub enum ApiError {
     /// Not found (or not this tenant's — indistinguishable on purpose).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists but does not take this method (`Allow` says which it takes).
+    #[error("this route does not take the method {0}")]
+    MethodNotAllowed(String),
     /// Conflicts with the current state (duplicate, wrong status).
     #[error("{detail}")]
     Conflict {
@@ -100,6 +103,9 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope", None),
             ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota-exceeded", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
+            ApiError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", None)
+            }
             ApiError::Conflict { field, .. } => {
                 (StatusCode::CONFLICT, "conflict", field.as_deref())
             }

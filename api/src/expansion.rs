@@ -96,11 +96,12 @@ pub fn bulk_headers(state: &AppState, campaign: i64, tenant: i64) -> Vec<String>
     ]
 }
 
-/// The snapshot of `c`, whose HTML body as frozen is `html`.
-fn snapshot(state: &AppState, c: &Campaign, html: String) -> CampaignSnapshot {
+/// The snapshot of `c` under id `id` (the campaign's, or a test send's), whose HTML body as
+/// frozen is `html`. Its job-id key is derived from the token secret for that id.
+fn snapshot(state: &AppState, id: u64, c: &Campaign, html: String) -> CampaignSnapshot {
     let domain = c.from_addr.rsplit_once('@').map_or("localhost", |(_, d)| d);
     CampaignSnapshot {
-        id: c.id as u64,
+        id,
         tenant: c.tenant_id.to_string(),
         from_name: c.from_name.clone(),
         from_addr: c.from_addr.clone(),
@@ -114,16 +115,56 @@ fn snapshot(state: &AppState, c: &Campaign, html: String) -> CampaignSnapshot {
         headers: bulk_headers(state, c.id, c.tenant_id),
         verp_domain: state.bounce_domain.clone().unwrap_or_default(),
         mobile_charset: c.mobile_charset.clone().unwrap_or_default(),
+        id_key: hikyaku_queue_schema::ids::campaign_key(&state.token_secret, id),
     }
 }
 
-/// Test ids live above every real campaign id, so test messages never touch a campaign's
-/// snapshot, counters or record (the recorder skips ids it has no campaign for).
-const TEST_ID_BASE: u64 = 1 << 48;
+use hikyaku_queue_schema::keys::{TEST_ID_BASE, TEST_LEFT_FIELD};
 
-/// Sends the campaign as it is now to `recipients`, under a fresh test id whose snapshot
-/// expires after a week. Merge fields get the recipient's address for `email` and are empty
-/// otherwise.
+/// How long a test message may take to be delivered before it expires.
+const TEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a test send's snapshot stays after its last job ended (for a straggler of another
+/// engine), and at most past [`TEST_EXPIRY`] if the end is never seen.
+pub const TEST_SNAPSHOT_LINGER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Takes `n` test-send recipients from the tenant's allowance for this clock hour
+/// ([`AppState::test_sends_per_hour`]), or refuses with 429 and the seconds until the next
+/// hour. Counted in Redis, so every API process shares it.
+pub async fn take_test_allowance(state: &AppState, tenant: i64, n: u64) -> Result<(), ApiError> {
+    let limit = u64::from(state.test_sends_per_hour);
+    if limit == 0 {
+        return Ok(());
+    }
+    let now_s = chrono::Utc::now().timestamp().max(0) as u64;
+    let hour = now_s / 3600;
+    let key = Keys::test_sends(tenant, hour);
+    let mut con = state.redis.clone();
+    let (used,): (u64,) = redis::pipe()
+        .cmd("INCRBY")
+        .arg(&key)
+        .arg(n)
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(7200)
+        .ignore()
+        .query_async(&mut con)
+        .await?;
+    if used <= limit {
+        return Ok(());
+    }
+    let _: () = redis::cmd("DECRBY")
+        .arg(&key)
+        .arg(n)
+        .query_async(&mut con)
+        .await?;
+    Err(ApiError::TooManyRequests((hour + 1) * 3600 - now_s))
+}
+
+/// Sends the campaign as it is now to `recipients`, under a fresh test id (above
+/// [`TEST_ID_BASE`]). Test messages expire after [`TEST_EXPIRY`]; the snapshot goes
+/// [`TEST_SNAPSHOT_LINGER`] after the last of them ended (the recorder counts them down), or
+/// that long after their expiry. Merge fields get the recipient's address for `email` and are
+/// empty otherwise.
 ///
 /// Computed fields carry tokens of the real campaign and [`NO_SUBSCRIBER`]: the unsubscribe
 /// link unsubscribes nobody, and tracking links work (the pixel loads, clicks redirect, to
@@ -160,18 +201,19 @@ pub async fn test_send(
     }
     crate::quota::count(&mut *tx, c.tenant_id, recipients.len() as i64).await?;
     tx.commit().await?;
-    let mut snap = snapshot(state, c, tracked.html);
-    snap.id = test_id;
+    let snap = snapshot(state, test_id, c, tracked.html);
     let key = Keys::campaign(test_id);
     let _: () = redis::pipe()
         .cmd("HSET")
         .arg(&key)
         .arg(SNAPSHOT_FIELD)
         .arg(snap.encode())
+        .arg(TEST_LEFT_FIELD)
+        .arg(recipients.len())
         .ignore()
         .cmd("EXPIRE")
         .arg(&key)
-        .arg(7 * 24 * 3600)
+        .arg((TEST_EXPIRY + TEST_SNAPSHOT_LINGER).as_secs())
         .ignore()
         .query_async(&mut con)
         .await?;
@@ -194,7 +236,7 @@ pub async fn test_send(
             },
             attempt: 0,
             queued_ms: now_ms,
-            expires_ms: now_ms + 24 * 3600 * 1000,
+            expires_ms: now_ms + TEST_EXPIRY.as_millis() as u64,
             priority: 9,
             rcpt: rcpt.clone(),
             last: None,
@@ -235,7 +277,7 @@ pub async fn freeze<'c>(
     let _: () = redis::cmd("HSET")
         .arg(Keys::campaign(c.id as u64))
         .arg(SNAPSHOT_FIELD)
-        .arg(snapshot(state, c, tracked.html).encode())
+        .arg(snapshot(state, c.id as u64, c, tracked.html).encode())
         .query_async(&mut con)
         .await?;
     Ok(())

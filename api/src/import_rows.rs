@@ -29,7 +29,7 @@ pub struct Row {
 }
 
 /// Splits one CSV record (RFC 4180 quoting, no newlines inside fields).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();

@@ -17,6 +17,8 @@
 //!   serves them) and tracking (`routes::tracking`).
 //! - [`tracking`]: the open pixel and click redirects put into a tracked campaign's HTML body.
 //! - [`import_rows`]: CSV/NDJSON import lines → rows (pure, fuzzed).
+//! - [`text`]: CSV cells (formula-neutralised), terminal-safe text, and the invisible Unicode
+//!   formatting refused in header-bound fields.
 //! - [`expansion`]: freezing a campaign and expanding its list into the queues, resumably.
 //! - [`recorder`]: events streams → PostgreSQL, idempotently, with counters and suppressions.
 //! - [`inbound`]: the SMTP listener for DSNs (VERP) and ARF complaints → suppressions;
@@ -48,6 +50,7 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod suppression_feed;
+pub mod text;
 pub mod tokens;
 pub mod tracking;
 

@@ -31,9 +31,11 @@ pub const EVENTS_BACKLOG: &str = "hikyaku_api_events_backlog";
 pub const QUOTA_PAUSED: &str = "hikyaku_api_quota_paused_total";
 /// Campaigns sending whose expansion has not finished.
 pub const CAMPAIGNS_EXPANDING: &str = "hikyaku_api_campaigns_expanding";
+/// Tracking hits (`open`, `click`) over a token's hourly cap: answered, counted, not recorded.
+pub const TRACKING_UNRECORDED: &str = "hikyaku_api_tracking_unrecorded_total";
 
 /// Outcomes of [`FEEDBACK`], registered at zero so rates start from the first scrape.
-const FEEDBACK_OUTCOMES: [&str; 5] = ["bounce", "soft-bounce", "complaint", "duplicate", "ignored"];
+const FEEDBACK_OUTCOMES: [&str; 4] = ["bounce", "soft-bounce", "complaint", "not-applied"];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -56,6 +58,10 @@ pub fn install() -> PrometheusHandle {
             describe_gauge!(CAMPAIGNS_EXPANDING, "Campaigns sending whose expansion has not finished. Non-zero with hikyaku_api_expanded_total flat means expansion is stalled.");
             for outcome in FEEDBACK_OUTCOMES {
                 counter!(FEEDBACK, "outcome" => outcome).increment(0);
+            }
+            describe_counter!(TRACKING_UNRECORDED, "Tracking hits over a recipient's hourly cap (answered, counted per campaign in tracking_unrecorded, not recorded as rows), by kind. A steady rise is a client or scanner looping over a link, not readers.");
+            for kind in ["open", "click"] {
+                counter!(TRACKING_UNRECORDED, "kind" => kind).increment(0);
             }
             describe_counter!(QUOTA_PAUSED, "Campaigns the expander paused because their tenant's monthly sending quota was used up. A rise means customers hitting their plan: raise the quota or tell them.");
             counter!(QUOTA_PAUSED).increment(0);
@@ -91,6 +97,11 @@ pub fn quota_paused() {
     counter!(QUOTA_PAUSED).increment(1);
 }
 
+/// Counts a tracking hit over its token's hourly cap (`kind`: `open` or `click`).
+pub fn tracking_unrecorded(kind: &'static str) {
+    counter!(TRACKING_UNRECORDED, "kind" => kind).increment(1);
+}
+
 /// The recorder's backlog on `shard`.
 pub fn events_backlog(shard: u16, n: u64) {
     gauge!(EVENTS_BACKLOG, "shard" => shard.to_string()).set(n as f64);
@@ -106,13 +117,14 @@ pub fn imported(n: u64) {
     counter!(IMPORTED).increment(n);
 }
 
-/// Counts what became of an inbound report.
+/// Counts what became of an inbound report: recorded by kind, or `not-applied` — a report
+/// ignored and one recorded before count alike, so the metric (like the listener's reply)
+/// does not tell a sender which jobs it named exist or were reported already.
 pub fn feedback(outcome: &crate::inbound::Applied) {
     use crate::inbound::Applied;
     let label = match outcome {
         Applied::Recorded { kind, .. } => kind,
-        Applied::Duplicate => "duplicate",
-        Applied::Ignored(_) => "ignored",
+        Applied::Duplicate | Applied::Ignored(_) => "not-applied",
     };
     counter!(FEEDBACK, "outcome" => label).increment(1);
 }

@@ -27,6 +27,10 @@ const HARD_BOUNCES: [&str; 2] = ["bad-mailbox", "bad-domain"];
 /// Bounce reasons of our own making (not a refusal by the carrier): they never suppress.
 const LOCAL_BOUNCES: [&str; 5] = ["unencodable", "expired", "cancelled", "drained", "not-sent"];
 
+/// Reasons of bounces whose message never left: the quota gives them back, as it gives back
+/// every `cancelled` job (and every job that expired without an attempt).
+const NEVER_SENT: [&str; 3] = ["unencodable", "drained", "not-sent"];
+
 /// PostgreSQL refuses NUL in text; a peer's reply may carry one. Strip it, or one hostile
 /// reply would block its shard's recording forever.
 fn text<'e>(events: &[&'e Event], f: fn(&'e Event) -> &'e str) -> Vec<Cow<'e, str>> {
@@ -106,6 +110,10 @@ pub async fn complete_all(state: &AppState) -> Result<(), ApiError> {
 
 /// Records a batch of events; returns how many were new.
 ///
+/// Jobs that end without their message ever leaving (cancelled, drained, refused by the
+/// sender, expired unattempted) give their message back to the tenant's monthly quota, in the
+/// month they were counted in.
+///
 /// One statement, so one round trip and one implicit transaction: the insert, the counter
 /// upserts, the hard-bounce suppressions and the subscriber marks are data-modifying CTEs over
 /// the rows really inserted, and only per-(campaign, status) totals and the newly suppressed
@@ -145,7 +153,20 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
              AS u(c, s, a, st, r, code, e, d, site, mx, rcpt, q, t) \
            JOIN campaigns k ON k.id = u.c \
            ON CONFLICT (campaign_id, seq, attempt, at) DO NOTHING \
-           RETURNING campaign_id, tenant_id, status, site, reason, rcpt \
+           RETURNING campaign_id, tenant_id, status, site, reason, rcpt, attempt, queued_at \
+         ), unsent AS ( \
+           SELECT tenant_id, date_trunc('month', queued_at AT TIME ZONE 'UTC')::date AS month, \
+                  count(*) AS n FROM ins \
+           WHERE status = 'cancelled' OR (status = 'expired' AND attempt = 0) \
+              OR (status = 'bounced' AND reason = ANY($17::text[])) \
+           GROUP BY 1, 2 \
+         ), credited AS ( \
+           INSERT INTO tenant_usage (tenant_id, month, messages) \
+           SELECT u.tenant_id, u.month, -u.n FROM unsent u \
+           WHERE EXISTS (SELECT 1 FROM tenant_usage t WHERE t.tenant_id = u.tenant_id AND t.month = u.month) \
+           ORDER BY 1, 2 \
+           ON CONFLICT (tenant_id, month) DO UPDATE \
+             SET messages = GREATEST(tenant_usage.messages + EXCLUDED.messages, 0) \
          ), counted AS ( \
            INSERT INTO campaign_counters (campaign_id, status, site, n) \
            SELECT campaign_id, status, site, count(*) FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
@@ -182,6 +203,7 @@ pub async fn record(state: &AppState, events: &[Event]) -> Result<usize, ApiErro
     .bind(&HARD_BOUNCES[..])
     .bind(&hikyaku_queue_schema::carriers::CARRIER_DOMAINS[..])
     .bind(&LOCAL_BOUNCES[..])
+    .bind(&NEVER_SENT[..])
     .fetch_all(&state.db)
     .await?;
     let secs = started.elapsed().as_secs_f64();
@@ -300,6 +322,7 @@ async fn shard_loop(
                 }
             })
             .collect();
+        count_down_test_sends(&mut con, shard, &events).await;
         // Until PostgreSQL takes the batch, keep trying: the entries stay pending meanwhile.
         loop {
             match record(&state, &events).await {
@@ -335,6 +358,31 @@ async fn shard_loop(
             Err(e) => {
                 tracing::warn!(shard, error = %e, "acking recorded events failed; they will be replayed (harmlessly)");
             }
+        }
+    }
+}
+
+/// Counts the ended jobs of test sends down on their snapshots, which expire shortly after the
+/// last one ([`hikyaku_queue_schema::scripts::test_jobs_done`]). A batch replayed after a crash
+/// may count twice: the snapshot then goes early, and a message of it still waiting is not
+/// sent (test messages only).
+async fn count_down_test_sends(
+    con: &mut hikyaku_queue_schema::Redis,
+    shard: u16,
+    events: &[Event],
+) {
+    use hikyaku_queue_schema::keys::TEST_ID_BASE;
+    let mut ended: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for e in events {
+        if e.id.campaign >= TEST_ID_BASE && e.status.is_end() {
+            *ended.entry(e.id.campaign).or_default() += 1;
+        }
+    }
+    let linger = crate::expansion::TEST_SNAPSHOT_LINGER.as_secs();
+    for (test_id, n) in ended {
+        if let Err(e) = hikyaku_queue_schema::scripts::test_jobs_done(con, test_id, n, linger).await
+        {
+            tracing::warn!(shard, test_id, error = %e, "counting test messages down failed; the snapshot expires on its own");
         }
     }
 }

@@ -11,6 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 use crate::config::ApiConfig;
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{expansion, openapi, recorder, routes};
 
@@ -37,9 +38,16 @@ pub enum StartError {
     Config(String),
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface, `/metrics` included.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    app_serving(state, true)
+}
+
+/// The HTTP surface, with `/metrics` or without it (`--metrics-listen` serves it apart,
+/// [`metrics_app`]). A path no route serves answers 404 and a method its route does not take
+/// 405 (with `Allow`), both problem+json like every other error.
+pub fn app_serving(state: AppState, metrics: bool) -> Router {
+    let mut router = Router::new()
         .merge(routes::health::router())
         .merge(routes::lists::router())
         .merge(routes::subscribers::router())
@@ -48,10 +56,28 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::suppressions::router().layer(DefaultBodyLimit::disable()))
         .merge(routes::unsubscribe::router())
         .merge(routes::tracking::router())
-        .merge(openapi::router())
-        .merge(crate::metrics::router())
+        .merge(openapi::router());
+    if metrics {
+        router = router.merge(crate::metrics::router());
+    }
+    with_problems(router)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`--metrics-listen`).
+pub fn metrics_app(state: AppState) -> Router {
+    with_problems(crate::metrics::router()).with_state(state)
+}
+
+/// Unknown paths and wrong methods answered as problem+json. Applies to the routes `router`
+/// already has: call it after the last merge.
+fn with_problems(router: Router<AppState>) -> Router<AppState> {
+    router
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(method.to_string())
+        })
+        .fallback(|| async { ApiError::NotFound("route") })
 }
 
 /// Connects, migrates, and builds the shared state.
@@ -119,6 +145,7 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, RedisClient), Star
             expander: Arc::new(tokio::sync::Notify::new()),
             tracking_days: config.tracking_days,
             key_limiter: crate::state::key_limiter(config.key_rate),
+            test_sends_per_hour: config.test_sends_per_hour,
         },
         client,
     ))
@@ -176,6 +203,11 @@ pub async fn run(
             if let Some(f) = &config.fbl_address {
                 settings.fbl_address = f.to_ascii_lowercase();
             }
+            settings.max_connections = config.inbound_max_connections.max(1) as usize;
+            settings.max_connections_per_ip = config.inbound_max_connections_per_ip.max(1) as usize;
+            settings.max_session =
+                Duration::from_secs(u64::from(config.inbound_session_secs.max(1)));
+            settings.idle_timeout = Duration::from_secs(u64::from(config.inbound_idle_secs.max(1)));
             settings.soft.limit = config.soft_bounce_limit.max(1);
             settings.soft.window =
                 Duration::from_secs(u64::from(config.soft_bounce_days.max(1)) * 24 * 3600);
@@ -188,11 +220,31 @@ pub async fn run(
         }
         _ => None,
     };
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening (not on the public listener)");
+            let mut stop = stop_rx.clone();
+            let app = metrics_app(state.clone());
+            Some(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stopped).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(addr = %listener.local_addr()?, shards = state.shards, "api listening");
-    axum::serve(listener, app(state))
+    axum::serve(listener, app_serving(state, metrics.is_none()))
         .with_graceful_shutdown(shutdown)
         .await?;
     let _ = stop_tx.send(true);
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = expander.await;
     if let Some(i) = inbound {
         let _ = i.await;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub tracking_days: u32,
     /// Requests per second each API key may make (`None`: unlimited).
     pub key_limiter: Option<std::sync::Arc<KeyLimiter>>,
+    /// Test-send recipients per tenant per clock hour (0: unlimited).
+    pub test_sends_per_hour: u32,
 }
 
 /// Per-API-key request limiter, keyed by the key's id.

@@ -62,13 +62,26 @@ pub fn sign(secret: &[u8], purpose: Purpose, r: Recipient) -> String {
     format!("{body}.{tag}")
 }
 
-/// Checks a token; `None` if malformed, not signed with `secret`, or signed for another
-/// purpose.
+/// A non-negative id as [`sign`] writes it: decimal digits, no sign, no leading zero.
+pub fn canonical_id(s: &str) -> Option<i64> {
+    let ok =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    ok.then(|| s.parse().ok()).flatten()
+}
+
+/// Checks a token; `None` if it is not exactly as [`sign`] wrote it (ids in canonical
+/// decimal, the tag in lower-case hex: one spelling per token, so a token cannot be varied
+/// to look new), not signed with `secret`, or signed for another purpose.
 pub fn verify(secret: &[u8], purpose: Purpose, token: &str) -> Option<Recipient> {
     let (body, tag) = token.rsplit_once('.')?;
-    let mut ids = body.split('.').map(|p| p.parse::<i64>().ok());
+    let mut ids = body.split('.').map(canonical_id);
     let (tenant, campaign, subscriber) = (ids.next()??, ids.next()??, ids.next()??);
-    if ids.next().is_some() || tag.len() != 32 {
+    if ids.next().is_some()
+        || tag.len() != 32
+        || !tag
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let want: Vec<u8> = (0..16)
@@ -112,6 +125,42 @@ mod tests {
             ] {
                 assert_eq!(verify(b"secret", p, bad), None, "{bad}");
             }
+        }
+    }
+
+    #[test]
+    fn a_token_has_one_spelling() {
+        for p in [Purpose::Unsubscribe, Purpose::Track] {
+            let t = sign(b"secret", p, R);
+            let (body, tag) = t.rsplit_once('.').expect("tag");
+            for other in [
+                format!("+{t}"),
+                format!("0{t}"),
+                t.replacen("44", "+44", 1),
+                t.replacen("44", "044", 1),
+                format!("{body}.{}", tag.to_ascii_uppercase()),
+                format!(" {t}"),
+                format!("{t} "),
+            ] {
+                if other != t {
+                    assert_eq!(verify(b"secret", p, &other), None, "{other}");
+                }
+            }
+        }
+        assert_eq!(canonical_id("0"), Some(0));
+        assert_eq!(canonical_id("120"), Some(120));
+        for bad in [
+            "",
+            "00",
+            "01",
+            "+1",
+            "-1",
+            "-0",
+            "1 ",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(canonical_id(bad), None, "{bad:?}");
         }
     }
 

@@ -125,10 +125,16 @@ impl TestApi {
             bounce_domain: Some("bounces.acme.test".into()),
             inbound_listen: None,
             fbl_address: None,
+            inbound_max_connections: 200,
+            inbound_max_connections_per_ip: 10,
+            inbound_session_secs: 600,
+            inbound_idle_secs: 60,
+            metrics_listen: None,
             soft_bounce_limit: 2,
             soft_bounce_days: 30,
             db_pool: 8,
             key_rate: 0,
+            test_sends_per_hour: 100,
             tracking_days: 90,
         };
         let (state, redis_client) = hikyaku_api::server::connect(&config)
@@ -282,6 +288,56 @@ impl TestApi {
             rx,
         )));
         Background { stop, tasks }
+    }
+
+    /// Serves the inbound listener (bounces, complaints) with `settings` on a free port of
+    /// 127.0.0.1; send `true` to stop it.
+    pub async fn inbound(
+        &self,
+        settings: hikyaku_api::inbound::InboundSettings,
+    ) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(hikyaku_api::inbound::serve(
+            self.state.clone(),
+            l,
+            settings,
+            rx,
+        ));
+        (addr, tx)
+    }
+
+    /// Records deliveries of jobs (`campaign`, seq) to their recipients, as the recorder records
+    /// the engine's `delivered` events.
+    pub async fn record_delivered(&self, campaign: i64, jobs: &[(i64, &str)]) {
+        use hikyaku_queue_schema::{Event, EventStatus, JobId};
+        let now = crate::queue::now_ms();
+        let events: Vec<Event> = jobs
+            .iter()
+            .map(|(seq, rcpt)| Event {
+                id: JobId {
+                    campaign: campaign as u64,
+                    seq: *seq as u64,
+                },
+                attempt: 1,
+                status: EventStatus::Delivered,
+                reason: "accepted".into(),
+                code: 250,
+                enhanced: "2.0.0".into(),
+                text: "ok".into(),
+                site: "default".into(),
+                mx: "mx.test".into(),
+                rcpt: (*rcpt).to_owned(),
+                queued_ms: now,
+                at_ms: now,
+            })
+            .collect();
+        hikyaku_api::recorder::record(&self.state, &events)
+            .await
+            .expect("deliveries recorded");
     }
 
     /// Waits (up to `secs`) until campaign `id` is completed.

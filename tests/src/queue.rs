@@ -24,6 +24,7 @@ pub fn snapshot() -> CampaignSnapshot {
         headers: Vec::new(),
         verp_domain: String::new(),
         mobile_charset: String::new(),
+        id_key: String::new(),
     }
 }
 
@@ -63,6 +64,45 @@ pub async fn enqueue(con: &mut Redis, shards: u16, jobs: Vec<Job>) -> u64 {
     hikyaku_loadtest::enqueue::write_jobs(con, shards, jobs, |_| {})
         .await
         .expect("jobs")
+}
+
+/// Writes `snapshot` and the jobs (of that campaign); returns how many jobs.
+pub async fn enqueue_campaign(
+    con: &mut Redis,
+    shards: u16,
+    snapshot: &CampaignSnapshot,
+    jobs: Vec<Job>,
+) -> u64 {
+    let shards = hikyaku_loadtest::enqueue::shards(con, shards)
+        .await
+        .expect("meta");
+    hikyaku_loadtest::enqueue::write_snapshot(con, snapshot)
+        .await
+        .expect("snapshot");
+    hikyaku_loadtest::enqueue::write_jobs(con, shards, jobs, |_| {})
+        .await
+        .expect("jobs")
+}
+
+/// Jobs parked for paused campaigns, on every shard.
+pub async fn parked(con: &mut Redis, shards: u16) -> u64 {
+    let mut n = 0;
+    for shard in 0..shards {
+        let campaigns: Vec<u64> = redis::cmd("SMEMBERS")
+            .arg(Keys::parked(shard))
+            .query_async(con)
+            .await
+            .expect("smembers");
+        for c in campaigns {
+            let len: u64 = redis::cmd("LLEN")
+                .arg(Keys::parked_jobs(shard, c))
+                .query_async(con)
+                .await
+                .expect("llen");
+            n += len;
+        }
+    }
+    n
 }
 
 /// Every end-state event on every shard's events stream (deferrals left out: see

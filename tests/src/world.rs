@@ -216,14 +216,15 @@ impl World {
 
     /// Runs the engine in this process.
     pub fn engine(&self, config: EngineConfig) -> RunningEngine {
+        self.engine_with(config, Listeners::default())
+    }
+
+    /// Runs the engine in this process, serving on `listeners` (its `/metrics`, say).
+    pub fn engine_with(&self, config: EngineConfig, listeners: Listeners) -> RunningEngine {
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(hikyaku_engine::run(
-            config,
-            Listeners::default(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(hikyaku_engine::run(config, listeners, async move {
+            let _ = rx.await;
+        }));
         RunningEngine {
             stop: Some(tx),
             task,

@@ -299,7 +299,8 @@ async fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
-    // Suppressions in bulk: import with a bad row reported by line, export as CSV.
+    // Suppressions in bulk: an import with a bad row is refused whole, naming its line and
+    // field; without it, imported and exported as CSV.
     let body = b"email,reason\nx1@y.test,complaint\nnot-an-address\nX2@Y.test\n".to_vec();
     let (s, _, r) = api
         .call(
@@ -309,18 +310,28 @@ async fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
             Some(("text/csv", body)),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(
-        (r["accepted"].as_u64(), r["invalid"].as_u64()),
-        (Some(2), Some(1)),
-        "{r}"
-    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(r["field"], "email", "{r}");
     assert!(
-        r["invalid_rows"][0]
-            .as_str()
-            .is_some_and(|l| l.starts_with("3:")),
+        r["detail"].as_str().is_some_and(|d| d.contains("line 3")),
         "{r}"
     );
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM suppressions")
+        .fetch_one(&api.state.db)
+        .await
+        .expect("count");
+    assert_eq!(n, 0, "nothing stored");
+    let body = b"email,reason\nx1@y.test,complaint\nX2@Y.test\n".to_vec();
+    let (s, _, r) = api
+        .call(
+            Method::POST,
+            "/v1/suppressions/import",
+            Some(&api.key),
+            Some(("text/csv", body)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["accepted"].as_u64(), Some(2), "{r}");
     let (s, ct, _) = api
         .call(Method::GET, "/v1/suppressions/export", Some(&api.key), None)
         .await;

@@ -125,3 +125,61 @@ async fn paused_jobs_wait_and_cancelled_jobs_end_unsent() {
         "nothing left in the queues"
     );
 }
+
+/// A cancel and a resume sent at the same moment, 200 times: whichever wins, the engines'
+/// run state in Redis is the campaign's final status's — a cancelled campaign is never left
+/// delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_resume_racing_leave_one_consistent_state() {
+    use hikyaku_queue_schema::keys::STATE_FIELD;
+    use hikyaku_queue_schema::Keys;
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let l = api.list_with_csv("email\na@other.test\n").await;
+    let mut con = world.redis.con().await;
+    let mut disagreements = Vec::new();
+    for round in 0..200 {
+        let cid = api.create_campaign(l, "hi").await;
+        api.send(cid).await;
+        let (s, _) = api
+            .json(
+                Method::POST,
+                &format!("/v1/campaigns/{cid}/pause"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        // Two requests on two tasks (two threads), as two clients would send them.
+        let post = |action: &str| {
+            let router = api.router.clone();
+            let req = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri(format!("/v1/campaigns/{cid}/{action}"))
+                .header("authorization", format!("Bearer {}", api.key))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            tokio::spawn(async move {
+                use tower::ServiceExt;
+                router.oneshot(req).await.expect("infallible").status()
+            })
+        };
+        let (cancel, resume) = (post("cancel"), post("resume"));
+        let (cancel, resume) = (cancel.await.expect("cancel"), resume.await.expect("resume"));
+        assert_eq!(cancel, StatusCode::OK, "cancel always succeeds");
+        assert!([StatusCode::OK, StatusCode::CONFLICT].contains(&resume));
+        let (_, c) = api.get(&format!("/v1/campaigns/{cid}")).await;
+        let run: Option<String> = ::redis::cmd("HGET")
+            .arg(Keys::campaign(cid as u64))
+            .arg(STATE_FIELD)
+            .query_async(&mut con)
+            .await
+            .expect("run state");
+        if c["status"] != "cancelled" || run.as_deref() != Some("cancelled") {
+            disagreements.push((round, c["status"].clone(), run));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "record and run state disagree: {disagreements:?}"
+    );
+}

@@ -282,3 +282,49 @@ async fn the_monthly_quota_refuses_early_and_the_expander_holds_the_wall() {
     );
     background.stop().await;
 }
+
+/// Messages that never left — a campaign cancelled with its jobs still queued — give their
+/// place in the quota back when their `cancelled` events are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_unsent_messages_give_their_quota_back() {
+    use hikyaku_tests::world::{World, STANDARD_SITES};
+    let world = World::standard().await;
+    let api = TestApi::start(&world.redis).await;
+    let cli = Cli::new(CLI, &api, &world.redis);
+    let tenant = api.tenant.to_string();
+    let csv: String = std::iter::once("email".to_owned())
+        .chain((0..20).map(|i| format!("r{i}@other.test")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let l = api.list_with_csv(&csv).await;
+    let c = api.create_campaign(l, "hello").await;
+    cli.json(&["tenant", "quota", &tenant, "--monthly", "100"]);
+    api.send(c).await;
+    hikyaku_api::expansion::expand(&api.state, c)
+        .await
+        .expect("expand");
+    assert_eq!(used(&cli, &tenant).await, 20, "counted when enqueued");
+    let (status, body) = api
+        .json(
+            Method::POST,
+            &format!("/v1/campaigns/{c}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let background = api.background();
+    let engine = world.engine(world.config("", STANDARD_SITES));
+    wait_for(
+        Duration::from_secs(30),
+        "20 cancelled events recorded",
+        || async {
+            let (_, st) = api.get(&format!("/v1/campaigns/{c}/stats")).await;
+            (st["by_status"]["cancelled"] == 20).then_some(())
+        },
+    )
+    .await;
+    engine.stop().await.expect("engine stops");
+    background.stop().await;
+    assert_eq!(world.sink.stats().accepted(), 0, "nothing sent");
+    assert_eq!(used(&cli, &tenant).await, 0, "the quota has them back");
+}

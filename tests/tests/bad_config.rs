@@ -45,6 +45,14 @@ async fn bad_configs_are_refused_with_the_field_named_and_change_nothing() {
             format!("redis_url = \"{url}\"\nsmarthost = \"relay-without-port\"\n"),
             "smarthost",
         ),
+        (
+            format!("redis_url = \"{url}\"\n[queue]\nmover_interval = \"0s\"\n"),
+            "mover_interval",
+        ),
+        (
+            format!("redis_url = \"{url}\"\n[sites.google]\ndata_timeout = \"0s\"\n"),
+            "data_timeout",
+        ),
     ];
     for (config, needle) in cases {
         let (ok, stderr) = run_with(&config);

@@ -5,132 +5,44 @@
 //! garbage changes nothing; the listener relays nothing, refuses oversized messages and slows
 //! down a client that sends too fast.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use hikyaku_api::inbound::{self, InboundSettings};
+use hikyaku_api::inbound::InboundSettings;
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::redis::TestRedis;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use hikyaku_tests::smtp_client::{arf, dsn, job_tag, Client};
+use tokio::io::AsyncWriteExt;
 
 const DOMAIN: &str = "bounces.acme.test";
 
-/// A DSN for `rcpt` with `action`/`status`.
-fn dsn(rcpt: &str, action: &str, status: &str) -> String {
-    format!(
-        "From: MAILER-DAEMON@mx.test\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
-         --B\r\nContent-Type: text/plain\r\n\r\nIt failed.\r\n\r\n\
-         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\n\
-         Final-Recipient: rfc822; {rcpt}\r\nAction: {action}\r\nStatus: {status}\r\n\
-         Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n--B--\r\n"
-    )
+/// The signed VERP address of job (`campaign`, `seq`), as the engine writes it.
+fn verp(api: &TestApi, campaign: i64, seq: i64) -> String {
+    format!("b-{campaign}-{seq}-{}@{DOMAIN}", tag(api, campaign, seq))
 }
 
-/// An ARF abuse report about message `hk.<campaign>.<seq>@a.test`.
-fn arf(campaign: i64, seq: i64, rcpt: &str) -> String {
-    format!(
-        "From: fbl@isp.test\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=feedback-report; boundary=\"P\"\r\n\r\n\
-         --P\r\nContent-Type: text/plain\r\n\r\nAbuse report.\r\n\r\n\
-         --P\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n\
-         Original-Rcpt-To: <{rcpt}>\r\n\r\n\
-         --P\r\nContent-Type: message/rfc822\r\n\r\nFrom: n@a.test\r\nTo: {rcpt}\r\n\
-         Message-ID: <hk.{campaign}.{seq}@a.test>\r\nSubject: s\r\n\r\nhi\r\n--P--\r\n"
-    )
+/// The signed Message-ID of job (`campaign`, `seq`), as the engine writes it.
+fn message_id(api: &TestApi, campaign: i64, seq: i64) -> String {
+    format!("hk.{campaign}.{seq}.{}@a.test", tag(api, campaign, seq))
 }
 
-struct Client {
-    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: tokio::net::tcp::OwnedWriteHalf,
+fn tag(api: &TestApi, campaign: i64, seq: i64) -> String {
+    job_tag(&api.state.token_secret, campaign, seq)
 }
 
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).await.expect("connect");
-        let (r, w) = s.into_split();
-        let mut c = Client {
-            r: BufReader::new(r),
-            w,
-        };
-        let greeting = c.reply().await;
-        assert!(greeting.starts_with("220"), "{greeting}");
-        c
-    }
-
-    /// One reply, multi-line replies joined.
-    async fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(10), self.r.read_line(&mut line))
-                .await
-                .expect("reply in time")
-                .expect("read");
-            if n == 0 {
-                return all;
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    }
-
-    async fn cmd(&mut self, line: &str) -> String {
-        self.w
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .expect("write");
-        self.reply().await
-    }
-
-    /// A whole transaction; the reply to the final dot (or the first refusal).
-    async fn send(&mut self, rcpt: &str, body: &str) -> String {
-        let r = self.cmd("MAIL FROM:<>").await;
-        if !r.starts_with("250") {
-            return r;
-        }
-        let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-        if !r.starts_with("250") {
-            let _ = self.cmd("RSET").await;
-            return r;
-        }
-        let r = self.cmd("DATA").await;
-        assert!(r.starts_with("354"), "{r}");
-        let mut data = String::new();
-        for line in body.split_inclusive("\r\n") {
-            if line.starts_with('.') {
-                data.push('.');
-            }
-            data.push_str(line);
-        }
-        data.push_str(".\r\n");
-        self.w.write_all(data.as_bytes()).await.expect("write");
-        self.reply().await
-    }
-}
-
-async fn listener(
-    api: &TestApi,
-    settings: InboundSettings,
-) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(inbound::serve(api.state.clone(), l, settings, rx));
-    (addr, tx)
-}
-
+/// A campaign sent to `list`, its messages delivered to every subscriber (recorded as the
+/// recorder records the engine's events).
 async fn sent_campaign(api: &TestApi, list: i64) -> i64 {
     let cid = api.create_campaign(list, "hello").await;
     api.send(cid).await;
     hikyaku_api::expansion::expand(&api.state, cid)
         .await
         .expect("expand");
+    let subscribers: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, email FROM subscribers WHERE list_id = $1")
+            .bind(list)
+            .fetch_all(&api.state.db)
+            .await
+            .expect("subscribers");
+    let jobs: Vec<(i64, &str)> = subscribers.iter().map(|(s, e)| (*s, e.as_str())).collect();
+    api.record_delivered(cid, &jobs).await;
     cid
 }
 
@@ -172,7 +84,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     let mut settings = InboundSettings::new(DOMAIN);
     settings.max_message_bytes = 4096;
     settings.soft.limit = 2;
-    let (addr, stop) = listener(&api, settings).await;
+    let (addr, stop) = api.inbound(settings).await;
     let mut c = Client::connect(addr).await;
     let ehlo = c.cmd("EHLO mx.test").await;
     assert!(ehlo.contains("SIZE 4096"), "{ehlo}");
@@ -189,9 +101,9 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
 
     // Hard bounce → suppressed at once, recorded once.
     let hard = id("hard@gmail.test");
-    let verp = format!("b-{c1}-{hard}@{DOMAIN}");
+    let verp_hard = verp(&api, c1, hard);
     let r = c
-        .send(&verp, &dsn("hard@gmail.test", "failed", "5.1.1"))
+        .send(&verp_hard, &dsn("hard@gmail.test", "failed", "5.1.1"))
         .await;
     assert!(r.starts_with("250"), "{r}");
     assert_eq!(
@@ -200,7 +112,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     );
     assert_eq!(subscriber_status(&api, "hard@gmail.test").await, "bounced");
     let r = c
-        .send(&verp, &dsn("hard@gmail.test", "failed", "5.1.1"))
+        .send(&verp_hard, &dsn("hard@gmail.test", "failed", "5.1.1"))
         .await;
     assert!(r.starts_with("250"), "a repeated report is taken: {r}");
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM feedback_events")
@@ -213,7 +125,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     let keep = id("keep@gmail.test");
     let r = c
         .send(
-            &format!("b-{c1}-{keep}@{DOMAIN}"),
+            &verp(&api, c1, keep),
             &dsn("victim@gmail.test", "failed", "5.1.1"),
         )
         .await;
@@ -224,7 +136,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     // A "DSN" that names no recipient is not taken either.
     let r = c
         .send(
-            &format!("b-{c1}-{keep}@{DOMAIN}"),
+            &verp(&api, c1, keep),
             &dsn("keep@gmail.test", "failed", "5.1.1")
                 .replace("Final-Recipient: rfc822; keep@gmail.test\r\n", ""),
         )
@@ -244,7 +156,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     // Garbage and auto-replies are classified and dropped.
     let r = c
         .send(
-            &format!("b-{c1}-{keep}@{DOMAIN}"),
+            &verp(&api, c1, keep),
             "Subject: out of office\r\n\r\nAway.\r\n",
         )
         .await;
@@ -256,7 +168,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     let r = c
         .send(
             &format!("fbl@{DOMAIN}"),
-            &arf(c1, comp, "complainer@other.test"),
+            &arf(&message_id(&api, c1, comp), Some("complainer@other.test")),
         )
         .await;
     assert!(r.starts_with("250"), "{r}");
@@ -273,7 +185,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     let soft = id("soft@yahoo.test");
     let r = c
         .send(
-            &format!("b-{c1}-{soft}@{DOMAIN}"),
+            &verp(&api, c1, soft),
             &dsn("soft@yahoo.test", "delayed", "4.2.1"),
         )
         .await;
@@ -282,7 +194,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     let c2 = sent_campaign(&api, l).await;
     let r = c
         .send(
-            &format!("b-{c2}-{soft}@{DOMAIN}"),
+            &verp(&api, c2, soft),
             &dsn("soft@yahoo.test", "failed", "4.4.7"),
         )
         .await;
@@ -309,7 +221,7 @@ async fn reports_suppress_their_recipients_and_nothing_else() {
     // A client over its rate is told to slow down.
     let mut settings = InboundSettings::new(DOMAIN);
     settings.per_ip_per_minute = 2;
-    let (addr, stop) = listener(&api, settings).await;
+    let (addr, stop) = api.inbound(settings).await;
     let mut c = Client::connect(addr).await;
     c.cmd("EHLO mx.test").await;
     let mut replies = Vec::new();

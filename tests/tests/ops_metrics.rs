@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hikyaku_tests::api::TestApi;
-use hikyaku_tests::wait_for;
 use hikyaku_tests::world::{World, STANDARD_SITES};
+use hikyaku_tests::{http_get, wait_for};
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_engine-under-test");
 
@@ -177,21 +177,6 @@ fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
     out
-}
-
-/// A minimal HTTP/1.0 GET on loopback; the body.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_owned())
 }
 
 /// Percent-encodes a query parameter.

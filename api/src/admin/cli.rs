@@ -16,6 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::{audit, AdminError, Ctx};
 use crate::routes::campaigns::RunAction;
+use crate::text::terminal;
 
 /// hikyaku's admin batch: tenants and keys, sites, queues, campaigns, reports, the daily error
 /// digest, suppressions, retention. Every command is recorded as an audit event.
@@ -160,11 +161,25 @@ enum KeyCmd {
         #[arg(long)]
         tenant: Option<i64>,
     },
-    /// Revokes the key with this prefix, effective at once.
+    /// Revokes a key, effective at once.
     Revoke {
-        /// The key's visible prefix (8 hex characters).
-        prefix: String,
+        /// The key's visible prefix (8 hex characters), or the whole key
+        /// (`hk_<prefix>_<secret>`; only its prefix is kept, printed and audited).
+        #[arg(value_name = "PREFIX_OR_KEY", value_parser = key_ref)]
+        prefix: KeyRef,
     },
+}
+
+/// What `apikey revoke` was given, reduced to the key's prefix (`None`: malformed). The whole
+/// key never lives past parsing, so neither the audit trail (arguments are serialized from
+/// the command) nor any message can carry its secret.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+struct KeyRef(Option<String>);
+
+/// Parses [`KeyRef`]; never fails, so clap never echoes what it was given.
+fn key_ref(given: &str) -> Result<KeyRef, std::convert::Infallible> {
+    Ok(KeyRef(crate::keys::prefix_of(given).map(str::to_owned)))
 }
 
 #[derive(Debug, Subcommand, Serialize)]
@@ -389,7 +404,7 @@ pub fn main() -> ExitCode {
     let args = match args {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("hikyaku: error: {e}");
+            eprintln!("hikyaku: error: {}", terminal(&e));
             return ExitCode::from(2);
         }
     };
@@ -406,7 +421,7 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hikyaku: error: {e}");
+            eprintln!("hikyaku: error: {}", terminal(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -431,7 +446,11 @@ async fn run(args: Args) -> Result<(), AdminError> {
     }
     let ctx = Ctx::new(db, &args.redis_url);
     let (command, audit_args) = audit_of(&args.cmd);
-    let result = execute(&ctx, args.cmd, args.json).await;
+    let result = match execute(&ctx, args.cmd, args.json).await {
+        // `hikyaku … | head`: the reader had what it wanted; the command itself did its work.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        r => r,
+    };
     if command != "audit" {
         let detail = result.as_ref().err().map(ToString::to_string);
         let outcome = match &detail {
@@ -450,6 +469,22 @@ async fn run(args: Args) -> Result<(), AdminError> {
     result
 }
 
+/// Writes `text` to stdout. A reader that went away (`hikyaku … | head`) is an
+/// `Io(BrokenPipe)` error, which [`run`] takes for a quiet end: never a panic, as `print!`
+/// would.
+fn print_out(text: &str) -> Result<(), AdminError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Whether `e` is the reader of our output going away.
+fn is_broken_pipe(e: &AdminError) -> bool {
+    matches!(e, AdminError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Prints `value` as JSON, or `text` otherwise.
 fn show<T: Serialize>(
     json: bool,
@@ -457,14 +492,13 @@ fn show<T: Serialize>(
     text: impl FnOnce() -> String,
 ) -> Result<(), AdminError> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).map_err(|e| AdminError::Other(e.to_string()))?
-        );
+        let mut v =
+            serde_json::to_string_pretty(value).map_err(|e| AdminError::Other(e.to_string()))?;
+        v.push('\n');
+        print_out(&v)
     } else {
-        print!("{}", text());
+        print_out(&text())
     }
-    Ok(())
 }
 
 fn opt_rate(r: Option<f64>) -> String {
@@ -503,14 +537,14 @@ async fn execute(ctx: &Ctx, cmd: Cmd, json: bool) -> Result<(), AdminError> {
                         format!(
                             "{}  {:<10} {:<5} {} {}{}\n",
                             r.at.format("%Y-%m-%d %H:%M:%S"),
-                            r.actor,
+                            terminal(&r.actor),
                             r.outcome,
-                            r.command,
-                            r.args,
+                            terminal(&r.command),
+                            terminal(&r.args.to_string()),
                             if r.detail.is_empty() {
                                 String::new()
                             } else {
-                                format!("  ({})", r.detail)
+                                format!("  ({})", terminal(&r.detail))
                             }
                         )
                     })
@@ -537,7 +571,7 @@ async fn tenant(ctx: &Ctx, cmd: TenantCmd, json: bool) -> Result<(), AdminError>
                     s.push_str(&format!(
                         "{:>6}  {:<30} {:>5} {:>9} {:>11}  {}\n",
                         r.id,
-                        r.name,
+                        terminal(&r.name),
                         r.active_keys,
                         r.campaigns,
                         r.subscribers,
@@ -638,6 +672,8 @@ async fn apikey(ctx: &Ctx, cmd: KeyCmd, json: bool) -> Result<(), AdminError> {
             })
         }
         KeyCmd::Revoke { prefix } => {
+            // A malformed key reaches revoke_key as nothing it could echo.
+            let prefix = prefix.0.unwrap_or_default();
             super::revoke_key(&ctx.db, &prefix).await?;
             show(json, &serde_json::json!({ "revoked": prefix }), || {
                 format!("revoked key {prefix}\n")
@@ -658,16 +694,11 @@ async fn site(ctx: &Ctx, cmd: SiteCmd, json: bool) -> Result<(), AdminError> {
                 for r in &rows {
                     s.push_str(&format!(
                         "{:<12} {:<6} {:>9} {:>9} {:<10} {:>6} {:>8} {:>5}\n",
-                        r.site,
-                        match (r.paused, r.nodes_paused == r.nodes) {
-                            (true, true) => "yes",
-                            (true, false) => "soon",
-                            (false, false) => "ending",
-                            (false, true) => "no",
-                        },
+                        terminal(&r.site),
+                        r.paused_label(),
                         opt_rate(r.rate_override),
                         r.rate.map_or("unlimited".into(), |v| format!("{v:.1}")),
-                        r.adaptive,
+                        terminal(&r.adaptive),
                         r.connections,
                         r.queued,
                         r.nodes
@@ -795,10 +826,11 @@ async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {
                 rows.iter()
                     .map(|(f, r)| {
                         format!(
-                            "{f:<24} {:<9} since {}  {}\n",
+                            "{:<24} {:<9} since {}  {}\n",
+                            terminal(f),
                             r.status.as_str(),
                             r.before_ms,
-                            r.reason
+                            terminal(&r.reason)
                         )
                     })
                     .collect()
@@ -818,12 +850,12 @@ async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {
                         j.place,
                         j.shard,
                         j.id,
-                        j.rcpt,
+                        terminal(&j.rcpt),
                         j.attempt,
                         j.age_s,
                         j.due_in_s.map_or(String::new(), |d| format!(" due in {d:.0}s")),
-                        j.site.as_deref().unwrap_or("-"),
-                        j.last_error.as_deref().unwrap_or("-")
+                        terminal(j.site.as_deref().unwrap_or("-")),
+                        terminal(j.last_error.as_deref().unwrap_or("-"))
                     ));
                 }
                 if jobs.is_empty() {
@@ -858,7 +890,13 @@ async fn campaign(ctx: &Ctx, cmd: CampaignCmd, json: bool) -> Result<(), AdminEr
                 for r in &rows {
                     s.push_str(&format!(
                         "{:>7} {:>6}  {:<24} {:<10} {:>10} {:>10} {:>10}\n",
-                        r.id, r.tenant_id, r.name, r.status, r.expanded, r.finished, r.delivered
+                        r.id,
+                        r.tenant_id,
+                        terminal(&r.name),
+                        r.status,
+                        r.expanded,
+                        r.finished,
+                        r.delivered
                     ));
                 }
                 s
@@ -878,10 +916,7 @@ async fn campaign(ctx: &Ctx, cmd: CampaignCmd, json: bool) -> Result<(), AdminEr
                     })
                 }
                 None if json => show(true, &r, String::new),
-                None => {
-                    print!("{csv}");
-                    Ok(())
-                }
+                None => print_out(&csv),
             }
         }
     }
@@ -912,14 +947,8 @@ async fn digest(ctx: &Ctx, a: DigestArgs, json: bool) -> Result<(), AdminError> 
     let format = if json { Format::Json } else { a.format };
     match format {
         Format::Json => show(true, &d, String::new),
-        Format::Csv => {
-            print!("{}", d.to_csv());
-            Ok(())
-        }
-        Format::Text => {
-            print!("{}", d.to_text());
-            Ok(())
-        }
+        Format::Csv => print_out(&d.to_csv()),
+        Format::Text => print_out(&d.to_text()),
     }
 }
 
@@ -928,14 +957,7 @@ async fn suppressions(ctx: &Ctx, cmd: SuppressionCmd, json: bool) -> Result<(), 
         SuppressionCmd::Import { tenant, file } => {
             let r = super::suppressions::import(ctx, tenant, &file).await?;
             show(json, &r, || {
-                let mut s = format!(
-                    "{} suppressions imported, {} lines refused\n",
-                    r.accepted, r.invalid
-                );
-                for row in r.invalid_rows.iter().take(20) {
-                    s.push_str(&format!("  line {row}\n"));
-                }
-                s
+                format!("{} suppressions imported\n", r.accepted)
             })
         }
         SuppressionCmd::Export { tenant, out } => match out {
@@ -985,5 +1007,13 @@ mod tests {
         assert!(Args::try_parse_from(["hikyaku", "queue", "drain", "--site", "au"]).is_err());
         assert!(Args::try_parse_from(["hikyaku", "site", "set-rate", "au"]).is_err());
         assert!(Args::try_parse_from(["hikyaku", "site", "set-rate", "au", "--clear"]).is_ok());
+        // A whole key is audited as its prefix; a malformed one as nothing.
+        let key = format!("hk_0123abcd_{}", "5".repeat(64));
+        let a = Args::try_parse_from(["hikyaku", "apikey", "revoke", &key]).expect("parses");
+        let (name, args) = audit_of(&a.cmd);
+        assert_eq!(name, "apikey revoke");
+        assert_eq!(args, serde_json::json!({ "prefix": "0123abcd" }));
+        let a = Args::try_parse_from(["hikyaku", "apikey", "revoke", "hk_x_5555"]).expect("parses");
+        assert_eq!(audit_of(&a.cmd).1, serde_json::json!({ "prefix": null }));
     }
 }

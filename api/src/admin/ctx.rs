@@ -64,6 +64,7 @@ impl Ctx {
                     expander: std::sync::Arc::new(tokio::sync::Notify::new()),
                     tracking_days: 90,
                     key_limiter: None,
+                    test_sends_per_hour: 0,
                 })
             })
             .await

@@ -41,8 +41,16 @@ pub async fn create_key(
     })
 }
 
-/// Revokes the key with `prefix`; effective for the next request.
-pub async fn revoke_key(db: &PgPool, prefix: &str) -> Result<(), AdminError> {
+/// Revokes a key, given by its prefix or whole (`hk_<prefix>_<secret>`: revoked by its
+/// prefix); effective for the next request. What was given is never echoed: an error names
+/// the prefix alone, or nothing of a malformed key.
+pub async fn revoke_key(db: &PgPool, given: &str) -> Result<(), AdminError> {
+    let prefix = keys::prefix_of(given).ok_or_else(|| {
+        AdminError::Invalid(
+            "not a key: give its prefix (8 hex characters) or the whole key hk_<prefix>_<secret>"
+                .into(),
+        )
+    })?;
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
     )

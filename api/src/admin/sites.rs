@@ -32,6 +32,20 @@ pub struct SiteRow {
     pub nodes_paused: u32,
 }
 
+impl SiteRow {
+    /// The `paused` column of `site list`: `yes` (paused everywhere), `soon` (ordered, not yet
+    /// taken by every node), `ending` (resumed, some node still holds it paused), `no`.
+    pub fn paused_label(&self) -> &'static str {
+        // Not paused: healthy unless some node still holds it paused (a resume on its way).
+        match (self.paused, self.nodes_paused) {
+            (true, n) if n == self.nodes && n > 0 => "yes",
+            (true, _) => "soon",
+            (false, 0) => "no",
+            (false, _) => "ending",
+        }
+    }
+}
+
 /// A site name as policies write them.
 fn check_name(site: &str) -> Result<(), AdminError> {
     let ok = !site.is_empty()
@@ -229,6 +243,23 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<SiteRow>, AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_paused_column_says_no_for_a_healthy_site() {
+        let row = |paused, nodes, nodes_paused| SiteRow {
+            paused,
+            nodes,
+            nodes_paused,
+            ..SiteRow::default()
+        };
+        assert_eq!(row(false, 1, 0).paused_label(), "no", "healthy");
+        assert_eq!(row(false, 3, 0).paused_label(), "no", "healthy fleet");
+        assert_eq!(row(false, 0, 0).paused_label(), "no", "no node reports it");
+        assert_eq!(row(false, 3, 1).paused_label(), "ending");
+        assert_eq!(row(true, 3, 3).paused_label(), "yes");
+        assert_eq!(row(true, 3, 1).paused_label(), "soon");
+        assert_eq!(row(true, 3, 0).paused_label(), "soon");
+    }
 
     #[test]
     fn site_names_are_checked() {

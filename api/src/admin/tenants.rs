@@ -22,7 +22,12 @@ pub struct CreatedTenant {
 /// Creates a tenant and its first API key (every scope).
 pub async fn create_tenant(db: &PgPool, name: &str) -> Result<CreatedTenant, AdminError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 200
+        || name
+            .chars()
+            .any(|c| c.is_control() || crate::text::is_invisible_format(c))
+    {
         return Err(AdminError::Invalid(
             "tenant name must be 1–200 printable characters".into(),
         ));

@@ -1,11 +1,16 @@
-//! What a report does: maps it to its job (VERP address or our Message-ID), checks the reported
-//! recipient is the job's, records it once in `feedback_events`, and suppresses the address for
-//! the tenant — at once for a hard bounce or a complaint, after `soft_limit` soft bounces within
-//! `soft_window` for delays and transient failures.
+//! What a report does: maps it to its job (VERP address or our Message-ID), checks the
+//! identifier's MAC ([`hikyaku_queue_schema::ids`]: only identifiers the service made name a
+//! job), checks the record says the message was delivered to the address the report names,
+//! records it once in `feedback_events`, and suppresses that address for the tenant — at once
+//! for a hard bounce or a complaint, after `soft_limit` soft bounces within `soft_window` for
+//! delays and transient failures.
+//!
+//! Whatever happens here, the sender gets the same reply and the public metric moves the same
+//! way for every report that is not applied (see [`crate::metrics::feedback`]).
 
 use std::time::Duration;
 
-use hikyaku_queue_schema::verp;
+use hikyaku_queue_schema::{ids, verp};
 
 use super::report::{Complaint, DsnRecipient, Report};
 use crate::error::ApiError;
@@ -36,13 +41,11 @@ pub enum Applied {
     Ignored(&'static str),
 }
 
-/// The job a complaint's returned message names (`hk.<campaign>.<seq>@…`).
-fn job_of_message_id(id: &str) -> Option<(u64, u64)> {
-    let local = id.split_once('@')?.0;
-    let mut parts = local.strip_prefix("hk.")?.split('.');
-    let c = parts.next()?.parse().ok()?;
-    let s = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((c, s))
+/// The signed job a complaint's returned message names (`hk.<campaign>.<seq>.<tag>@…`), if
+/// its tag verifies under `secret`.
+fn job_of_message_id(secret: &[u8], id: &str) -> Option<(u64, u64)> {
+    let (c, s, tag) = ids::parse_message_id(id)?;
+    ids::verify(secret, c, s, tag).then_some((c, s))
 }
 
 /// Applies `report`, received for envelope recipient `rcpt_to`.
@@ -53,12 +56,30 @@ pub async fn apply(
     rcpt_to: &str,
     report: &Report,
 ) -> Result<Applied, ApiError> {
+    let applied = apply_report(state, bounce_domain, soft, rcpt_to, report).await?;
+    if let Applied::Ignored(why) = &applied {
+        tracing::debug!(rcpt_to, why, "report not applied");
+    }
+    Ok(applied)
+}
+
+async fn apply_report(
+    state: &AppState,
+    bounce_domain: &str,
+    soft: SoftBounces,
+    rcpt_to: &str,
+    report: &Report,
+) -> Result<Applied, ApiError> {
     let (job, reported, kind, status, detail) = match report {
         Report::Unrecognised(why) => return Ok(Applied::Ignored(why)),
         Report::Dsn(recipients) => {
-            let Some(job) = verp::parse(rcpt_to, bounce_domain) else {
+            let Some((c, seq, tag)) = verp::parse(rcpt_to, bounce_domain) else {
                 return Ok(Applied::Ignored("DSN not sent to a VERP address"));
             };
+            if !ids::verify(&state.token_secret, c, seq, tag) {
+                return Ok(Applied::Ignored("VERP address not signed by this service"));
+            }
+            let job = (c, seq);
             let Some(r) = recipients.iter().find(|r| r.is_hard() || r.is_soft()) else {
                 return Ok(Applied::Ignored("DSN reports no failure"));
             };
@@ -87,9 +108,12 @@ pub async fn apply(
             recipient,
             message_id,
         }) => {
-            let Some(job) = message_id.as_deref().and_then(job_of_message_id) else {
+            let Some(job) = message_id
+                .as_deref()
+                .and_then(|id| job_of_message_id(&state.token_secret, id))
+            else {
                 return Ok(Applied::Ignored(
-                    "complaint about a message that is not ours",
+                    "complaint about a message that is not ours (or not signed)",
                 ));
             };
             // Feedback loops often redact the recipient: the Message-ID names the job then.
@@ -102,18 +126,23 @@ pub async fn apply(
             )
         }
     };
-    let (campaign, seq) = (job.0 as i64, job.1 as i64);
+    let (campaign, seq) = (
+        i64::try_from(job.0).unwrap_or(i64::MAX),
+        i64::try_from(job.1).unwrap_or(i64::MAX),
+    );
     let mut tx = state.db.begin().await?;
+    // Only a message that was actually delivered, and to the address it was delivered to.
     let found: Option<(i64, String)> = sqlx::query_as(
-        "SELECT c.tenant_id, s.email_lower FROM campaigns c \
-         JOIN subscribers s ON s.id = $2 AND s.list_id = c.list_id WHERE c.id = $1",
+        "SELECT c.tenant_id, lower(d.rcpt) FROM delivery_events d \
+         JOIN campaigns c ON c.id = d.campaign_id \
+         WHERE d.campaign_id = $1 AND d.seq = $2 AND d.status = 'delivered' LIMIT 1",
     )
     .bind(campaign)
     .bind(seq)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((tenant, email)) = found else {
-        return Ok(Applied::Ignored("no such campaign recipient"));
+        return Ok(Applied::Ignored("no delivery of that message is recorded"));
     };
     if !reported.is_empty() && !reported.contains(&email) {
         return Ok(Applied::Ignored("reported recipient is not the job's"));
@@ -194,12 +223,25 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::job_of_message_id;
+    use hikyaku_queue_schema::ids;
 
     #[test]
-    fn our_message_ids_name_their_job() {
-        assert_eq!(job_of_message_id("hk.42.7@acme.test"), Some((42, 7)));
-        assert_eq!(job_of_message_id("hk.42@acme.test"), None);
-        assert_eq!(job_of_message_id("hk.42.7.1@acme.test"), None);
-        assert_eq!(job_of_message_id("CAF=abc@mail.gmail.com"), None);
+    fn our_signed_message_ids_name_their_job() {
+        let tag = ids::Tagger::new(&ids::campaign_key(b"s", 42))
+            .expect("key")
+            .tag(7);
+        let tag = std::str::from_utf8(&tag).expect("hex");
+        let id = format!("hk.42.7.{tag}@acme.test");
+        assert_eq!(job_of_message_id(b"s", &id), Some((42, 7)));
+        assert_eq!(job_of_message_id(b"other", &id), None, "another secret");
+        let forged = format!("hk.42.8.{tag}@acme.test");
+        assert_eq!(job_of_message_id(b"s", &forged), None, "another job");
+        assert_eq!(
+            job_of_message_id(b"s", "hk.42.7@acme.test"),
+            None,
+            "unsigned"
+        );
+        assert_eq!(job_of_message_id(b"s", "hk.42@acme.test"), None);
+        assert_eq!(job_of_message_id(b"s", "CAF=abc@mail.gmail.com"), None);
     }
 }

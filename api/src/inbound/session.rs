@@ -1,7 +1,12 @@
 //! One inbound SMTP session: HELO/EHLO, MAIL, RCPT (our addresses only), DATA, RSET, NOOP,
 //! QUIT; lines over 1,000 bytes, oversized messages and fast senders get their replies.
+//! A session ends at its lifetime, or when nothing has moved a message on for the idle time
+//! (see [`super::InboundSettings`]).
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -14,11 +19,64 @@ const MAX_LINE: usize = 1000;
 /// Recipients per message.
 const MAX_RCPTS: usize = 10;
 
-/// Tells a client over the connection cap to come back later.
-pub(super) async fn refuse_busy(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-        .await;
+/// Tells a client over a connection cap to come back later (`reply`, a 421), and closes.
+pub(super) async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    let _ = stream.write_all(reply).await;
+}
+
+/// When a session must next hear something that moves a message on, and when it ends.
+struct Clock {
+    /// The last greeting, accepted MAIL or RCPT, or message data.
+    progress: Instant,
+    idle: Duration,
+    /// Start + the session's lifetime.
+    end: Instant,
+}
+
+impl Clock {
+    fn new(idle: Duration, lifetime: Duration) -> Self {
+        let now = Instant::now();
+        Clock {
+            progress: now,
+            idle,
+            end: now + lifetime,
+        }
+    }
+
+    /// The session moved a message on.
+    fn progressed(&mut self) {
+        self.progress = Instant::now();
+    }
+
+    /// The next deadline: idle or end of life, whichever comes first.
+    fn deadline(&self) -> Instant {
+        (self.progress + self.idle).min(self.end)
+    }
+
+    /// What to say when the deadline passes.
+    fn farewell(&self) -> &'static [u8] {
+        if Instant::now() >= self.end {
+            b"421 4.4.2 Session too long, closing\r\n"
+        } else {
+            b"421 4.4.2 Idle timeout, closing\r\n"
+        }
+    }
+}
+
+/// The `SIZE=` parameter of a MAIL command: `Ok(None)` without one, `Ok(Some(n))` with one (a
+/// number too large to count is `u64::MAX`: too big either way), `Err(())` when it is no number.
+fn size_param(rest: &str) -> Result<Option<u64>, ()> {
+    let Some(n) = rest.split_whitespace().find_map(|p| {
+        p.get(..5)
+            .filter(|k| k.eq_ignore_ascii_case("SIZE="))
+            .and(p.get(5..))
+    }) else {
+        return Ok(None);
+    };
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(Some(n.parse::<u64>().unwrap_or(u64::MAX)))
 }
 
 enum Line {
@@ -80,14 +138,16 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
     let mut greeted = false;
     let mut mail = false;
     let mut rcpts: Vec<String> = Vec::new();
+    let mut clock = Clock::new(s.idle_timeout, s.max_session);
     loop {
-        let line = match tokio::time::timeout(s.idle_timeout, read_line(&mut r, MAX_LINE)).await {
-            Err(_) => {
-                w.write_all(b"421 4.4.2 Idle timeout, closing\r\n").await?;
-                return Ok(());
-            }
-            Ok(l) => l?,
-        };
+        let line =
+            match tokio::time::timeout_at(clock.deadline(), read_line(&mut r, MAX_LINE)).await {
+                Err(_) => {
+                    w.write_all(clock.farewell()).await?;
+                    return Ok(());
+                }
+                Ok(l) => l?,
+            };
         let text = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => {
@@ -101,6 +161,9 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
         let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
         let reply: std::borrow::Cow<'static, str> = match verb.to_ascii_uppercase().as_str() {
             "EHLO" => {
+                if !greeted {
+                    clock.progressed();
+                }
                 greeted = true;
                 format!(
                     "250-{}\r\n250-SIZE {}\r\n250 8BITMIME\r\n",
@@ -109,6 +172,9 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
                 .into()
             }
             "HELO" => {
+                if !greeted {
+                    clock.progressed();
+                }
                 greeted = true;
                 format!("250 {}\r\n", s.hostname).into()
             }
@@ -121,29 +187,25 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
                         .await?;
                     return Ok(());
                 }
-                Some(_) => {
-                    let size = rest
-                        .split_whitespace()
-                        .find_map(|p| {
-                            p.get(..5)
-                                .filter(|k| k.eq_ignore_ascii_case("SIZE="))
-                                .and(p.get(5..))
-                        })
-                        .and_then(|n| n.parse::<usize>().ok());
-                    if size.is_some_and(|n| n > s.max_message_bytes) {
+                Some(_) => match size_param(rest) {
+                    Err(()) => "501 5.5.4 Syntax: SIZE=<number>\r\n".into(),
+                    Ok(Some(n)) if n > s.max_message_bytes as u64 => {
                         "552 5.3.4 Message too big\r\n".into()
-                    } else {
+                    }
+                    Ok(_) => {
                         mail = true;
+                        clock.progressed();
                         "250 2.1.0 Ok\r\n".into()
                     }
-                }
+                },
             },
             "RCPT" if !mail => "503 5.5.1 Need MAIL first\r\n".into(),
             "RCPT" => match path_arg(rest, "TO:") {
                 None => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".into(),
                 Some(_) if rcpts.len() >= MAX_RCPTS => "452 4.5.3 Too many recipients\r\n".into(),
-                Some(a) if verp::parse(&a, &s.bounce_domain).is_some() || a == s.fbl_address => {
+                Some(a) if verp::is_verp(&a, &s.bounce_domain) || a == s.fbl_address => {
                     rcpts.push(a);
+                    clock.progressed();
                     "250 2.1.5 Ok\r\n".into()
                 }
                 Some(_) => "550 5.7.1 Relaying denied: not an address of this host\r\n".into(),
@@ -152,8 +214,15 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
             "DATA" => {
                 w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
-                let Some(body) = read_body(&mut r, s.max_message_bytes, s.idle_timeout).await?
-                else {
+                let body = read_body(&mut r, s.max_message_bytes, &mut clock).await;
+                let body = match body {
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        w.write_all(clock.farewell()).await?;
+                        return Ok(());
+                    }
+                    b => b?,
+                };
+                let Some(body) = body else {
                     mail = false;
                     rcpts.clear();
                     w.write_all(b"552 5.3.4 Message too big\r\n").await?;
@@ -197,20 +266,24 @@ pub(super) async fn run(shared: &Shared, stream: TcpStream, peer: IpAddr) -> std
 }
 
 /// Reads a DATA body (un-dot-stuffed) up to `.`; `None` when it exceeds `max` (the rest is read
-/// and dropped).
+/// and dropped). Each line is progress; the session's lifetime still holds (`TimedOut`).
 async fn read_body(
     r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     max: usize,
-    idle: std::time::Duration,
+    clock: &mut Clock,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
     let mut too_big = false;
     let mut line_start = true;
     loop {
         let mut line = Vec::new();
-        let n = tokio::time::timeout(idle, (&mut *r).take(64 << 10).read_until(b'\n', &mut line))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle in DATA"))??;
+        let n = tokio::time::timeout_at(
+            clock.deadline(),
+            (&mut *r).take(64 << 10).read_until(b'\n', &mut line),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle in DATA"))??;
+        clock.progressed();
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -235,7 +308,24 @@ async fn read_body(
 
 #[cfg(test)]
 mod tests {
-    use super::path_arg;
+    use super::{path_arg, size_param};
+
+    #[test]
+    fn size_parameters() {
+        assert_eq!(size_param(""), Ok(None));
+        assert_eq!(size_param(" BODY=8BITMIME"), Ok(None));
+        assert_eq!(size_param(" SIZE=1000"), Ok(Some(1000)));
+        assert_eq!(size_param(" size=7 BODY=7BIT"), Ok(Some(7)));
+        assert_eq!(
+            size_param(" SIZE=99999999999999999999999"),
+            Ok(Some(u64::MAX)),
+            "too large to count is too big"
+        );
+        assert_eq!(size_param(" SIZE="), Err(()));
+        assert_eq!(size_param(" SIZE=12x"), Err(()));
+        assert_eq!(size_param(" SIZE=-1"), Err(()));
+        assert_eq!(size_param(" SIZE=+1"), Err(()));
+    }
 
     #[test]
     fn paths() {

@@ -217,12 +217,24 @@ async fn fetch(state: &AppState, tenant: Tenant, id: i64) -> Result<Campaign, Ap
     .ok_or(ApiError::NotFound("campaign"))
 }
 
+/// Checks a text field: at most `max` bytes, no control characters but tab, CR and LF — and,
+/// for a `single_line` field (bound for a header: names, subject), no CR or LF and no
+/// invisible formatting that could disguise it ([`crate::text::is_invisible_format`]: bidi
+/// overrides, zero-width characters, …). Bodies keep those (emoji sequences need them).
 fn check_text(field: &str, v: &str, max: usize, single_line: bool) -> Result<(), ApiError> {
     if v.len() > max {
         return Err(ApiError::invalid(field, format!("longer than {max} bytes")));
     }
     if v.contains('\0') || (single_line && v.contains(['\r', '\n'])) {
         return Err(ApiError::invalid(field, "contains CR, LF or NUL"));
+    }
+    if single_line {
+        if let Some(c) = crate::text::invisible_format_in(v) {
+            return Err(ApiError::invalid(
+                field,
+                format!("contains the invisible formatting character {c}"),
+            ));
+        }
     }
     if v.chars()
         .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
@@ -519,43 +531,57 @@ pub enum RunAction {
     Cancel,
 }
 
-/// Applies `action` to campaign `id` of `tenant`: the record first, then the engines' run
-/// state in Redis.
+/// Applies `action` to campaign `id` of `tenant` as one ordered operation: the campaign's row
+/// is locked, its status checked and changed, and the engines' run state written to Redis while
+/// the lock is held; then the change commits. Two actions on one campaign (a cancel and a
+/// resume racing) therefore write Redis in the order their database changes commit, and the
+/// run state the engines see is always the last status's: a cancelled campaign never ends up
+/// delivering. Should Redis refuse, nothing changes (the transaction is not committed); should
+/// the commit itself fail after Redis was written, the operator or customer repeats the action.
 pub async fn run_action(
     state: &AppState,
     tenant: Tenant,
     id: i64,
     action: RunAction,
 ) -> Result<Campaign, ApiError> {
-    match action {
-        RunAction::Pause => {
-            let c = transition(state, tenant, id, &["sending"], "paused").await?;
-            // Expansion stops at its next page; engines hold queued jobs back within a second.
-            set_run_state(state, id, Some("paused")).await?;
-            Ok(c)
-        }
-        RunAction::Resume => {
-            let c = transition(state, tenant, id, &["paused"], "sending").await?;
-            set_run_state(state, id, None).await?;
-            // An API process's expander also looks every second (an operator's resume comes
-            // from another process).
-            state.expander.notify_one();
-            Ok(c)
-        }
-        RunAction::Cancel => {
-            let c = transition(
-                state,
-                tenant,
-                id,
-                &["draft", "scheduled", "sending", "paused"],
-                "cancelled",
-            )
+    let (from, to, run): (&[&str], &str, Option<&str>) = match action {
+        // Expansion stops at its next page; engines park queued jobs within a second.
+        RunAction::Pause => (&["sending"], "paused", Some("paused")),
+        RunAction::Resume => (&["paused"], "sending", None),
+        // Engines finish the queued jobs unsent, each with a `cancelled` event.
+        RunAction::Cancel => (
+            &["draft", "scheduled", "sending", "paused"],
+            "cancelled",
+            Some("cancelled"),
+        ),
+    };
+    let mut tx = state.db.begin().await?;
+    let current: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(tenant.0)
+            .fetch_optional(&mut *tx)
             .await?;
-            // Engines finish the queued jobs unsent, each with a `cancelled` event.
-            set_run_state(state, id, Some("cancelled")).await?;
-            Ok(c)
-        }
+    let (status,) = current.ok_or(ApiError::NotFound("campaign"))?;
+    if !from.contains(&status.as_str()) {
+        return Err(ApiError::Conflict {
+            field: Some("status".into()),
+            detail: format!("campaign is {status}; this needs one of {from:?}"),
+        });
     }
+    sqlx::query("UPDATE campaigns SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    set_run_state(state, id, run).await?;
+    tx.commit().await?;
+    if action == RunAction::Resume {
+        // An API process's expander also looks every second (an operator's resume comes
+        // from another process).
+        state.expander.notify_one();
+    }
+    fetch(state, tenant, id).await
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/resume", params(("id" = i64, Path)), responses((status = 200, body = Campaign), (status = 409)), security(("bearer" = [])))]
@@ -817,7 +843,7 @@ pub struct TestSent {
     pub enqueued: usize,
 }
 
-#[utoipa::path(post, path = "/v1/campaigns/{id}/test", params(("id" = i64, Path)), request_body = TestSend, responses((status = 202, body = TestSent), (status = 404), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/campaigns/{id}/test", params(("id" = i64, Path)), request_body = TestSend, responses((status = 202, body = TestSent), (status = 403, description = "quota exceeded"), (status = 404), (status = 409, description = "the campaign is cancelled or completed"), (status = 422), (status = 429, description = "the tenant's test sends for this hour are used up (Retry-After)")), security(("bearer" = [])))]
 async fn test_send(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -828,11 +854,21 @@ async fn test_send(
     if t.recipients.is_empty() || t.recipients.len() > 10 {
         return Err(ApiError::invalid("recipients", "give 1 to 10 addresses"));
     }
+    if matches!(c.status.as_str(), "cancelled" | "completed") {
+        return Err(ApiError::Conflict {
+            field: Some("status".into()),
+            detail: format!(
+                "campaign is {}; test sends are for campaigns still to send",
+                c.status
+            ),
+        });
+    }
     let mut addrs = Vec::with_capacity(t.recipients.len());
     for r in &t.recipients {
         addrs.push(address::normalize("recipients", r)?.0);
     }
     quota::check(&state.db, tenant.0, addrs.len() as i64, "this test send").await?;
+    expansion::take_test_allowance(&state, tenant.0, addrs.len() as u64).await?;
     let enqueued = expansion::test_send(&state, &c, &addrs).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(enqueued)))
 }

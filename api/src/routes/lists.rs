@@ -36,7 +36,11 @@ pub struct ListInput {
 
 fn check_name(name: &str) -> Result<&str, ApiError> {
     let n = name.trim();
-    if n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
+    if n.is_empty()
+        || n.chars().count() > 200
+        || n.chars()
+            .any(|c| c.is_control() || crate::text::is_invisible_format(c))
+    {
         return Err(ApiError::invalid(
             "name",
             "must be 1–200 printable characters",

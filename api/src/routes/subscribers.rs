@@ -70,7 +70,9 @@ pub struct Page {
     pub limit: Option<i64>,
 }
 
-/// Checks that attributes are a flat object of scalars without control characters.
+/// Checks that attributes are a flat object of scalars without control characters or
+/// invisible formatting ([`crate::text::is_invisible_format`]): merge values may land in
+/// headers (the subject, the sender's name).
 pub fn check_attributes(v: &serde_json::Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("must be a JSON object")?;
     if obj.len() > 100 {
@@ -87,6 +89,12 @@ pub fn check_attributes(v: &serde_json::Value) -> Result<(), String> {
             {
                 return Err(format!(
                     "attribute {k:?}: at most 2000 bytes, no control characters (CR, LF, NUL, …) but tab"
+                ))
+            }
+            serde_json::Value::String(s) if crate::text::invisible_format_in(s).is_some() => {
+                return Err(format!(
+                    "attribute {k:?}: contains the invisible formatting character {}",
+                    crate::text::invisible_format_in(s).unwrap_or_default()
                 ))
             }
             serde_json::Value::String(_)

@@ -68,12 +68,7 @@ async fn add(
 ) -> Result<(StatusCode, axum::Json<Suppression>), ApiError> {
     let (_, lower) = address::normalize("email", &input.email)?;
     let reason = input.reason.unwrap_or_else(|| "manual".into());
-    if reason.is_empty() || reason.len() > 64 || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "reason",
-            "must be 1–64 printable characters",
-        ));
-    }
+    check_reason(&reason).map_err(|detail| ApiError::invalid("reason", detail))?;
     let row = sqlx::query_as::<_, Suppression>(
         "INSERT INTO suppressions (tenant_id, email_lower, reason, source) VALUES ($1, $2, $3, 'api') \
          ON CONFLICT (tenant_id, email_lower) DO UPDATE SET reason = EXCLUDED.reason \
@@ -134,16 +129,26 @@ async fn remove(
 pub struct SuppressionImport {
     /// Addresses added (or whose reason was updated).
     pub accepted: u64,
-    /// Rows that could not be used.
-    pub invalid: u64,
-    /// Invalid rows (the first 1,000) as `line: reason`.
-    pub invalid_rows: Vec<String>,
+}
+
+/// A suppression's reason, as every path that takes one checks it: 1–64 bytes, no control
+/// characters, no invisible formatting ([`crate::text::is_invisible_format`]).
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    if reason.is_empty() || reason.len() > 64 || reason.chars().any(char::is_control) {
+        return Err("must be 1–64 printable characters".into());
+    }
+    if let Some(c) = crate::text::invisible_format_in(reason) {
+        return Err(format!("contains the invisible formatting character {c}"));
+    }
+    Ok(())
 }
 
 /// `POST /v1/suppressions/import`: `text/plain` or `text/csv`, one address per line with an
 /// optional `,reason` (a header line `email,reason` is skipped; further columns, as in an
-/// export, are ignored). Bodies are streamed.
-#[utoipa::path(post, path = "/v1/suppressions/import", request_body(content = String, content_type = "text/csv"), responses((status = 200, body = SuppressionImport), (status = 415)), security(("bearer" = [])))]
+/// export, are ignored). Bodies are streamed. Every row is checked like `POST
+/// /v1/suppressions`; one bad row refuses the whole import (422 naming its line and field)
+/// and nothing is stored.
+#[utoipa::path(post, path = "/v1/suppressions/import", request_body(content = String, content_type = "text/csv"), responses((status = 200, body = SuppressionImport), (status = 415), (status = 422)), security(("bearer" = [])))]
 async fn import(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -161,9 +166,39 @@ async fn import(
     Ok(axum::Json(report))
 }
 
-/// Imports suppressions for `tenant` from a stream of byte chunks: one address per line with an
-/// optional `,reason` (a header line `email,reason…` is skipped; further columns are ignored); `on_chunk` hears each chunk's
-/// size (progress). Shared by the API route and the admin CLI.
+/// One import line (without its `\n`, trimmed) → `(lower-cased address, reason)`, `None` for
+/// a header, or the field at fault and why. Cells are CSV (RFC 4180 quoting), as an export
+/// writes them, with the export's formula guard taken off ([`crate::text::csv_unguard`]).
+fn import_row(line_no: u64, raw: &str) -> Result<Option<(String, String)>, ApiError> {
+    let at =
+        |field: &str, detail: String| ApiError::invalid(field, format!("line {line_no}: {detail}"));
+    let header = raw.to_ascii_lowercase();
+    if (line_no == 1 && (header == "email,reason" || header.starts_with("email,reason,")))
+        || header == "email"
+    {
+        return Ok(None);
+    }
+    // `email[,reason[,…]]`: further columns (an export's source and date) are ignored, so an
+    // export imports back as it was.
+    let cells = crate::import_rows::csv_fields(raw).map_err(|e| at("body", e))?;
+    let email = cells
+        .first()
+        .map_or("", |c| crate::text::csv_unguard(c.trim()));
+    let reason = cells
+        .get(1)
+        .map_or("manual", |c| crate::text::csv_unguard(c.trim()));
+    let (_, lower) = address::normalize("email", email).map_err(|e| match e {
+        ApiError::Invalid { detail, .. } => at("email", detail),
+        other => other,
+    })?;
+    check_reason(reason).map_err(|detail| at("reason", detail))?;
+    Ok(Some((lower, reason.to_owned())))
+}
+
+/// Imports suppressions for `tenant` from a stream of byte chunks (see [`import`] for the
+/// format); `on_chunk` hears each chunk's size (progress). One transaction: a bad row refuses
+/// the import and nothing is stored; the addresses it adds reach the engines' feed once it
+/// commits. Shared by the API route and the admin CLI.
 pub async fn import_stream<S, B, E>(
     state: &AppState,
     tenant: i64,
@@ -177,6 +212,9 @@ where
 {
     use futures_util::StreamExt;
     let mut report = SuppressionImport::default();
+    let mut tx = state.db.begin().await?;
+    // `now()` is the transaction's start: every row this import adds carries it.
+    let (started,): (DateTime<Utc>,) = sqlx::query_as("SELECT now()").fetch_one(&mut *tx).await?;
     let mut batch: Vec<(String, String)> = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
     let mut line = 0u64;
@@ -201,43 +239,23 @@ where
         let mut start = 0;
         while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
             line += 1;
-            let raw = String::from_utf8_lossy(&pending[start..start + nl])
-                .trim()
-                .to_owned();
+            let text = String::from_utf8_lossy(&pending[start..start + nl]);
             start += nl + 1;
-            let header = raw.to_ascii_lowercase();
-            if raw.is_empty()
-                || (line == 1 && (header == "email,reason" || header.starts_with("email,reason,")))
-                || header == "email"
-            {
+            // Spreadsheet exports often start with a byte-order mark.
+            let text = if line == 1 {
+                text.strip_prefix('\u{feff}').unwrap_or(&text)
+            } else {
+                &text
+            };
+            let raw = text.trim();
+            if raw.is_empty() {
                 continue;
             }
-            // `email[,reason[,…]]`: further columns (an export's source and date) are ignored,
-            // so an export imports back as it was.
-            let mut cols = raw.split(',');
-            let email = cols.next().unwrap_or_default();
-            let reason = cols.next().map_or("manual", str::trim);
-            match address::normalize("email", email) {
-                Ok((_, lower)) if !reason.is_empty() && reason.len() <= 64 => {
-                    batch.push((lower, reason.to_owned()))
-                }
-                Ok(_) => {
-                    report.invalid += 1;
-                    if report.invalid_rows.len() < 1000 {
-                        report
-                            .invalid_rows
-                            .push(format!("{line}: reason must be 1-64 characters"));
-                    }
-                }
-                Err(e) => {
-                    report.invalid += 1;
-                    if report.invalid_rows.len() < 1000 {
-                        report.invalid_rows.push(format!("{line}: {e}"));
-                    }
-                }
+            if let Some(row) = import_row(line, raw)? {
+                batch.push(row);
             }
             if batch.len() >= 5000 {
-                report.accepted += flush(state, tenant, &mut batch).await?;
+                report.accepted += flush(&mut tx, tenant, &mut batch).await?;
             }
         }
         pending.drain(..start);
@@ -248,12 +266,43 @@ where
             ));
         }
     }
-    report.accepted += flush(state, tenant, &mut batch).await?;
+    report.accepted += flush(&mut tx, tenant, &mut batch).await?;
+    tx.commit().await?;
+    publish_added(state, tenant, started).await?;
     Ok(report)
 }
 
-async fn flush(
+/// Publishes to the engines' feed the addresses an import added (those created at `started`,
+/// its transaction's time), a page at a time. An address whose reason it only updated was
+/// suppressed, and published, before.
+async fn publish_added(
     state: &AppState,
+    tenant: i64,
+    started: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String,)> = sqlx::query_as(
+            "SELECT email_lower FROM suppressions WHERE tenant_id = $1 AND created_at = $2 \
+             AND email_lower > $3 ORDER BY email_lower LIMIT 5000",
+        )
+        .bind(tenant)
+        .bind(started)
+        .bind(&after)
+        .fetch_all(&state.db)
+        .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0.clone();
+        let changes: Vec<(i64, &str, bool)> =
+            page.iter().map(|(e,)| (tenant, e.as_str(), true)).collect();
+        crate::suppression_feed::publish(state, &changes).await;
+    }
+}
+
+async fn flush(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     tenant: i64,
     batch: &mut Vec<(String, String)>,
 ) -> Result<u64, ApiError> {
@@ -273,10 +322,8 @@ async fn flush(
     .bind(tenant)
     .bind(&emails)
     .bind(&reasons)
-    .execute(&state.db)
+    .execute(&mut **tx)
     .await?;
-    let changes: Vec<(i64, &str, bool)> = emails.iter().map(|e| (tenant, *e, true)).collect();
-    crate::suppression_feed::publish(state, &changes).await;
     batch.clear();
     Ok(done.rows_affected())
 }
@@ -346,14 +393,21 @@ pub async fn export_page(
 }
 
 impl Suppression {
-    /// The export CSV line (reasons lose commas, quotes and line breaks).
+    /// The export CSV line, every cell through [`crate::text::csv_field`] (quoted where
+    /// needed, a formula kept as text); reasons lose line breaks and other control characters
+    /// (an import is line by line).
     pub fn csv_line(&self) -> String {
-        let reason = self.reason.replace([',', '"', '\n', '\r'], " ");
+        use crate::text::csv_field;
+        let reason: String = self
+            .reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         format!(
             "{},{},{},{}\n",
-            self.email,
-            reason,
-            self.source,
+            csv_field(&self.email),
+            csv_field(&reason),
+            csv_field(&self.source),
             self.created_at.to_rfc3339()
         )
     }

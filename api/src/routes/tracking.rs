@@ -1,6 +1,11 @@
 //! Open and click tracking (see [`crate::tracking`]): `GET /t/{token}/o.gif`, the pixel, and
 //! `GET /t/{token}/c/{n}`, a redirect to the campaign's N-th link. Keyed by a signed tracking
-//! token, no API key. Each hit is one statement: one row appended to `tracking_events`.
+//! token, no API key. Each hit is one statement: a row appended to `tracking_events` for the
+//! first [`RECORDED_PER_HOUR`] hits of a token and kind in an hour, beyond that a count in
+//! `tracking_unrecorded` (and [`crate::metrics::TRACKING_UNRECORDED`]): the routes answer
+//! every hit, but a loop over one link cannot grow the record without bound. (Hits that
+//! arrive together may pass the cap by a few: the count and the insert are one statement, not
+//! a lock.)
 //!
 //! A click redirects only to a target stored at freeze for the token's campaign, of the
 //! token's tenant: nothing from the request becomes a `Location`, so this is no open redirect.
@@ -23,6 +28,28 @@ const PIXEL: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xf
 
 /// Longest user agent kept, in bytes.
 const USER_AGENT_MAX: usize = 256;
+
+/// Hits of one token and kind (open, click) recorded as rows per hour; the rest are counted.
+/// A person reopens or clicks again a few times; a loop does not get a row per request.
+pub const RECORDED_PER_HOUR: i64 = 10;
+
+/// The statement's parts that record a hit or count it: `live` (a CTE yielding one row when
+/// the hit may be recorded) must precede; `$1` tenant, `$2` campaign, `$3` subscriber, and
+/// `$cap` the per-hour cap. Yields the CTEs `recorded` and `counted`.
+fn record_or_count(kind: &str, columns: &str, values: &str, cap: &str) -> String {
+    format!(
+        "recent AS (SELECT count(*) AS n FROM (SELECT 1 FROM tracking_events \
+                    WHERE campaign_id = $2 AND kind = '{kind}' AND subscriber_id = $3 \
+                    AND at > now() - interval '1 hour' LIMIT {cap}) r), \
+         recorded AS (INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind, {columns}) \
+                      SELECT $1, $2, $3, '{kind}', {values} FROM live, recent WHERE recent.n < {cap} \
+                      RETURNING 1), \
+         counted AS (INSERT INTO tracking_unrecorded (campaign_id, kind, hits) \
+                     SELECT $2, '{kind}', 1 FROM live, recent WHERE recent.n >= {cap} \
+                     ON CONFLICT (campaign_id, kind) \
+                     DO UPDATE SET hits = tracking_unrecorded.hits + 1 RETURNING 1)"
+    )
+}
 
 /// Routes.
 pub fn router() -> Router<AppState> {
@@ -62,19 +89,24 @@ async fn open(
     if r.subscriber != NO_SUBSCRIBER {
         // Nothing for a campaign that is gone (or, impossibly, another tenant's): the pixel
         // still loads.
-        sqlx::query(
-            "INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind, user_agent) \
-             SELECT $1, $2, $3, 'open', $4 \
-             WHERE EXISTS (SELECT 1 FROM campaigns WHERE id = $2 AND tenant_id = $1 \
-                           AND (sent_at IS NULL OR sent_at > now() - make_interval(days => $5)))",
-        )
+        let (counted,): (i64,) = sqlx::query_as(&format!(
+            "WITH live AS (SELECT 1 FROM campaigns WHERE id = $2 AND tenant_id = $1 \
+                           AND (sent_at IS NULL OR sent_at > now() - make_interval(days => $5))), \
+             {} \
+             SELECT (SELECT count(*) FROM counted)",
+            record_or_count("open", "user_agent", "$4", "$6")
+        ))
         .bind(r.tenant)
         .bind(r.campaign)
         .bind(r.subscriber)
         .bind(user_agent(&headers))
         .bind(state.tracking_days as i32)
-        .execute(&state.db)
+        .bind(RECORDED_PER_HOUR)
+        .fetch_one(&state.db)
         .await?;
+        if counted > 0 {
+            crate::metrics::tracking_unrecorded("open");
+        }
     }
     Ok((
         StatusCode::OK,
@@ -95,17 +127,21 @@ async fn click(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let r = recipient(&state, &token)?;
-    let n: i32 = n.parse().map_err(|_| ApiError::NotFound("link"))?;
-    // The target and the record in one round trip; no target, no record.
-    let row: Option<(String,)> = sqlx::query_as(
+    // One spelling per link, as the body was written (`…/c/3`, not `03` or `+3`).
+    let n = tokens::canonical_id(&n)
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or(ApiError::NotFound("link"))?;
+    // The target and the record (or the count) in one round trip; no target, no record.
+    let row: Option<(String, i64)> = sqlx::query_as(&format!(
         "WITH link AS (SELECT l.url, \
                               (c.sent_at IS NOT NULL AND c.sent_at <= now() - make_interval(days => $7)) AS expired \
                        FROM campaign_links l JOIN campaigns c ON c.id = l.campaign_id \
                        WHERE l.campaign_id = $2 AND l.n = $4 AND c.tenant_id = $1), \
-              recorded AS (INSERT INTO tracking_events (tenant_id, campaign_id, subscriber_id, kind, link, user_agent) \
-                           SELECT $1, $2, $3, 'click', $4, $5 FROM link WHERE $6 AND NOT link.expired) \
-         SELECT url FROM link",
-    )
+              live AS (SELECT 1 FROM link WHERE $6 AND NOT link.expired), \
+              {} \
+         SELECT url, (SELECT count(*) FROM counted) FROM link",
+        record_or_count("click", "link, user_agent", "$4, $5", "$8")
+    ))
     .bind(r.tenant)
     .bind(r.campaign)
     .bind(r.subscriber)
@@ -113,9 +149,13 @@ async fn click(
     .bind(user_agent(&headers))
     .bind(r.subscriber != NO_SUBSCRIBER)
     .bind(state.tracking_days as i32)
+    .bind(RECORDED_PER_HOUR)
     .fetch_optional(&state.db)
     .await?;
-    let (url,) = row.ok_or(ApiError::NotFound("link"))?;
+    let (url, counted) = row.ok_or(ApiError::NotFound("link"))?;
+    if counted > 0 {
+        crate::metrics::tracking_unrecorded("click");
+    }
     // Stored header-safe at freeze (visible ASCII only).
     let location = HeaderValue::from_str(&url).map_err(|_| {
         ApiError::Internal(format!(

@@ -5,7 +5,10 @@
 //! - in `DATA` framing has no line that is a lone `.` (it cannot end the data early and smuggle
 //!   a second message into the session);
 //! - has as many header fields as the same campaign rendered with empty merge values (merge
-//!   values cannot add a header).
+//!   values cannot add a header);
+//! - is bounded by the templates plus each value once per placeholder (times what encoding
+//!   can add): values are inserted as they are and never expanded again, so a value that
+//!   names another field cannot multiply the message.
 #![no_main]
 
 use hikyaku_engine::dkim::DkimKeys;
@@ -84,6 +87,7 @@ fuzz_target!(|input: Input| {
         headers: vec!["X-Tag: {{b}}".into()],
         verp_domain: String::new(),
         mobile_charset: String::new(),
+        id_key: String::new(),
     };
     let Ok(c) = Campaign::build(&snap, &DkimKeys::default()) else {
         return;
@@ -104,6 +108,27 @@ fuzz_target!(|input: Input| {
             "a lone dot line"
         );
     }
+    let templates = [
+        &input.subject,
+        &input.text_body,
+        &input.html_body,
+        &input.from_name,
+    ];
+    let occurrences = |p: &str| templates.iter().map(|t| t.matches(p).count()).sum::<usize>();
+    let templates_len: usize = templates.iter().map(|t| t.len()).sum();
+    // `X-Tag: {{b}}` adds one placeholder of b.
+    let bound = templates_len
+        + occurrences("{{a}}") * input.a.len()
+        + (occurrences("{{b}}") + 1) * input.b.len();
+    // Quoted-printable triples a byte, ISO-2022-JP escapes and RFC 2047 words add less than
+    // that again; headers, MIME parts and boundaries are the constant.
+    assert!(
+        msg.len() <= 8 * bound + 8192,
+        "message of {} bytes from templates of {templates_len} and values of {} + {}",
+        msg.len(),
+        input.a.len(),
+        input.b.len()
+    );
     let baseline = render(&c, ["", ""], &input);
     assert_eq!(
         header_fields(&msg),

@@ -1,0 +1,88 @@
+//! A paused campaign's jobs are parked in Redis — out of the ready streams and retry sets, so
+//! no reader or mover keeps cycling them — until the campaign is resumed (they are delivered)
+//! or cancelled (they end `cancelled`). Nothing is lost on the way.
+
+use std::time::Duration;
+
+use hikyaku_queue_schema::keys::STATE_FIELD;
+use hikyaku_queue_schema::{EventStatus, Job, JobId, Keys};
+use hikyaku_tests::queue;
+use hikyaku_tests::wait_for;
+use hikyaku_tests::world::{World, SHARDS};
+
+async fn set_state(con: &mut hikyaku_queue_schema::Redis, campaign: u64, state: Option<&str>) {
+    let cmd = match state {
+        Some(s) => {
+            let mut c = ::redis::cmd("HSET");
+            c.arg(Keys::campaign(campaign)).arg(STATE_FIELD).arg(s);
+            c
+        }
+        None => {
+            let mut c = ::redis::cmd("HDEL");
+            c.arg(Keys::campaign(campaign)).arg(STATE_FIELD);
+            c
+        }
+    };
+    let _: () = cmd.query_async(con).await.expect("state written");
+}
+
+fn jobs(campaign: u64, n: u64) -> Vec<Job> {
+    (0..n)
+        .map(|i| Job {
+            id: JobId { campaign, seq: i },
+            ..queue::job(i, &format!("c{campaign}-{i}@other.test"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_jobs_rest_parked_until_resume_or_cancel() {
+    let world = World::standard().await;
+    let mut con = world.redis.con().await;
+    let (resumed, cancelled) = (2u64, 3u64);
+    for c in [resumed, cancelled] {
+        set_state(&mut con, c, Some("paused")).await;
+        let snapshot = hikyaku_queue_schema::CampaignSnapshot {
+            id: c,
+            ..queue::snapshot()
+        };
+        queue::enqueue_campaign(&mut con, SHARDS, &snapshot, jobs(c, 500)).await;
+    }
+    let engine = world.engine(world.config("", ""));
+    wait_for(Duration::from_secs(30), "every job parked", || {
+        let mut c = con.clone();
+        async move { (queue::parked(&mut c, SHARDS).await == 1000).then_some(()) }
+    })
+    .await;
+    // Parked jobs stay put: nothing in the ready streams, the retry sets or the engine, and
+    // nothing sent, however long the pause.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(queue::depths(&mut con, SHARDS).await, (0, 0, 0));
+    assert_eq!(queue::parked(&mut con, SHARDS).await, 1000);
+    assert_eq!(
+        world.sink.stats().distinct(),
+        0,
+        "nothing sent while paused"
+    );
+
+    set_state(&mut con, resumed, None).await;
+    set_state(&mut con, cancelled, Some("cancelled")).await;
+    let events = queue::wait_events(&con, 1000, Duration::from_secs(60)).await;
+    engine.stop().await.expect("clean stop");
+    let count = |c: u64, status: EventStatus| {
+        events
+            .iter()
+            .filter(|e| e.id.campaign == c && e.status == status)
+            .count()
+    };
+    assert_eq!(count(resumed, EventStatus::Delivered), 500);
+    assert_eq!(count(cancelled, EventStatus::Cancelled), 500);
+    assert_eq!(events.len(), 1000, "one end state each");
+    assert_eq!(queue::parked(&mut con, SHARDS).await, 0);
+    assert_eq!(
+        queue::depths(&mut con, SHARDS).await,
+        (0, 0, 0),
+        "nothing left"
+    );
+    assert_eq!(world.sink.stats().distinct(), 500);
+}
