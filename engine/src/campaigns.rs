@@ -160,11 +160,13 @@ impl CampaignStates {
     /// or seen again after no job of it was held) counts as sending until its state is read:
     /// the renderer reads it before the job's message is built ([`CampaignStates::known`]).
     pub fn get(&self, campaign: u64) -> RunState {
-        let t = self.tracked(campaign);
-        if !t.known.load(Ordering::Acquire) {
-            return RunState::Sending;
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        match states.get(&campaign) {
+            Some(t) if t.known.load(Ordering::Acquire) => {
+                RunState::from_u8(t.state.load(Ordering::Acquire))
+            }
+            _ => RunState::Sending,
         }
-        RunState::from_u8(t.state.load(Ordering::Acquire))
     }
 
     /// Whether the state of `campaign` was read from Redis since the node (re)started tracking

@@ -123,13 +123,14 @@ impl Size {
     }
 
     /// The bytes of the filled text: literal bytes plus each value once per occurrence
-    /// (`lens`: the values' lengths as written).
-    fn filled(&self, lens: &[usize]) -> u64 {
+    /// (`len`: a value's length as written).
+    fn filled(&self, values: &[String], len: impl Fn(&str) -> usize) -> u64 {
         let values: u64 = self
             .fields
             .iter()
-            .zip(lens)
-            .map(|(&n, &len)| (n as u64).saturating_mul(len as u64))
+            .zip(values)
+            .filter(|(&n, _)| n > 0)
+            .map(|(&n, v)| (n as u64).saturating_mul(len(v) as u64))
             .fold(0, u64::saturating_add);
         (self.literal as u64).saturating_add(values)
     }
@@ -152,7 +153,8 @@ struct Variant {
     bdat: Skeleton,
     /// Templates (CRLF, raw) of the base64 bodies, in message order.
     base64: Vec<Skeleton>,
-    /// The raw (`BDAT`) form's size before values, base64 templates included unencoded.
+    /// The raw (`BDAT`) form's size before values, base64 templates included unencoded,
+    /// with the per-message header lines around it.
     size: Size,
 }
 
@@ -465,6 +467,10 @@ impl Campaign {
                 &[],
             ));
         }
+        let (mut plain, mut qp) = (plain, qp);
+        for v in [&mut plain, &mut qp].into_iter().flatten() {
+            v.size.add(&around);
+        }
         let campaign = Campaign {
             return_path: s.return_path.clone(),
             verp_domain: s.verp_domain.clone(),
@@ -598,21 +604,33 @@ impl Campaign {
     /// character in 2 bytes for UTF-8's 3 (and a value's emoji as a 2-byte `〓`), so it counts
     /// half.
     pub fn min_len(&self, job: &Job, charset: Charset) -> u64 {
-        let lens: Vec<usize> = job
-            .fields
-            .iter()
-            .map(|v| v.len() - v.bytes().filter(|b| matches!(b, b'\r' | b'\n' | 0)).count())
-            .collect();
-        if self.charset_for(charset, job.domain()) == Charset::Iso2022Jp {
-            return self.texts_size.filled(&lens) / 2;
+        self.bound(job, charset, |v| {
+            v.len() - v.bytes().filter(|b| matches!(b, b'\r' | b'\n' | 0)).count()
+        })
+    }
+
+    /// `job`'s [`Campaign::min_len`] when it is over `max` bytes, else `None`; on the hot path,
+    /// so the values are scanned only when their plain lengths could make it that large.
+    pub fn over(&self, job: &Job, charset: Charset, max: u64) -> Option<u64> {
+        if self.bound(job, charset, str::len) <= max {
+            return None;
         }
-        let Some(variant) = self.variant(job) else {
-            return self.around.filled(&lens);
-        };
-        variant
-            .size
-            .filled(&lens)
-            .saturating_add(self.around.filled(&lens))
+        Some(self.min_len(job, charset)).filter(|&least| least > max)
+    }
+
+    /// The size of `job`'s message with each value counted as `len` says: the smaller of the
+    /// two forms (whichever the job gets, it is no smaller), or the templates' for
+    /// ISO-2022-JP (halved: see [`Campaign::min_len`]).
+    fn bound(&self, job: &Job, charset: Charset, len: impl Fn(&str) -> usize + Copy) -> u64 {
+        if self.charset_for(charset, job.domain()) == Charset::Iso2022Jp {
+            return self.texts_size.filled(&job.fields, len) / 2;
+        }
+        [&self.plain, &self.qp]
+            .into_iter()
+            .flatten()
+            .map(|v| v.size.filled(&job.fields, len))
+            .min()
+            .unwrap_or_else(|| self.around.filled(&job.fields, len))
     }
 
     /// Why this campaign cannot be sent in ISO-2022-JP (a template character it cannot carry).

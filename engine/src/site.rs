@@ -1193,8 +1193,8 @@ impl Site {
         campaign: &Campaign,
         item: &Routed,
     ) -> Option<Reply> {
-        let charset = campaign.charset_for(self.policy.charset, item.work.job.domain());
-        let least = campaign.min_len(&item.work.job, charset);
+        let max = client.max_message_bytes().min(MAX_MESSAGE_BYTES);
+        let least = campaign.over(&item.work.job, self.policy.charset, max)?;
         if least > MAX_MESSAGE_BYTES {
             return Some(too_big(least, MAX_MESSAGE_BYTES));
         }

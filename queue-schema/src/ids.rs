@@ -28,6 +28,19 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
+/// `n` in decimal, written at the end of `buf` (no allocation per message).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 fn key_bytes(secret: &[u8], campaign: u64) -> [u8; 32] {
     let mut m = hmac(secret);
     m.update(KEY_DOMAIN);
@@ -79,7 +92,8 @@ impl Tagger {
 
     fn mac(&self, seq: u64) -> Hmac<Sha256> {
         let mut m = self.keyed.clone();
-        m.update(seq.to_string().as_bytes());
+        let mut digits = [0u8; 20];
+        m.update(decimal(seq, &mut digits));
         m
     }
 
@@ -114,7 +128,8 @@ pub fn verify(secret: &[u8], campaign: u64, seq: u64, tag: &str) -> bool {
         }
     }
     let mut m = hmac(&key_bytes(secret, campaign));
-    m.update(seq.to_string().as_bytes());
+    let mut digits = [0u8; 20];
+    m.update(decimal(seq, &mut digits));
     m.verify_truncated_left(&want).is_ok()
 }
 
@@ -164,6 +179,13 @@ mod tests {
         assert!(!verify(b"secret", 42, 7, "+123456789abcdef"));
         assert!(Tagger::new("").is_none());
         assert!(Tagger::new(&key[..63]).is_none());
+    }
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, 10, 42, 1_000_007, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

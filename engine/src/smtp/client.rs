@@ -436,6 +436,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.size_refusal(len as u64, &format!("message of {len} bytes"))
     }
 
+    /// The largest message this session carries: the server's `SIZE` or the site's limit,
+    /// whichever is smaller (`u64::MAX` when neither is set).
+    pub fn max_message_bytes(&self) -> u64 {
+        self.caps
+            .size
+            .unwrap_or(u64::MAX)
+            .min(self.site_size.unwrap_or(u64::MAX))
+    }
+
     /// The refusal (552 5.3.4, not sent) of a message of `len` bytes — `what`, for the text —
     /// over the server's `SIZE` or the site's own limit; `None` when it fits. Also asked before
     /// a message is built, with a lower bound of its size.
