@@ -101,8 +101,9 @@ const UNPARK_BATCH: usize = 1000;
 const UNPARK_PER_TICK: usize = 50_000;
 
 /// Moves the parked jobs of campaigns that are no longer paused (resumed: they go out;
-/// cancelled: they end `cancelled` at the gate) back to their shards' ready streams. Every
-/// node does this; the script makes each move happen once.
+/// cancelled: they end `cancelled` at the gate), or that an operator drained (they end as the
+/// drain order says), back to their shards' ready streams. Every node does this; the script
+/// makes each move happen once.
 pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::RedisResult<()> {
     use hikyaku_queue_schema::keys::STATE_FIELD;
     use hikyaku_queue_schema::scripts;
@@ -114,10 +115,30 @@ pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::R
         let mut pipe = redis::pipe();
         for c in &parked {
             pipe.hget(Keys::campaign(*c), STATE_FIELD);
+            pipe.hexists(
+                Keys::drains(),
+                hikyaku_queue_schema::drain::Scope::Campaign(*c).field(),
+            );
         }
-        let states: Vec<Option<String>> = pipe.query_async(con).await?;
-        for (campaign, state) in parked.into_iter().zip(states) {
-            if state.as_deref() == Some("paused") {
+        let replies: Vec<(Option<String>, bool)> = {
+            let flat: Vec<redis::Value> = pipe.query_async(con).await?;
+            flat.chunks(2)
+                .map(|p| {
+                    let state = p
+                        .first()
+                        .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                        .flatten();
+                    let drained = p
+                        .get(1)
+                        .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                        .unwrap_or(false);
+                    (state, drained)
+                })
+                .collect()
+        };
+        for (campaign, (state, drained)) in parked.into_iter().zip(replies) {
+            // A drain order ends a paused campaign's jobs too: they go back to be drained.
+            if state.as_deref() == Some("paused") && !drained {
                 continue;
             }
             let mut moved = 0;

@@ -252,11 +252,18 @@ impl Dispatcher {
 
     /// Routes one job (never waits).
     pub fn dispatch(self: &Arc<Self>, work: Work) {
+        // A job of a drained campaign goes on to be drained where it routes, paused or not.
+        let drained = self
+            .drains
+            .for_campaign(work.job.id.campaign, work.job.queued_ms)
+            .is_some();
         let state = self.campaigns.get(work.job.id.campaign);
-        let Some(work) = self
-            .reporter
-            .campaign_gate(work, &self.default_site.policy, state)
-        else {
+        let Some(work) = (if drained {
+            Some(work)
+        } else {
+            self.reporter
+                .campaign_gate(work, &self.default_site.policy, state)
+        }) else {
             return;
         };
         if let Err(why) = check_recipient(&work.job.rcpt) {

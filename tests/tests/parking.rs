@@ -1,6 +1,7 @@
 //! A paused campaign's jobs are parked in Redis — out of the ready streams and retry sets, so
-//! no reader or mover keeps cycling them — until the campaign is resumed (they are delivered)
-//! or cancelled (they end `cancelled`). Nothing is lost on the way.
+//! no reader or mover keeps cycling them — until the campaign is resumed (they are delivered),
+//! cancelled (they end `cancelled`) or drained by an operator (they end as the order says).
+//! Nothing is lost on the way.
 
 use std::time::Duration;
 
@@ -39,26 +40,27 @@ fn jobs(campaign: u64, n: u64) -> Vec<Job> {
 async fn paused_jobs_rest_parked_until_resume_or_cancel() {
     let world = World::standard().await;
     let mut con = world.redis.con().await;
-    let (resumed, cancelled) = (2u64, 3u64);
-    for c in [resumed, cancelled] {
+    let (resumed, cancelled, drained) = (2u64, 3u64, 4u64);
+    for c in [resumed, cancelled, drained] {
         set_state(&mut con, c, Some("paused")).await;
         let snapshot = hikyaku_queue_schema::CampaignSnapshot {
             id: c,
             ..queue::snapshot()
         };
-        queue::enqueue_campaign(&mut con, SHARDS, &snapshot, jobs(c, 500)).await;
+        let n = if c == drained { 100 } else { 500 };
+        queue::enqueue_campaign(&mut con, SHARDS, &snapshot, jobs(c, n)).await;
     }
     let engine = world.engine(world.config("", ""));
     wait_for(Duration::from_secs(30), "every job parked", || {
         let mut c = con.clone();
-        async move { (queue::parked(&mut c, SHARDS).await == 1000).then_some(()) }
+        async move { (queue::parked(&mut c, SHARDS).await == 1100).then_some(()) }
     })
     .await;
     // Parked jobs stay put: nothing in the ready streams, the retry sets or the engine, and
     // nothing sent, however long the pause.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(queue::depths(&mut con, SHARDS).await, (0, 0, 0));
-    assert_eq!(queue::parked(&mut con, SHARDS).await, 1000);
+    assert_eq!(queue::parked(&mut con, SHARDS).await, 1100);
     assert_eq!(
         world.sink.stats().distinct(),
         0,
@@ -67,7 +69,20 @@ async fn paused_jobs_rest_parked_until_resume_or_cancel() {
 
     set_state(&mut con, resumed, None).await;
     set_state(&mut con, cancelled, Some("cancelled")).await;
-    let events = queue::wait_events(&con, 1000, Duration::from_secs(60)).await;
+    // An operator drains the third while it is paused.
+    let rule = hikyaku_queue_schema::drain::Rule {
+        status: EventStatus::Bounced,
+        before_ms: queue::now_ms() + 3_600_000,
+        reason: "list withdrawn".into(),
+    };
+    let _: () = ::redis::cmd("HSET")
+        .arg(Keys::drains())
+        .arg(hikyaku_queue_schema::drain::Scope::Campaign(drained).field())
+        .arg(rule.encode())
+        .query_async(&mut con)
+        .await
+        .expect("drain rule");
+    let events = queue::wait_events(&con, 1100, Duration::from_secs(60)).await;
     engine.stop().await.expect("clean stop");
     let count = |c: u64, status: EventStatus| {
         events
@@ -77,7 +92,12 @@ async fn paused_jobs_rest_parked_until_resume_or_cancel() {
     };
     assert_eq!(count(resumed, EventStatus::Delivered), 500);
     assert_eq!(count(cancelled, EventStatus::Cancelled), 500);
-    assert_eq!(events.len(), 1000, "one end state each");
+    assert_eq!(count(drained, EventStatus::Bounced), 100);
+    assert!(events
+        .iter()
+        .filter(|e| e.id.campaign == drained)
+        .all(|e| e.reason == "drained"));
+    assert_eq!(events.len(), 1100, "one end state each");
     assert_eq!(queue::parked(&mut con, SHARDS).await, 0);
     assert_eq!(
         queue::depths(&mut con, SHARDS).await,

@@ -748,13 +748,20 @@ async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {
             let st = q::stats(ctx, by_site).await?;
             show(json, &st, || {
                 let mut s = format!(
-                    "{:>5} {:>10} {:>9} {:>10} {:>9} {:>12} {:>9}\n",
-                    "shard", "ready", "pending", "retry", "due", "oldest age", "events"
+                    "{:>5} {:>10} {:>9} {:>10} {:>9} {:>10} {:>12} {:>9}\n",
+                    "shard", "ready", "pending", "retry", "due", "parked", "oldest age", "events"
                 );
                 for r in &st.shards {
                     s.push_str(&format!(
-                        "{:>5} {:>10} {:>9} {:>10} {:>9} {:>11.0}s {:>9}\n",
-                        r.shard, r.ready, r.pending, r.retry, r.retry_due, r.oldest_age_s, r.events
+                        "{:>5} {:>10} {:>9} {:>10} {:>9} {:>10} {:>11.0}s {:>9}\n",
+                        r.shard,
+                        r.ready,
+                        r.pending,
+                        r.retry,
+                        r.retry_due,
+                        r.parked,
+                        r.oldest_age_s,
+                        r.events
                     ));
                 }
                 if let Some(by) = &st.retry_by_site {

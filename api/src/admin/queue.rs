@@ -59,6 +59,9 @@ pub struct ShardStats {
     pub retry: u64,
     /// Of those, due now.
     pub retry_due: u64,
+    /// Jobs of paused campaigns parked on the shard (back when the campaign is resumed or
+    /// cancelled).
+    pub parked: u64,
     /// Age of the oldest ready entry, seconds.
     pub oldest_age_s: f64,
     /// Events not yet recorded.
@@ -121,12 +124,21 @@ pub async fn stats(ctx: &Ctx, by_site: bool) -> Result<QueueStats, AdminError> {
             })
             .and_then(|c| redis::from_redis_value::<u64>(c).ok())
             .unwrap_or(0);
+        let mut parked = 0;
+        for c in hikyaku_queue_schema::scripts::parked_campaigns(&mut con, shard).await? {
+            let n: u64 = redis::cmd("LLEN")
+                .arg(Keys::parked_jobs(shard, c))
+                .query_async(&mut con)
+                .await?;
+            parked += n;
+        }
         out.push(ShardStats {
             shard,
             ready,
             pending,
             retry,
             retry_due,
+            parked,
             oldest_age_s,
             events,
         });
