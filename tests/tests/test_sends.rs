@@ -23,18 +23,12 @@ async fn test_sends_are_limited_and_their_snapshots_go_after_their_last_message(
         let recipients: Vec<String> = (0..n).map(|i| format!("t{i}@other.test")).collect();
         let api = &api;
         async move {
-            let (_, headers, body) = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/campaigns/{c}/test"),
-                    Some(&api.key),
-                    Some((
-                        "application/json",
-                        json!({ "recipients": recipients }).to_string().into_bytes(),
-                    )),
-                )
-                .await;
-            (headers, body)
+            api.json(
+                Method::POST,
+                &format!("/v1/campaigns/{c}/test"),
+                json!({ "recipients": recipients }),
+            )
+            .await
         }
     };
     let (_, sent) = test(3).await;
@@ -73,19 +67,7 @@ async fn test_sends_are_limited_and_their_snapshots_go_after_their_last_message(
     }
     let (_, body) = test(7).await;
     assert!(body["test_id"].is_u64(), "{body}");
-    let (status, _, problem) = api
-        .call(
-            Method::POST,
-            &format!("/v1/campaigns/{c}/test"),
-            Some(&api.key),
-            Some((
-                "application/json",
-                json!({"recipients": ["x@other.test"]})
-                    .to_string()
-                    .into_bytes(),
-            )),
-        )
-        .await;
+    let (status, problem) = test(1).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
 
     // A cancelled campaign takes no test sends.
