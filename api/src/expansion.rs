@@ -127,13 +127,42 @@ const TEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// engine), and at most past [`TEST_EXPIRY`] if the end is never seen.
 pub const TEST_SNAPSHOT_LINGER: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Test-send recipients taken from a tenant's hourly allowance ([`take_test_allowance`]).
+#[derive(Debug)]
+#[must_use = "give the allowance back when the test send fails"]
+pub struct TestAllowance {
+    /// The hour's counter (`None`: unlimited, nothing taken).
+    key: Option<String>,
+    n: u64,
+}
+
+impl TestAllowance {
+    /// Gives the recipients back: the test send they were taken for did not go out.
+    pub async fn give_back(self, state: &AppState) {
+        let Some(key) = self.key else { return };
+        let mut con = state.redis.clone();
+        let given: redis::RedisResult<()> = redis::cmd("DECRBY")
+            .arg(&key)
+            .arg(self.n)
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = given {
+            tracing::warn!(error = %e, "giving back a failed test send's allowance failed");
+        }
+    }
+}
+
 /// Takes `n` test-send recipients from the tenant's allowance for this clock hour
 /// ([`AppState::test_sends_per_hour`]), or refuses with 429 and the seconds until the next
 /// hour. Counted in Redis, so every API process shares it.
-pub async fn take_test_allowance(state: &AppState, tenant: i64, n: u64) -> Result<(), ApiError> {
+pub async fn take_test_allowance(
+    state: &AppState,
+    tenant: i64,
+    n: u64,
+) -> Result<TestAllowance, ApiError> {
     let limit = u64::from(state.test_sends_per_hour);
     if limit == 0 {
-        return Ok(());
+        return Ok(TestAllowance { key: None, n });
     }
     let now_s = chrono::Utc::now().timestamp().max(0) as u64;
     let hour = now_s / 3600;
@@ -149,14 +178,11 @@ pub async fn take_test_allowance(state: &AppState, tenant: i64, n: u64) -> Resul
         .ignore()
         .query_async(&mut con)
         .await?;
+    let taken = TestAllowance { key: Some(key), n };
     if used <= limit {
-        return Ok(());
+        return Ok(taken);
     }
-    let _: () = redis::cmd("DECRBY")
-        .arg(&key)
-        .arg(n)
-        .query_async(&mut con)
-        .await?;
+    taken.give_back(state).await;
     Err(ApiError::TooManyRequests((hour + 1) * 3600 - now_s))
 }
 

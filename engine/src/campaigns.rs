@@ -68,6 +68,9 @@ struct Tracked {
     held: AtomicUsize,
     /// When `held` last fell to zero, ms.
     idle_since_ms: AtomicU64,
+    /// Bumped whenever the state goes stale (the last hold dropped): a poll that read the state
+    /// before the bump must not overwrite a fresher read made after it.
+    epoch: AtomicU64,
 }
 
 impl Tracked {
@@ -77,6 +80,7 @@ impl Tracked {
             known: AtomicBool::new(false),
             held: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(now_ms),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -98,6 +102,7 @@ impl Drop for Hold {
                 .idle_since_ms
                 .store(clock::now_ms(), Ordering::Release);
             // No longer polled: the state goes stale, and is read again with the next job.
+            self.0.epoch.fetch_add(1, Ordering::AcqRel);
             self.0.known.store(false, Ordering::Release);
         }
     }
@@ -149,11 +154,34 @@ impl CampaignStates {
             .clone()
     }
 
-    /// A hold on `campaign` for one job entering the engine.
+    /// A hold on `campaign` for one job entering the engine. The count is raised under the
+    /// map's lock, so [`CampaignStates::forget_idle`] (which takes the write lock) never drops
+    /// an entry a hold is being taken on: a held campaign is always the one in the map, polled.
     pub fn hold(&self, campaign: u64) -> Hold {
-        let t = self.tracked(campaign);
+        {
+            let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = states.get(&campaign) {
+                t.held.fetch_add(1, Ordering::AcqRel);
+                return Hold(t.clone());
+            }
+        }
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let t = states
+            .entry(campaign)
+            .or_insert_with(|| Arc::new(Tracked::new(clock::now_ms())))
+            .clone();
         t.held.fetch_add(1, Ordering::AcqRel);
         Hold(t)
+    }
+
+    /// The state of `campaign` when it is known (read from Redis while jobs of it were held);
+    /// `None` when it must be read first.
+    pub fn known_state(&self, campaign: u64) -> Option<RunState> {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let t = states.get(&campaign)?;
+        t.known
+            .load(Ordering::Acquire)
+            .then(|| RunState::from_u8(t.state.load(Ordering::Acquire)))
     }
 
     /// The state of `campaign` as last read. A campaign whose state is not known (first seen,
@@ -217,24 +245,32 @@ impl CampaignStates {
 
     /// Reads the states of the campaigns with jobs held (one pipelined round trip).
     pub async fn refresh(&self, con: &mut Redis) -> redis::RedisResult<()> {
-        let ids: Vec<(u64, Arc<Tracked>)> = self
+        let ids: Vec<(u64, Arc<Tracked>, u64)> = self
             .states
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, t)| t.held.load(Ordering::Acquire) > 0)
-            .map(|(id, t)| (*id, t.clone()))
+            .map(|(id, t)| (*id, t.clone(), t.epoch.load(Ordering::Acquire)))
             .collect();
         if ids.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (id, _) in &ids {
+        for (id, _, _) in &ids {
             pipe.hget(Keys::campaign(*id), STATE_FIELD);
         }
         let values: Vec<Option<String>> = pipe.query_async(con).await?;
-        for ((_, t), v) in ids.into_iter().zip(values) {
-            t.set(RunState::parse(v.as_deref()));
+        for ((_, t, epoch), v) in ids.into_iter().zip(values) {
+            // Went stale while the poll was in flight (and may have been read afresh since):
+            // this older answer is dropped; the next poll or job reads it again.
+            if t.epoch.load(Ordering::Acquire) == epoch {
+                t.set(RunState::parse(v.as_deref()));
+                if t.epoch.load(Ordering::Acquire) != epoch {
+                    // The last hold dropped meanwhile: leave it unknown, as the drop did.
+                    t.known.store(false, Ordering::Release);
+                }
+            }
         }
         Ok(())
     }

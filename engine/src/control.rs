@@ -56,6 +56,7 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
         node_id,
     } = control;
     let metrics = Metrics;
+    let mut drain_pacing = DrainPacing::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,14 +76,15 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
         renderer.forget(&campaigns.forget_idle(crate::clock::now_ms()));
         let (cached, bytes) = renderer.cached();
         metrics.caches(campaigns.len(), cached, bytes, dispatcher.cached_domains());
-        if let Err(e) = unpark(&mut con, shards, &metrics).await {
+        // Drain orders first: jobs moved back for a drain must meet it at the gate.
+        if let Err(e) = drains.refresh(&mut con).await {
+            tracing::warn!(error = %e, "reading drain orders failed");
+        }
+        if let Err(e) = unpark(&mut con, shards, &metrics, &mut drain_pacing).await {
             tracing::warn!(error = %e, "moving parked jobs back failed");
         }
         if let Err(e) = suppressed.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading the suppression feed failed");
-        }
-        if let Err(e) = drains.refresh(&mut con).await {
-            tracing::warn!(error = %e, "reading drain orders failed");
         }
         if let Err(e) = publish(&mut con, &sites, &node_id).await {
             tracing::warn!(error = %e, "publishing site state failed");
@@ -100,13 +102,49 @@ const UNPARK_BATCH: usize = 1000;
 /// Most parked jobs one node moves back per second and shard (the rest next second).
 const UNPARK_PER_TICK: usize = 50_000;
 
+/// When this node moves a paused campaign's parked jobs back for a drain order. An order
+/// covers the jobs queued before it: those leave for good, but the campaign's later jobs are
+/// parked again at the gate. So the jobs are moved back once the order has been seen for
+/// [`DRAIN_SETTLE`] (every node's drain view, read each second, has it by then), and again
+/// only every [`DRAIN_REPEAT`] while it stands (a node whose view was late parked some again):
+/// a paused campaign's later jobs rest instead of circulating every second.
+#[derive(Debug, Default)]
+pub struct DrainPacing(
+    HashMap<(u16, u64, String), (tokio::time::Instant, Option<tokio::time::Instant>)>,
+);
+
+/// How long a drain order of a paused campaign is seen before its parked jobs move back.
+const DRAIN_SETTLE: Duration = Duration::from_secs(2);
+/// How often a standing drain order of a paused campaign moves its parked jobs back again.
+const DRAIN_REPEAT: Duration = Duration::from_secs(60);
+
+impl DrainPacing {
+    /// Whether the parked jobs of `key` move back now (and, if so, notes that they did).
+    fn due(&mut self, key: (u16, u64, String), now: tokio::time::Instant) -> bool {
+        let (seen, last) = self.0.entry(key).or_insert((now, None));
+        let due = now.duration_since(*seen) >= DRAIN_SETTLE
+            && last.is_none_or(|l| now.duration_since(l) >= DRAIN_REPEAT);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+}
+
 /// Moves the parked jobs of campaigns that are no longer paused (resumed: they go out;
 /// cancelled: they end `cancelled` at the gate), or that an operator drained (they end as the
-/// drain order says), back to their shards' ready streams. Every node does this; the script
-/// makes each move happen once.
-pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::RedisResult<()> {
+/// drain order says; paced, see [`DrainPacing`]), back to their shards' ready
+/// streams. Every node does this; the script makes each move happen once.
+pub async fn unpark(
+    con: &mut Redis,
+    shards: u16,
+    metrics: &Metrics,
+    pacing: &mut DrainPacing,
+) -> redis::RedisResult<()> {
     use hikyaku_queue_schema::keys::STATE_FIELD;
     use hikyaku_queue_schema::scripts;
+    let now = crate::clock::now();
+    let mut seen = std::collections::HashSet::new();
     for shard in 0..shards {
         let parked = scripts::parked_campaigns(con, shard).await?;
         if parked.is_empty() {
@@ -115,12 +153,12 @@ pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::R
         let mut pipe = redis::pipe();
         for c in &parked {
             pipe.hget(Keys::campaign(*c), STATE_FIELD);
-            pipe.hexists(
+            pipe.hget(
                 Keys::drains(),
                 hikyaku_queue_schema::drain::Scope::Campaign(*c).field(),
             );
         }
-        let replies: Vec<(Option<String>, bool)> = {
+        let replies: Vec<(Option<String>, Option<String>)> = {
             let flat: Vec<redis::Value> = pipe.query_async(con).await?;
             flat.chunks(2)
                 .map(|p| {
@@ -131,15 +169,23 @@ pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::R
                     let drained = p
                         .get(1)
                         .and_then(|v| redis::from_redis_value(v.clone()).ok())
-                        .unwrap_or(false);
+                        .flatten();
                     (state, drained)
                 })
                 .collect()
         };
         for (campaign, (state, drained)) in parked.into_iter().zip(replies) {
-            // A drain order ends a paused campaign's jobs too: they go back to be drained.
-            if state.as_deref() == Some("paused") && !drained {
-                continue;
+            if state.as_deref() == Some("paused") {
+                // A drain order ends a paused campaign's jobs too: they go back to be
+                // drained (paced).
+                let Some(order) = drained else {
+                    continue;
+                };
+                let key = (shard, campaign, order);
+                seen.insert(key.clone());
+                if !pacing.due(key, now) {
+                    continue;
+                }
             }
             let mut moved = 0;
             while moved < UNPARK_PER_TICK {
@@ -160,6 +206,8 @@ pub async fn unpark(con: &mut Redis, shards: u16, metrics: &Metrics) -> redis::R
             metrics.parked("unparked", moved);
         }
     }
+    // Orders no longer met (lifted, or their campaign resumed or gone) are forgotten.
+    pacing.0.retain(|k, _| seen.contains(k));
     Ok(())
 }
 

@@ -191,13 +191,15 @@ pub async fn run(
     ));
     let refreshers: Vec<_> = (0..config.shards)
         .map(|shard| {
-            tokio::spawn(crate::shard::refresh_held(
+            tokio::spawn(crate::shard::keep_held(crate::shard::Keeper {
                 shard,
-                config.node_id.clone(),
-                con.clone(),
-                inflight.clone(),
-                q.claim_idle.0 / 3,
-            ))
+                node_id: config.node_id.clone(),
+                con: con.clone(),
+                inflight: inflight.clone(),
+                dispatcher: dispatcher.clone(),
+                reporter: reporter.clone(),
+                queue: q.clone(),
+            }))
         })
         .collect();
     let background = [

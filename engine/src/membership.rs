@@ -46,6 +46,8 @@ pub struct FleetView {
     inner: std::sync::Mutex<View>,
     /// How long heartbeats must go through before another node's entries may be claimed.
     grace: Duration,
+    /// Longest gap between two heartbeats that went through for the view to stay steady.
+    max_gap: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +55,14 @@ struct View {
     live: Vec<String>,
     /// Since when heartbeats have gone through without a failure.
     steady_since: Option<tokio::time::Instant>,
+    /// When the last heartbeat went through.
+    last_ok: Option<tokio::time::Instant>,
 }
+
+/// Longest time between two heartbeats that went through (they run once a second) for the
+/// fleet view to stay steady: a beat that hung for seconds, or a node that stalled, saw the
+/// fleet through a gap like an outage, and other nodes' heartbeats may look lapsed after it.
+const MAX_BEAT_GAP: Duration = Duration::from_millis(2500);
 
 impl FleetView {
     /// A view for a fleet whose heartbeats live `node_ttl`.
@@ -63,9 +72,16 @@ impl FleetView {
 
     /// A view that allows claims after `grace` of steady heartbeats.
     pub fn with_grace(grace: Duration) -> Arc<Self> {
+        Self::with_limits(grace, MAX_BEAT_GAP)
+    }
+
+    /// A view that allows claims after `grace` of steady heartbeats, none of them more than
+    /// `max_gap` after the one before.
+    pub fn with_limits(grace: Duration, max_gap: Duration) -> Arc<Self> {
         Arc::new(FleetView {
             inner: std::sync::Mutex::new(View::default()),
             grace,
+            max_gap,
         })
     }
 
@@ -74,10 +90,19 @@ impl FleetView {
     }
 
     /// A heartbeat went through; `live` are the nodes whose heartbeats have not run out.
+    /// A gap of more than the view's limit ([`MAX_BEAT_GAP`]) since the last one counts as a
+    /// failure.
     pub fn beat_ok(&self, live: Vec<String>) {
+        let now = crate::clock::now();
         let mut v = self.view();
         v.live = live;
-        v.steady_since.get_or_insert_with(crate::clock::now);
+        if v.last_ok
+            .is_some_and(|last| now.duration_since(last) > self.max_gap)
+        {
+            v.steady_since = None;
+        }
+        v.last_ok = Some(now);
+        v.steady_since.get_or_insert(now);
     }
 
     /// A heartbeat failed (Redis unreachable): other nodes' heartbeats and entries may look
@@ -353,6 +378,31 @@ mod tests {
         view.beat_ok(vec!["a".into()]);
         assert_eq!(view.live_if_steady(), None);
         tokio::time::sleep(grace * 2).await;
+        assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_that_hung_counts_as_an_outage() {
+        let step = Duration::from_millis(100);
+        let view = FleetView::with_limits(step * 5, step * 6);
+        for _ in 0..8 {
+            view.beat_ok(vec!["a".into()]);
+            tokio::time::sleep(step).await;
+        }
+        assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
+        // The next beat went through, but only after hanging: no failure was seen, yet the
+        // fleet may look dead for a while after it.
+        tokio::time::sleep(step * 15).await;
+        view.beat_ok(vec!["a".into()]);
+        assert_eq!(
+            view.live_if_steady(),
+            None,
+            "steady again only after the grace"
+        );
+        for _ in 0..7 {
+            tokio::time::sleep(step).await;
+            view.beat_ok(vec!["a".into()]);
+        }
         assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
     }
 

@@ -1082,6 +1082,28 @@ impl Renderer {
         }
     }
 
+    /// The run state of `campaign`: as known while jobs of it are held, else read from Redis
+    /// (and known from then on). Asked before each message is admitted, so no message of a
+    /// paused or cancelled campaign goes out on a state the node has not read.
+    pub async fn state(&self, id: u64) -> Result<RunState, RenderError> {
+        if let Some(state) = self.states.known_state(id) {
+            return Ok(state);
+        }
+        let mut con = self.con.clone();
+        let state: Option<String> = redis::cmd("HGET")
+            .arg(Keys::campaign(id))
+            .arg(STATE_FIELD)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| RenderError::Redis {
+                id,
+                error: e.to_string(),
+            })?;
+        let state = RunState::parse(state.as_deref());
+        self.states.set(id, state);
+        Ok(state)
+    }
+
     /// The campaign, from the cache or Redis. A campaign this node has started tracking anew
     /// has its run state read here before its first message.
     pub async fn campaign(&self, id: u64) -> Result<Arc<Campaign>, RenderError> {
@@ -1096,15 +1118,7 @@ impl Renderer {
         };
         let mut con = self.con.clone();
         if let Some(c) = cached {
-            if !self.states.known(id) {
-                let state: Option<String> = redis::cmd("HGET")
-                    .arg(Keys::campaign(id))
-                    .arg(STATE_FIELD)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(redis_error)?;
-                self.states.set(id, RunState::parse(state.as_deref()));
-            }
+            self.state(id).await?;
             return Ok(c);
         }
         let (bytes, state): (Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")

@@ -6,10 +6,10 @@
 //! and it reclaims entries idle longer than `claim_idle` from consumers that are not live nodes
 //! (XPENDING per such consumer, then XCLAIM with the same minimum idle time), once this node's
 //! heartbeats have been steady long enough ([`crate::membership::FleetView`]): a live node's
-//! entries are never taken, however long a Redis outage made them look idle. Its own entries
-//! that it does not hold (a read whose reply was lost in an outage) it takes back at any time.
-//! Reclaim waits for room in the in-flight budget, ahead of new reads: a saturated budget does
-//! not starve it.
+//! entries are never taken, however long a Redis outage made them look idle: each node takes
+//! back its own idle entries it does not hold, on every shard ([`keep_held`]). Reclaim waits
+//! for room in the in-flight budget, ahead of new reads: a saturated budget does not starve
+//! it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,35 +112,20 @@ impl ShardConsumer {
         }
     }
 
-    /// Decodes entries and hands them on. `redelivered` marks entries that may have been
-    /// attempted before (own-pending replay, reclaim).
+    fn handover(&self) -> Handover<'_> {
+        Handover {
+            shard: self.shard,
+            inflight: &self.inflight,
+            dispatcher: &self.dispatcher,
+            reporter: &self.reporter,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Decodes entries read with `>` and hands them on.
     fn accept(&self, entries: Vec<Entry>, redelivered: bool) {
-        if entries.is_empty() {
-            return;
-        }
-        {
-            let mut held = self.inflight.held(self.shard);
-            for (id, _) in &entries {
-                held.insert(id.clone());
-            }
-        }
-        self.metrics.read(entries.len());
-        for (entry, body) in entries {
-            let Some(bytes) = body else {
-                // Deleted while pending: nothing to deliver. Finishing it acks it with an
-                // event explaining why.
-                self.reporter
-                    .undecodable(self.shard, entry, "entry body missing".into());
-                continue;
-            };
-            match Job::decode(&bytes) {
-                Ok(job) => {
-                    let work = self.dispatcher.work(self.shard, entry, job, redelivered);
-                    self.dispatcher.dispatch(work)
-                }
-                Err(e) => self.reporter.undecodable(self.shard, entry, e.to_string()),
-            }
-        }
+        let h = self.handover();
+        h.dispatch(h.hold(entries), redelivered);
     }
 
     /// Re-reads this node's own pending entries (from a previous run under the same name).
@@ -172,32 +157,25 @@ impl ShardConsumer {
                 return Ok(());
             };
             cursor = last;
-            let fresh = self.not_held(entries);
+            let h = self.handover();
+            let fresh = h.hold(entries);
             self.inflight.release(got.saturating_sub(fresh.len()));
             self.metrics.reclaimed(fresh.len());
-            self.accept(fresh, true);
+            h.dispatch(fresh, true);
         }
     }
 
-    /// The entries this node does not hold already (a replay or reclaim may return some).
-    fn not_held(&self, entries: Vec<Entry>) -> Vec<Entry> {
-        let held = self.inflight.held(self.shard);
-        entries
-            .into_iter()
-            .filter(|(id, _)| !held.contains(id))
-            .collect()
-    }
-
     /// Takes over entries idle longer than `claim_idle` from consumers that are not live nodes
-    /// (their node died, or left without finishing), when the fleet view allows it; and this
-    /// node's own entries it does not hold (delivered to it by a read whose reply was lost, in a
-    /// Redis outage say), at any time.
+    /// (their node died, or left without finishing), when the fleet view allows it. (This
+    /// node's own idle entries it does not hold are [`keep_held`]'s, on every shard.)
     async fn reclaim(
         &mut self,
         key: &str,
         stop: &mut watch::Receiver<bool>,
     ) -> redis::RedisResult<()> {
-        let live = self.fleet.live_if_steady();
+        let Some(live) = self.fleet.live_if_steady() else {
+            return Ok(());
+        };
         let consumers: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(key)
@@ -206,9 +184,7 @@ impl ShardConsumer {
             .await?;
         let idle_ms = self.queue.claim_idle.0.as_millis() as u64;
         for c in consumers.consumers {
-            let own = c.name == self.node_id;
-            let claimable = own || live.as_ref().is_some_and(|l| !l.contains(&c.name));
-            if c.pending == 0 || !claimable {
+            if c.pending == 0 || c.name == self.node_id || live.contains(&c.name) {
                 continue;
             }
             // Pages of the consumer's idle entries, in id order.
@@ -229,20 +205,9 @@ impl ShardConsumer {
                 if let Some(last) = pending.ids.last() {
                     start = format!("({}", last.id);
                 }
-                let ids: Vec<String> = {
-                    let held = self.inflight.held(self.shard);
-                    pending
-                        .ids
-                        .into_iter()
-                        .map(|p| p.id)
-                        .filter(|id| !(own && held.contains(id.as_str())))
-                        .collect()
-                };
+                let ids: Vec<String> = pending.ids.into_iter().map(|p| p.id).collect();
                 if ids.is_empty() {
-                    if listed < self.queue.read_batch {
-                        break;
-                    }
-                    continue;
+                    break;
                 }
                 // Room first, ahead of new reads (this reader waits here, not in its read).
                 let got = tokio::select! {
@@ -261,18 +226,19 @@ impl ShardConsumer {
                     cmd.arg(id);
                 }
                 let v: redis::Value = cmd.query_async(&mut self.con).await?;
-                let fresh = self.not_held(streams::parse_entries(v));
+                let h = self.handover();
+                let fresh = h.hold(streams::parse_entries(v));
                 self.inflight.release(got.saturating_sub(fresh.len()));
                 if !fresh.is_empty() {
                     tracing::info!(
                         shard = self.shard,
                         from = %c.name,
                         count = fresh.len(),
-                        "reclaimed idle entries (of a node not live, or this node's own orphans)"
+                        "reclaimed idle entries of a node that is not live"
                     );
                 }
                 self.metrics.reclaimed(fresh.len());
-                self.accept(fresh, true);
+                h.dispatch(fresh, true);
                 if listed < self.queue.read_batch || *stop.borrow() {
                     break;
                 }
@@ -282,34 +248,173 @@ impl ShardConsumer {
     }
 }
 
-/// Keeps this node's held entries from looking idle: every `every`, XCLAIM … JUSTID to itself
-/// for each held entry of `shard`. Runs on its own timer, apart from reading, so that a node
-/// whose budget is full of slow jobs (and so reads nothing) still keeps them; runs until
-/// aborted, through the shutdown grace.
-pub async fn refresh_held(
-    shard: u16,
-    node_id: String,
-    mut con: Redis,
-    inflight: Arc<InFlight>,
-    every: Duration,
-) {
-    let key = Keys::ready(shard);
+/// What hands read or claimed entries to the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct Handover<'a> {
+    /// The shard.
+    pub shard: u16,
+    /// Budget and held entries.
+    pub inflight: &'a InFlight,
+    /// Where jobs go.
+    pub dispatcher: &'a Arc<Dispatcher>,
+    /// For undecodable entries.
+    pub reporter: &'a Reporter,
+    /// Counters.
+    pub metrics: &'a Metrics,
+}
+
+impl Handover<'_> {
+    /// Marks `entries` held and returns those this node did not hold already, in one step
+    /// under the held set's lock: a replay, a reclaim and a sweep that return the same entry
+    /// hand it on once.
+    pub fn hold(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut held = self.inflight.held(self.shard);
+        entries
+            .into_iter()
+            .filter(|(id, _)| held.insert(id.clone()))
+            .collect()
+    }
+
+    /// Decodes entries (held already, [`Handover::hold`]) and hands them to the dispatcher.
+    /// `redelivered` marks entries that may have been attempted before (replay, reclaim).
+    pub fn dispatch(&self, entries: Vec<Entry>, redelivered: bool) {
+        if entries.is_empty() {
+            return;
+        }
+        self.metrics.read(entries.len());
+        for (entry, body) in entries {
+            let Some(bytes) = body else {
+                // Deleted while pending: nothing to deliver. Finishing it acks it with an
+                // event explaining why.
+                self.reporter
+                    .undecodable(self.shard, entry, "entry body missing".into());
+                continue;
+            };
+            match Job::decode(&bytes) {
+                Ok(job) => {
+                    let work = self.dispatcher.work(self.shard, entry, job, redelivered);
+                    self.dispatcher.dispatch(work)
+                }
+                Err(e) => self.reporter.undecodable(self.shard, entry, e.to_string()),
+            }
+        }
+    }
+}
+
+/// What [`keep_held`] needs.
+#[derive(Debug)]
+pub struct Keeper {
+    /// The shard.
+    pub shard: u16,
+    /// This node's consumer name.
+    pub node_id: String,
+    /// A connection of its own.
+    pub con: Redis,
+    /// Budget and held entries.
+    pub inflight: Arc<InFlight>,
+    /// Where taken-back orphans go.
+    pub dispatcher: Arc<Dispatcher>,
+    /// For undecodable entries.
+    pub reporter: Reporter,
+    /// Reading settings (`claim_idle`, `read_batch`).
+    pub queue: QueueConfig,
+}
+
+/// Keeps this node's entries of `shard` in order, every `claim_idle / 3`, whether or not the
+/// node reads the shard now: it refreshes the idle time of the entries it holds (XCLAIM …
+/// JUSTID to itself), on a timer of its own apart from reading, so that a node whose budget is
+/// full of slow jobs (and so reads nothing) still keeps them; and it takes back its own entries
+/// idle past `claim_idle` that it does not hold — delivered to it by a read whose reply was
+/// lost (a Redis outage), or left by its previous run on a shard another node reads now: no
+/// other node claims a live node's entries. Runs until aborted, through the shutdown grace.
+pub async fn keep_held(mut k: Keeper) {
+    let key = Keys::ready(k.shard);
+    let every = k.queue.claim_idle.0 / 3;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ids: Vec<Arc<str>> = inflight.held(shard).iter().cloned().collect();
+        let ids: Vec<Arc<str>> = k.inflight.held(k.shard).iter().cloned().collect();
         for chunk in ids.chunks(1000) {
             let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(&key).arg(ENGINE_GROUP).arg(&node_id).arg(0);
+            cmd.arg(&key).arg(ENGINE_GROUP).arg(&k.node_id).arg(0);
             for id in chunk {
                 cmd.arg(&**id);
             }
             cmd.arg("JUSTID");
-            if let Err(e) = cmd.query_async::<redis::Value>(&mut con).await {
-                tracing::warn!(shard, error = %e, "refreshing held entries failed");
+            if let Err(e) = cmd.query_async::<redis::Value>(&mut k.con).await {
+                tracing::warn!(shard = k.shard, error = %e, "refreshing held entries failed");
                 break;
             }
+        }
+        if let Err(e) = take_back_orphans(&mut k, &key, every / 2).await {
+            tracing::warn!(shard = k.shard, error = %e, "taking back own idle entries failed");
+        }
+    }
+}
+
+/// Takes back this node's own idle entries of the shard that it does not hold, waiting at
+/// most `wait` for room in the budget each round (the keeper's refresh must go on).
+async fn take_back_orphans(k: &mut Keeper, key: &str, wait: Duration) -> redis::RedisResult<()> {
+    let idle_ms = k.queue.claim_idle.0.as_millis() as u64;
+    let mut start = "-".to_owned();
+    loop {
+        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(ENGINE_GROUP)
+            .arg("IDLE")
+            .arg(idle_ms)
+            .arg(&start)
+            .arg("+")
+            .arg(k.queue.read_batch)
+            .arg(&k.node_id)
+            .query_async(&mut k.con)
+            .await?;
+        let listed = pending.ids.len();
+        if let Some(last) = pending.ids.last() {
+            start = format!("({}", last.id);
+        }
+        let orphans: Vec<String> = {
+            let held = k.inflight.held(k.shard);
+            pending
+                .ids
+                .into_iter()
+                .map(|p| p.id)
+                .filter(|id| !held.contains(id.as_str()))
+                .collect()
+        };
+        if !orphans.is_empty() {
+            let Ok(got) = tokio::time::timeout(wait, k.inflight.reserve(orphans.len())).await
+            else {
+                return Ok(());
+            };
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(key).arg(ENGINE_GROUP).arg(&k.node_id).arg(idle_ms);
+            for id in &orphans[..got.min(orphans.len())] {
+                cmd.arg(id);
+            }
+            let v: redis::Value = cmd.query_async(&mut k.con).await?;
+            let h = Handover {
+                shard: k.shard,
+                inflight: &k.inflight,
+                dispatcher: &k.dispatcher,
+                reporter: &k.reporter,
+                metrics: &Metrics,
+            };
+            let fresh = h.hold(streams::parse_entries(v));
+            k.inflight.release(got.saturating_sub(fresh.len()));
+            if !fresh.is_empty() {
+                tracing::info!(
+                    shard = k.shard,
+                    count = fresh.len(),
+                    "took back own idle entries this node did not hold"
+                );
+            }
+            Metrics.reclaimed(fresh.len());
+            h.dispatch(fresh, true);
+        }
+        if listed < k.queue.read_batch {
+            return Ok(());
         }
     }
 }

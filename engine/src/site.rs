@@ -121,6 +121,9 @@ pub struct Site {
     /// End of the virtual queue of refused jobs, µs since the epoch (see
     /// [`Site::refusal_delay`]).
     return_slot_us: AtomicU64,
+    /// Since when a connection found the queue empty, µs since the epoch (0: a job was taken
+    /// since). A queue dry for [`Site::dry_enough`] starts the return slots over.
+    dry_since_us: AtomicU64,
     /// Operator pause.
     paused: AtomicBool,
     /// Operator rate override (`None`: the policy's).
@@ -215,6 +218,7 @@ impl Site {
             open: AtomicU32::new(0),
             spare_tokens: AtomicU32::new(0),
             return_slot_us: AtomicU64::new(0),
+            dry_since_us: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             operator_rate: Mutex::new(None),
@@ -598,6 +602,7 @@ impl Site {
         match self.node_rate() {
             Some(r) if r > 0.0 => {
                 let now_us = clock::now_ms().saturating_mul(1000);
+                self.start_over_if_dry(now_us);
                 let drain_us = (self.capacity() as f64 / r * 1e6) as u64;
                 let step_us = ((1e6 / r) as u64).max(1);
                 let max_us = MAX_RETURN_DELAY.as_micros() as u64;
@@ -612,6 +617,36 @@ impl Site {
                 base.max(delay)
             }
             _ => spread(base),
+        }
+    }
+
+    /// How long the queue must have been empty before the return slots start over: two
+    /// seconds, or three rate steps on a slow site. A queue empty for a moment between two
+    /// batches is not dry: starting over then would bring the backlog back at once.
+    fn dry_enough_us(&self) -> u64 {
+        let step_us = self
+            .node_rate()
+            .filter(|r| *r > 0.0)
+            .map_or(0, |r| (3e6 / r) as u64);
+        step_us.max(2_000_000)
+    }
+
+    /// Starts the return slots over when the queue has been dry long enough as of `now_us`:
+    /// the refused jobs due by then have come back and gone, so jobs refused from now on are
+    /// due when this queue drains again, not behind the end of an earlier backlog's virtual
+    /// queue (which only ever moves forward).
+    fn start_over_if_dry(&self, now_us: u64) {
+        let since = self.dry_since_us.load(Ordering::Acquire);
+        if since != 0 && now_us.saturating_sub(since) >= self.dry_enough_us() {
+            self.return_slot_us.store(0, Ordering::Release);
+        }
+    }
+
+    /// A job was taken at `now_us`: a dry spell (if long enough) ends here.
+    fn end_dry_spell(&self, now_us: u64) {
+        if self.dry_since_us.load(Ordering::Acquire) != 0 {
+            self.start_over_if_dry(now_us);
+            self.dry_since_us.store(0, Ordering::Release);
         }
     }
 
@@ -710,13 +745,17 @@ impl Site {
                     None => q.pop_front(),
                 }
             };
+            let now_us = clock::now_ms().saturating_mul(1000);
             if let Some(r) = picked {
+                self.end_dry_spell(now_us);
                 return Some(r);
             }
-            // The queue ran dry: the refused jobs due so far have come back and gone. Jobs
-            // refused from now on are due when this queue drains again, not behind the end of
-            // an earlier backlog's virtual queue (which only ever moved forward).
-            self.return_slot_us.store(0, Ordering::Release);
+            let _ = self.dry_since_us.compare_exchange(
+                0,
+                now_us.max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             // An idle connection keeps the session for the next job, unless other nodes of
             // the fleet are waiting for a connection slot of this site.
             if self.fleet.as_ref().is_some_and(|f| f.contended()) {
@@ -809,7 +848,9 @@ impl Site {
         if *credits > 0 {
             *credits -= 1;
         } else if !self.rate_allows_now() {
-            self.q().push_front(item);
+            // Back through put_back: a pause or drain that came meanwhile has already handed
+            // the queue back, and a job pushed in after it would wait where nobody serves.
+            self.put_back(std::iter::once(item));
             return None;
         }
         Some(item)
@@ -945,7 +986,16 @@ impl Site {
                 return None;
             }
         }
-        let state = self.deps.campaigns.get(id);
+        let state = match self.deps.renderer.state(id).await {
+            Ok(state) => state,
+            Err(e) => {
+                let attempt = Attempt::Unrenderable(e.to_string());
+                self.deps
+                    .reporter
+                    .outcome(item.work, &self.policy, "", &attempt);
+                return None;
+            }
+        };
         let work = self
             .deps
             .reporter
@@ -1073,12 +1123,25 @@ impl Site {
             let mut retried = false;
             loop {
                 if session.is_none() {
-                    match self
-                        .deps
-                        .connector
-                        .connect(&item.target, &self.policy.timeouts)
-                        .await
-                    {
+                    if self.is_draining() {
+                        self.hand_back(item, credits);
+                        break 'jobs;
+                    }
+                    // A connect can take its whole timeout (a peer that does not answer): a
+                    // drain does not wait for it, the job goes back unsent at once.
+                    let mut halt = self.halt.subscribe();
+                    let connected = tokio::select! {
+                        r = self
+                            .deps
+                            .connector
+                            .connect(&item.target, &self.policy.timeouts) => Some(r),
+                        _ = halt.wait_for(|h| *h != Halt::Run) => None,
+                    };
+                    let Some(connected) = connected else {
+                        self.hand_back(item, credits);
+                        break 'jobs;
+                    };
+                    match connected {
                         Ok(mut s) => {
                             s.client.limit_size(self.policy.max_message_bytes);
                             self.metrics.connect_ok.increment(1);

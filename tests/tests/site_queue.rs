@@ -174,8 +174,16 @@ async fn return_slots_start_over_once_the_queue_ran_dry() {
         async move { (site.queued() == 0).then_some(()) }
     })
     .await;
-    // The failed connect backs off half a second before the connection looks again.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The failed connect backs off half a second before the connection looks again; the
+    // queue counts as dry once it has stayed empty for two seconds. Empty for a moment (as
+    // between two batches) it is not: the backlog's slots still hold.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let brief = site.refusal_delay(Duration::ZERO);
+    assert!(
+        brief > Duration::from_secs(200),
+        "empty for a moment is not dry: {brief:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let next = site.refusal_delay(Duration::ZERO);
     assert!(
         next <= Duration::from_secs(3),

@@ -868,7 +868,13 @@ async fn test_send(
         addrs.push(address::normalize("recipients", r)?.0);
     }
     quota::check(&state.db, tenant.0, addrs.len() as i64, "this test send").await?;
-    expansion::take_test_allowance(&state, tenant.0, addrs.len() as u64).await?;
-    let enqueued = expansion::test_send(&state, &c, &addrs).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(enqueued)))
+    let allowance = expansion::take_test_allowance(&state, tenant.0, addrs.len() as u64).await?;
+    match expansion::test_send(&state, &c, &addrs).await {
+        Ok(enqueued) => Ok((StatusCode::ACCEPTED, axum::Json(enqueued))),
+        Err(e) => {
+            // Nothing went out: the hour's allowance is not spent on it.
+            allowance.give_back(&state).await;
+            Err(e)
+        }
+    }
 }
