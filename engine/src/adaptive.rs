@@ -7,7 +7,17 @@
 //! `duration`; `block` does the same and raises `hikyaku_site_blocked` for an operator.
 //! Between penalties the rate recovers additively — `recover_step` of the cut rate every
 //! `recover_interval` (AIMD) — until it is back where it was before the first cut, and the cap
-//! is dropped. The state machine lives here, free of I/O;
+//! is dropped.
+//!
+//! A suspension teaches the site's sustainable rate: the rate the site was accepting when the
+//! provider suspended it is more than the provider takes. So the site comes back from a
+//! suspension at `factor` of that rate (not at its configured rate, which would be suspended
+//! again at once), climbs by the same additive steps, and holds at [`HOLD`] of the learned
+//! rate instead of dropping the cap. The learned rate is kept for [`LEARN_KEEP`] without a
+//! penalty (a later suspension lowers it), then forgotten and the climb goes on. It is
+//! published in `hk:site:events` (`learn`) and `hikyaku_site_sustainable_rate`.
+//!
+//! The state machine lives here, free of I/O;
 //! [`crate::site`] feeds it replies and clock ticks and applies the changes.
 //!
 //! `421 Max message per connection reached` (reconnect, no penalty) and `450 4.2.1` (defer
@@ -99,6 +109,12 @@ pub const MIN_RATE: f64 = 1.0;
 /// Replies within this long of a cut belong to the same burst.
 const CUT_GAP_MS: u64 = 1_000;
 
+/// Share of the learned sustainable rate a site holds at after a suspension.
+pub const HOLD: f64 = 0.9;
+
+/// How long a learned sustainable rate is kept without another penalty.
+pub const LEARN_KEEP: Duration = Duration::from_secs(24 * 3600);
+
 /// A change the site must apply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -115,12 +131,24 @@ pub enum Change {
         until_ms: u64,
         /// A `block` rule: alert an operator.
         blocked: bool,
+        /// A new suspension (not an extension): the rate the site comes back at, and the
+        /// sustainable rate learned from it, msg/s.
+        learned: Option<Learned>,
     },
     /// The cap went up by a step (`Some`), or is gone (`None`).
     Recover {
         /// The new cap.
         to: Option<f64>,
     },
+}
+
+/// What a suspension taught.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learned {
+    /// The rate cap the site comes back at, msg/s.
+    pub resume: f64,
+    /// The sustainable rate: what the site accepted when it was suspended, msg/s.
+    pub sustainable: f64,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +159,8 @@ struct State {
     step: f64,
     last_cut_ms: u64,
     last_step_ms: u64,
+    /// The sustainable rate a suspension taught (recovery holds below it), and when.
+    learned: Option<(f64, u64)>,
 }
 
 /// A site's compiled rules and adaptive state.
@@ -179,6 +209,11 @@ impl Adaptive {
         self.suspended_until.load(Ordering::Relaxed)
     }
 
+    /// The sustainable rate learned from the last suspension, msg/s, while it is kept.
+    pub fn sustainable(&self) -> Option<f64> {
+        self.lock().learned.map(|(rate, _)| rate)
+    }
+
     /// A negative `reply` arrived while the site accepted `current` msg/s.
     pub fn on_reply(&self, reply: &str, current: f64, now_ms: u64) -> Option<Change> {
         let (_, rule) = self.rules.iter().find(|(re, _)| re.is_match(reply))?;
@@ -204,13 +239,34 @@ impl Adaptive {
             }
             RuleAction::Suspend | RuleAction::Block => {
                 let until_ms = now_ms.saturating_add(rule.duration().as_millis() as u64);
-                drop(s);
-                if self.suspended_until.fetch_max(until_ms, Ordering::Relaxed) >= until_ms {
+                let prev = self.suspended_until.fetch_max(until_ms, Ordering::Relaxed);
+                if prev >= until_ms {
                     return None;
                 }
+                // A suspension that starts now (not one extended) teaches the rate the site
+                // was accepting at: the provider takes less. Come back at `factor` of it and
+                // climb from there once the suspension ends.
+                let learned = (prev <= now_ms).then(|| {
+                    let from = match s.cap {
+                        Some(cap) => cap.min(current.max(MIN_RATE)),
+                        None => current.max(MIN_RATE),
+                    };
+                    let to = (from * rule.factor).max(MIN_RATE);
+                    s.learned = Some((from, until_ms));
+                    s.before = s.before.max(from);
+                    s.step = (to * self.step_fraction).max(MIN_RATE);
+                    s.cap = Some(to);
+                    s.last_cut_ms = until_ms;
+                    s.last_step_ms = until_ms;
+                    Learned {
+                        resume: to,
+                        sustainable: from,
+                    }
+                });
                 Some(Change::Suspend {
                     until_ms,
                     blocked: rule.action == RuleAction::Block,
+                    learned,
                 })
             }
         }
@@ -226,6 +282,20 @@ impl Adaptive {
             return None;
         }
         s.last_step_ms = now_ms;
+        if let Some((rate, at_ms)) = s.learned {
+            if now_ms.saturating_sub(at_ms) >= LEARN_KEEP.as_millis() as u64 {
+                // Kept long enough without a penalty: the provider may take more now.
+                s.learned = None;
+            } else {
+                let hold = (rate * HOLD).max(MIN_RATE);
+                if cap >= hold {
+                    return None;
+                }
+                let up = (cap + s.step).min(hold);
+                s.cap = Some(up);
+                return Some(Change::Recover { to: Some(up) });
+            }
+        }
         let up = cap + s.step;
         if up >= s.before {
             s.cap = None;
@@ -300,15 +370,21 @@ mod tests {
             ),
             Some(Change::Suspend {
                 until_ms: 61_000,
-                blocked: false
+                blocked: false,
+                learned: Some(Learned {
+                    resume: 5.0,
+                    sustainable: 10.0
+                })
             })
         );
         assert_eq!(
             a.on_reply("421 4.7.0 [TSS04] again", 10.0, 2_000),
             Some(Change::Suspend {
                 until_ms: 62_000,
-                blocked: false
-            })
+                blocked: false,
+                learned: None
+            }),
+            "extended, nothing learnt"
         );
         assert_eq!(
             a.on_reply(
@@ -318,7 +394,8 @@ mod tests {
             ),
             Some(Change::Suspend {
                 until_ms: 603_000,
-                blocked: true
+                blocked: true,
+                learned: None
             })
         );
         assert_eq!(
@@ -327,6 +404,59 @@ mod tests {
             "shorter than the block"
         );
         assert_eq!(a.suspended_until_ms(), 603_000);
+    }
+
+    #[test]
+    fn a_suspension_teaches_the_rate_to_come_back_at_and_hold_below() {
+        let a = gmail();
+        // Configured far above what the provider takes: suspended while accepting 40 msg/s.
+        let Some(Change::Suspend {
+            until_ms,
+            learned: Some(learned),
+            ..
+        }) = a.on_reply("421 4.7.0 [TSS04] deferred", 40.0, 1_000)
+        else {
+            panic!("a new suspension teaches a rate");
+        };
+        assert_eq!(until_ms, 61_000);
+        assert_eq!(
+            learned,
+            Learned {
+                resume: 20.0,
+                sustainable: 40.0
+            }
+        );
+        assert_eq!(
+            a.cap(),
+            Some(20.0),
+            "comes back at half, not at its configured rate"
+        );
+        assert_eq!(a.sustainable(), Some(40.0));
+        assert_eq!(a.tick(30_000), None, "no climb while suspended");
+        assert_eq!(
+            a.tick(61_000 + 10_000),
+            Some(Change::Recover { to: Some(22.0) })
+        );
+        let mut t = 71_000;
+        for _ in 0..20 {
+            t += 10_000;
+            a.tick(t);
+        }
+        assert_eq!(a.cap(), Some(36.0), "holds at 90% of the learned rate");
+        // Overestimated: suspended again at the hold, it learns the lower rate.
+        let Some(Change::Suspend {
+            learned: Some(again),
+            ..
+        }) = a.on_reply("421 4.7.0 [TSS04] deferred", 50.0, t)
+        else {
+            panic!("suspended again");
+        };
+        assert_eq!(again.sustainable, 36.0, "from the cap in force");
+        assert_eq!(a.cap(), Some(18.0));
+        // Kept a day without a penalty, then forgotten: the climb goes on to the old rate.
+        let day = LEARN_KEEP.as_millis() as u64;
+        a.tick(t + day + 60_000);
+        assert_eq!(a.sustainable(), None);
     }
 
     #[test]

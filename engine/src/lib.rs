@@ -18,7 +18,9 @@
 //!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
 //!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies (base64 ones in [`render`]); [`jis`] builds ISO-2022-JP
 //!   messages for carriers that want them; [`suppressed`]: the last suppression check.
-//! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
+//! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS; [`in_doubt`]: how
+//!   many messages a site's sessions may have written and unanswered (shrinks after broken
+//!   sessions, so faults cost few duplicates).
 //! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;
 //!   [`site_events`]: those changes as events in Redis.
 //! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
@@ -47,6 +49,7 @@ pub mod drains;
 pub mod engine;
 pub mod fleet;
 pub mod flusher;
+pub mod in_doubt;
 pub mod inflight;
 pub mod jis;
 pub mod membership;

@@ -57,6 +57,10 @@ pub const SITE_PAUSED: &str = "hikyaku_site_paused";
 pub const SITE_ADAPTIVE: &str = "hikyaku_site_adaptive_total";
 /// Rate cap set by adaptive shaping, msg/s (0: none).
 pub const SITE_RATE_CAP: &str = "hikyaku_site_rate_cap";
+/// Sustainable rate a suspension taught, msg/s (0: none learned).
+pub const SITE_SUSTAINABLE: &str = "hikyaku_site_sustainable_rate";
+/// Messages a pipelining session of the site may have written and unanswered at once.
+pub const SITE_IN_DOUBT: &str = "hikyaku_site_in_doubt_limit";
 /// 1 while the site is suspended by a provider reply.
 pub const SITE_SUSPENDED: &str = "hikyaku_site_suspended";
 /// 1 while the site is blocked (a provider said retrying will not succeed).
@@ -189,6 +193,14 @@ fn describe() {
     describe_gauge!(
         SITE_RATE_CAP,
         "Rate cap (msg/s) adaptive shaping holds on the site after a throttle reply; 0 when none."
+    );
+    describe_gauge!(
+        SITE_SUSTAINABLE,
+        "Rate (msg/s) the site was accepting when the provider last suspended it: it comes back below it and holds at 90% of it for a day (0: none learned)."
+    );
+    describe_gauge!(
+        SITE_IN_DOUBT,
+        "Messages a pipelining session of the site may have written in full and not yet had answered (the only ones a broken session can deliver twice). The pipelining window on a healthy site; low after sessions broke (cut connections, lines that are not replies)."
     );
     describe_gauge!(
         SITE_SUSPENDED,
@@ -338,6 +350,10 @@ pub struct SiteMetrics {
     pub suspended: metrics::Gauge,
     /// Blocked flag.
     pub blocked: metrics::Gauge,
+    /// Sustainable rate learned from a suspension.
+    pub sustainable: metrics::Gauge,
+    /// Limit on messages in doubt per session ([`crate::in_doubt`]).
+    pub in_doubt: metrics::Gauge,
     /// Site name, for the adaptive-change counter.
     site: String,
 }
@@ -364,6 +380,8 @@ impl SiteMetrics {
             rate_cap: gauge!(SITE_RATE_CAP, "site" => s.clone()),
             suspended: gauge!(SITE_SUSPENDED, "site" => s.clone()),
             blocked: gauge!(SITE_BLOCKED, "site" => s.clone()),
+            in_doubt: gauge!(SITE_IN_DOUBT, "site" => s.clone()),
+            sustainable: gauge!(SITE_SUSTAINABLE, "site" => s.clone()),
             site: s,
         }
     }

@@ -124,6 +124,8 @@ pub struct Site {
     /// Since when a connection found the queue empty, µs since the epoch (0: a job was taken
     /// since). A queue dry for [`Site::dry_enough`] starts the return slots over.
     dry_since_us: AtomicU64,
+    /// How many messages a pipelining session may have written and unanswered.
+    in_doubt: crate::in_doubt::InDoubt,
     /// Operator pause.
     paused: AtomicBool,
     /// Operator rate override (`None`: the policy's).
@@ -210,6 +212,7 @@ impl Site {
     /// A site with no connections yet.
     pub fn new(policy: SitePolicy, deps: SiteDeps) -> Arc<Self> {
         let metrics = SiteMetrics::new(&policy.name);
+        metrics.in_doubt.set(WINDOW as f64);
         let site = Arc::new(Site {
             limiter: Mutex::new(limiter(policy.rate)),
             current_rate: Mutex::new(policy.rate),
@@ -219,6 +222,7 @@ impl Site {
             spare_tokens: AtomicU32::new(0),
             return_slot_us: AtomicU64::new(0),
             dry_since_us: AtomicU64::new(0),
+            in_doubt: crate::in_doubt::InDoubt::new(WINDOW as u32),
             paused: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             operator_rate: Mutex::new(None),
@@ -326,7 +330,18 @@ impl Site {
                 self.metrics.adaptive("cut");
                 self.deps.events.send(event("cut", to, 0));
             }
-            Change::Suspend { until_ms, blocked } => {
+            Change::Suspend {
+                until_ms,
+                blocked,
+                learned,
+            } => {
+                if let Some(l) = learned {
+                    tracing::warn!(site = %site, sustainable = l.sustainable, resume = l.resume, "suspension teaches the site's sustainable rate; it comes back below it");
+                    self.refresh_limiter();
+                    self.metrics.rate_cap.set(l.resume);
+                    self.metrics.sustainable.set(l.sustainable);
+                    self.deps.events.send(event("learn", l.sustainable, 0));
+                }
                 let action = if blocked { "block" } else { "suspend" };
                 let secs = until_ms.saturating_sub(clock::now_ms()) / 1000;
                 if blocked {
@@ -345,6 +360,9 @@ impl Site {
             }
             Change::Recover { to } => {
                 tracing::info!(site = %site, to = ?to, "site rate recovers");
+                self.metrics
+                    .sustainable
+                    .set(self.adaptive.sustainable().unwrap_or(0.0));
                 self.refresh_limiter();
                 self.metrics.rate_cap.set(to.unwrap_or(0.0));
                 self.metrics.adaptive("recover");
@@ -1315,7 +1333,7 @@ impl Site {
                     started: clock::now(),
                 });
                 s.sent += 1;
-                if window.len() >= WINDOW
+                if window.len() >= self.in_doubt.limit()
                     || s.client.queued_bytes() >= WINDOW_BYTES
                     || s.sent >= max
                 {
@@ -1344,12 +1362,15 @@ impl Site {
                     .reply_seconds
                     .record(sent.started.elapsed().as_secs_f64());
                 match result {
-                    Ok(reply) => self.session_outcome(
-                        sent.item.work,
-                        &s.mx,
-                        &Attempt::Reply(reply),
-                        sent.reused,
-                    ),
+                    Ok(reply) => {
+                        self.answered();
+                        self.session_outcome(
+                            sent.item.work,
+                            &s.mx,
+                            &Attempt::Reply(reply),
+                            sent.reused,
+                        )
+                    }
                     Err(e) => {
                         window.push_front(sent);
                         self.session_failed(session, window, e);
@@ -1376,6 +1397,13 @@ impl Site {
         }
     }
 
+    /// A message a pipelining session had in doubt was answered.
+    fn answered(&self) {
+        if let Some(limit) = self.in_doubt.answered() {
+            self.metrics.in_doubt.set(limit as f64);
+        }
+    }
+
     /// Reads the replies that arrived for the `window` before a write of the session failed
     /// with `e`, reporting each message they answer; returns the failure that stands for the
     /// rest: a reply that closed the session (`421 … closing`, which then reaches the reply
@@ -1393,6 +1421,7 @@ impl Site {
                     let Some(sent) = window.pop_front() else {
                         break;
                     };
+                    self.answered();
                     self.session_outcome(
                         sent.item.work,
                         &s.mx,
@@ -1422,6 +1451,13 @@ impl Site {
         let stale = window
             .front()
             .is_some_and(|s| s.reused && e.before_transaction());
+        // Messages written and unanswered when the session broke may have been accepted: they
+        // go again, so the site keeps fewer in doubt for a while. A server that said goodbye
+        // (421) processed nothing after it; a stale session had started nothing.
+        if !stale && !matches!(e, SmtpError::Refused { .. }) {
+            let limit = self.in_doubt.lost(window.len());
+            self.metrics.in_doubt.set(limit as f64);
+        }
         if stale {
             tracing::debug!(site = %self.policy.name, error = %e, "stale session; its messages go to a fresh one");
             // A 421 that ends a reused session may still be a throttle reply worth acting on.

@@ -15,7 +15,8 @@ const KEEP: usize = 10_000;
 pub struct SiteEvent {
     /// The site.
     pub site: String,
-    /// `cut`, `suspend`, `block` or `recover`.
+    /// `cut`, `suspend`, `block`, `recover`, or `learn` (the sustainable rate a suspension
+    /// taught, in `rate`).
     pub action: &'static str,
     /// Rate cap after the change, msg/s (0: none).
     pub rate: f64,

@@ -63,6 +63,20 @@ pub struct BenchOptions {
     pub engines: u32,
     /// A fleet-wide rate (msg/s) for every plain bench site, so the Redis limiter is in play.
     pub site_rate: Option<u32>,
+    /// Faults the sink injects (plain sites only); sites then retry after 1 s.
+    pub faults: Option<Faults>,
+    /// The sink offers STARTTLS, so every session is TLS (the engine's default opportunistic
+    /// STARTTLS takes it).
+    pub starttls: bool,
+}
+
+/// Faults the bench's sink injects, per mille.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Connections cut in the middle of a message's content, without a reply.
+    pub cut_per_mille: u32,
+    /// Messages answered with a line that is not SMTP.
+    pub garbage_per_mille: u32,
 }
 
 impl BenchOptions {
@@ -92,6 +106,10 @@ pub struct BenchReport {
     pub lost: u64,
     /// Accepted more than once.
     pub duplicates: u64,
+    /// Faults the sink injected (`--faults`): connections cut, lines that are not replies.
+    pub faults_injected: u64,
+    /// Duplicates per injected fault (0 when none was injected).
+    pub duplicates_per_fault: f64,
     /// Seconds from engine start to the last acceptance.
     pub elapsed_s: f64,
     /// Seconds from engine start to the first acceptance.
@@ -318,16 +336,30 @@ impl Rig {
                 let port = free_port_on(&ips)?;
                 let listens = mix::sink_listens(sites, port);
                 (
-                    start_sink_listening(&opts.loadtest_bin, &listens, stats_addr).await?,
+                    start_sink_listening(&opts.loadtest_bin, &listens, stats_addr, opts.starttls)
+                        .await?,
                     port,
                 )
             }
             None => {
                 let port = free_port()?;
-                (
-                    start_sink(&opts.loadtest_bin, port, stats_addr).await?,
-                    port,
-                )
+                let sink = match opts.faults {
+                    Some(f) => {
+                        let listen = format!(
+                            "127.0.0.1:{port}=plain,cut={},garbage={}",
+                            f.cut_per_mille, f.garbage_per_mille
+                        );
+                        start_sink_listening(
+                            &opts.loadtest_bin,
+                            &[listen],
+                            stats_addr,
+                            opts.starttls,
+                        )
+                        .await?
+                    }
+                    None => start_sink(&opts.loadtest_bin, port, stats_addr, opts.starttls).await?,
+                };
+                (sink, port)
             }
         };
         let client = hikyaku_queue_schema::RedisClient::open(redis_url.as_str())?;
@@ -391,7 +423,18 @@ impl Rig {
         );
         let sites = match &opts.mix {
             Some(sites) => mix::engine_sites(sites, opts.connections),
-            None => bench_sites(&opts.domains, opts.connections, opts.site_rate),
+            None => {
+                let sites = bench_sites(&opts.domains, opts.connections, opts.site_rate);
+                if opts.faults.is_some() {
+                    // Deferred by a fault, a message comes back after a second.
+                    sites.replace(
+                        "queue_capacity = 20000\n",
+                        "queue_capacity = 20000\nretry_initial = \"1s\"\nretry_factor = 1.0\nretry_jitter = 0.0\n",
+                    )
+                } else {
+                    sites
+                }
+            }
         };
         let mut dkim = String::new();
         if opts.dkim {
@@ -540,12 +583,22 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let per_sec = delivered as f64 / elapsed_s;
     let steady = steady_per_sec(&stats).unwrap_or(per_sec);
     let sites = opts.mix.as_deref().map(|s| mix::site_rates(&stats, s));
+    let faults_injected: u64 = stats
+        .get("profiles")
+        .and_then(serde_json::Value::as_object)
+        .map_or(0, |p| p.values().map(|v| num(v, "faults")).sum());
     let mut report = BenchReport {
         count: opts.count,
         body_bytes: opts.body_bytes,
         delivered,
         lost: opts.count.saturating_sub(delivered),
         duplicates: num(&stats, "duplicates"),
+        faults_injected,
+        duplicates_per_fault: if faults_injected > 0 {
+            num(&stats, "duplicates") as f64 / faults_injected as f64
+        } else {
+            0.0
+        },
         elapsed_s,
         first_delivery_s: first.saturating_sub(engine_start_ms) as f64 / 1000.0,
         delivered_per_sec: per_sec,
@@ -666,6 +719,12 @@ impl BenchReport {
             rr = self.redis_peak_rss_mb,
         );
         out.push_str(&self.latency.line());
+        if self.faults_injected > 0 {
+            out.push_str(&format!(
+                "faults             {} injected, {:.2} duplicates per fault\n",
+                self.faults_injected, self.duplicates_per_fault
+            ));
+        }
         if !self.nodes.is_empty() {
             out.push_str(&format!(
                 "fleet              {} engine nodes\n",
@@ -794,6 +853,8 @@ mod tests {
             delivered: 10,
             lost: 0,
             duplicates: 0,
+            faults_injected: 0,
+            duplicates_per_fault: 0.0,
             elapsed_s: 1.0,
             first_delivery_s: 0.1,
             delivered_per_sec: 10.0,
@@ -827,6 +888,8 @@ mod tests {
             "delivered",
             "lost",
             "duplicates",
+            "faults_injected",
+            "duplicates_per_fault",
             "delivered_per_min",
             "steady_per_min",
             "engine_cpu_us_per_msg",

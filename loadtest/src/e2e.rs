@@ -46,6 +46,8 @@ pub struct E2eOptions {
     pub progress: bool,
     /// Give up after this long.
     pub timeout: Duration,
+    /// The sink offers STARTTLS: every session is TLS.
+    pub starttls: bool,
 }
 
 /// The figures of an end-to-end run.
@@ -157,7 +159,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
     .await?;
     let smtp_port = free_port()?;
     let stats_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let sink = start_sink(&opts.loadtest_bin, smtp_port, stats_addr).await?;
+    let sink = start_sink(&opts.loadtest_bin, smtp_port, stats_addr, opts.starttls).await?;
 
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let api = Proc {

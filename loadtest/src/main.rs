@@ -203,6 +203,37 @@ struct BenchArgs {
     /// calls. Engine mode, without --mix (the mix has its own rates).
     #[arg(long)]
     site_rate: Option<u32>,
+    /// Faults the sink injects: `cut=N,garbage=N`, per mille — connections cut in the middle
+    /// of a message's content without a reply, messages answered with a line that is not
+    /// SMTP. Sites retry after 1 s; the report adds faults_injected and duplicates_per_fault,
+    /// and only a loss fails the run. Engine mode, without --mix.
+    #[arg(long, value_parser = parse_faults)]
+    faults: Option<bench::Faults>,
+    /// The sink offers STARTTLS (a self-signed certificate) and the engine takes it, as with
+    /// every real provider: engine CPU is measured with TLS. Engine and e2e modes.
+    #[arg(long)]
+    starttls: bool,
+}
+
+/// Parses `cut=N,garbage=N` (either may be left out).
+fn parse_faults(spec: &str) -> Result<bench::Faults, String> {
+    let mut f = bench::Faults::default();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: give cut=N or garbage=N"))?;
+        let n: u32 = v
+            .parse()
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| format!("{k}={v:?}: a per mille value, 0 to 1000"))?;
+        match k {
+            "cut" => f.cut_per_mille = n,
+            "garbage" => f.garbage_per_mille = n,
+            _ => return Err(format!("unknown fault {k:?}: cut or garbage")),
+        }
+    }
+    Ok(f)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -323,6 +354,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         (b.dkim, "--dkim"),
         (b.engines != 1, "--engines"),
         (b.site_rate.is_some(), "--site-rate"),
+        (b.faults.is_some(), "--faults"),
     ];
     if let Some((_, flag)) = extras.iter().find(|(on, _)| *on).filter(|_| e2e) {
         bail!("{flag} is an engine-mode option (not for --mode e2e or the demo)");
@@ -344,6 +376,9 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     }
     if b.compare && b.mix.is_some() {
         bail!("--compare measures a full-speed run against smtp-source: leave out --mix");
+    }
+    if b.faults.is_some() && (b.mix.is_some() || b.compare || b.backlog.is_some()) {
+        bail!("--faults runs the --domains sites against a faulty sink: leave out --mix, --compare and --backlog");
     }
     let mix = b.mix.as_deref().map(|_| hikyaku_loadtest::mix::realistic());
     let count = b.count.unwrap_or(if demo {
@@ -367,6 +402,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
             postgres_admin_url: b.postgres_url,
             progress: !b.json,
             timeout: Duration::from_secs(b.timeout_s),
+            starttls: b.starttls,
         };
         let report = e2e::run(&opts).await?;
         if b.json {
@@ -405,6 +441,8 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         japanese: b.japanese,
         engines: b.engines,
         site_rate: b.site_rate,
+        faults: b.faults,
+        starttls: b.starttls,
     };
     if let Some(n) = b.backlog {
         let report = backlog::run(&opts, n, Duration::from_secs(b.duration_s)).await?;
@@ -426,7 +464,8 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         print!("{}", report.table());
     }
-    if report.lost > 0 || report.duplicates > 0 {
+    // With faults injected, duplicates are the figure measured; a loss still fails.
+    if report.lost > 0 || (report.duplicates > 0 && opts.faults.is_none()) {
         bail!("{} lost, {} duplicated", report.lost, report.duplicates);
     }
     Ok(())

@@ -110,20 +110,32 @@ pub async fn start_sink(
     loadtest_bin: &std::path::Path,
     smtp_port: u16,
     stats: SocketAddr,
+    starttls: bool,
 ) -> anyhow::Result<Proc> {
-    start_sink_listening(loadtest_bin, &[format!("127.0.0.1:{smtp_port}")], stats).await
+    start_sink_listening(
+        loadtest_bin,
+        &[format!("127.0.0.1:{smtp_port}")],
+        stats,
+        starttls,
+    )
+    .await
 }
 
 /// Starts the sink as its own process with one `--listen` per entry of `listens`
-/// (`ADDR[=KIND[,opt…]]`) and its stats at `stats`, once every listener accepts.
+/// (`ADDR[=KIND[,opt…]]`) and its stats at `stats`, once every listener accepts; offering
+/// STARTTLS (a self-signed certificate) when `starttls`.
 pub async fn start_sink_listening(
     loadtest_bin: &std::path::Path,
     listens: &[String],
     stats: SocketAddr,
+    starttls: bool,
 ) -> anyhow::Result<Proc> {
     use anyhow::Context;
     let mut cmd = tokio::process::Command::new(loadtest_bin);
     cmd.arg("sink");
+    if starttls {
+        cmd.arg("--starttls");
+    }
     for l in listens {
         cmd.arg("--listen").arg(l);
     }

@@ -30,7 +30,7 @@
 //! | `hk:site:{<site>}:want` | sorted set | nodes refused a slot of the site in the last 2 s: a node holding its fair share gets no more while others wait |
 //! | `hk:nodes` | sorted set | engine nodes by heartbeat expiry (ms); shards are shared among the live ones ([`scripts::heartbeat`]) |
 //! | `hk:testsends:<tenant>:<hour>` | string | test-send recipients of a tenant this clock hour (the API's hourly limit), expires after two hours |
-//! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`), `rate`, `until_ms`, `reply`; capped at ~10,000 |
+//! | `hk:site:events` | stream | adaptive-shaping changes: `site`, `action` (`cut`/`suspend`/`block`/`recover`/`learn`: the sustainable rate a suspension taught), `rate`, `until_ms`, `reply`; capped at ~10,000 |
 //!
 //! A job's shard is [`shard_for_domain`] of its recipient domain, so all jobs for one domain (and
 //! in practice one destination site) share a shard. The events stream is per shard, not global,

@@ -389,3 +389,68 @@ async fn requeue_makes_only_the_chosen_deferred_jobs_due_now() {
     let retry: u64 = stats.shards.iter().map(|s| s.retry).sum();
     assert_eq!(retry, 4, "requeue moved nothing out of the retry set");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_events_shows_the_adaptive_log_newest_first_without_remote_escapes() {
+    let redis = TestRedis::start();
+    let api = TestApi::start(&redis).await;
+    let cli = Cli::new(CLI, &api, &redis);
+    let mut con = redis.con().await;
+    let add = |site: &str, action: &str, rate: &str, until: &str, reply: &str| {
+        let mut c = redis::cmd("XADD");
+        c.arg(Keys::site_events())
+            .arg("*")
+            .arg("site")
+            .arg(site)
+            .arg("action")
+            .arg(action)
+            .arg("rate")
+            .arg(rate)
+            .arg("until_ms")
+            .arg(until)
+            .arg("reply")
+            .arg(reply);
+        c
+    };
+    let hostile = "421 4.7.0 [TSS04] deferred \u{1b}[2J\u{1b}]0;owned\u{7}";
+    for c in [
+        add("yahoo", "suspend", "0", "1796313600000", hostile),
+        add("yahoo", "learn", "97.5", "0", hostile),
+        add("google", "cut", "50", "0", "421 4.7.28 unusual rate"),
+        add("yahoo", "recover", "52.5", "0", ""),
+    ] {
+        let _: String = c.query_async(&mut con).await.expect("event written");
+    }
+    let all = cli.json(&["site", "events"]);
+    let actions: Vec<&str> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["recover", "cut", "learn", "suspend"],
+        "newest first"
+    );
+    let yahoo = cli.json(&["site", "events", "yahoo", "--limit", "2"]);
+    assert_eq!(yahoo.as_array().map(Vec::len), Some(2));
+    assert_eq!(yahoo[1]["action"], "learn");
+    assert_eq!(yahoo[1]["rate"], 97.5);
+    let (code, text, err) = cli.run(&["site", "events", "yahoo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("[TSS04] deferred") && text.contains("97.5"),
+        "{text}"
+    );
+    assert!(text.contains("2026-12-03"), "suspension end in UTC: {text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "no escape sequence from a remote reply reaches the terminal: {text:?}"
+    );
+    assert!(!text.contains("google"), "one site's only: {text}");
+    let (code, _, err) = cli.run(&["site", "events", "Bad Site!"]);
+    assert_eq!(code, 2, "a bad site name is refused: {err}");
+    let (code, _, err) = cli.run(&["site", "events", "--limit", "0"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -197,6 +197,15 @@ enum SiteCmd {
         /// Site name.
         site: String,
     },
+    /// The adaptive log: cuts, suspensions, blocks, recovery steps and learned rates, with the
+    /// provider's reply that caused each, newest first (from `hk:site:events`).
+    Events {
+        /// Site name (every site's when left out).
+        site: Option<String>,
+        /// Most events shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Overrides a site's rate (messages per second per engine node), or clears it.
     SetRate {
         /// Site name.
@@ -726,6 +735,38 @@ async fn site(ctx: &Ctx, cmd: SiteCmd, json: bool) -> Result<(), AdminError> {
                 || format!("site {site} resumed\n"),
             )
         }
+        SiteCmd::Events { site, limit } => {
+            let rows = super::sites::events(ctx, site.as_deref(), limit).await?;
+            show(json, &rows, || {
+                let mut s = format!(
+                    "{:<24} {:<12} {:<8} {:>9} {:<24} {}\n",
+                    "at (UTC)", "site", "action", "rate", "until (UTC)", "reply"
+                );
+                for r in &rows {
+                    s.push_str(&format!(
+                        "{:<24} {:<12} {:<8} {:>9} {:<24} {}\n",
+                        utc_ms(r.at_ms),
+                        terminal(&r.site),
+                        terminal(&r.action),
+                        if r.rate > 0.0 {
+                            format!("{:.1}", r.rate)
+                        } else {
+                            "-".into()
+                        },
+                        if r.until_ms > 0 {
+                            utc_ms(r.until_ms)
+                        } else {
+                            "-".into()
+                        },
+                        terminal(&r.reply)
+                    ));
+                }
+                if rows.is_empty() {
+                    s.push_str("(no adaptive change recorded)\n");
+                }
+                s
+            })
+        }
         SiteCmd::SetRate { site, rate, clear } => {
             let rate = if clear { None } else { rate };
             super::sites::set_rate(ctx, &site, rate).await?;
@@ -739,6 +780,17 @@ async fn site(ctx: &Ctx, cmd: SiteCmd, json: bool) -> Result<(), AdminError> {
             )
         }
     }
+}
+
+/// A time in ms since the epoch as `2026-12-03 16:04:05.123`, UTC.
+fn utc_ms(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        )
 }
 
 async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {

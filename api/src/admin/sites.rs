@@ -98,6 +98,86 @@ async fn node_states(
     Ok(out)
 }
 
+/// One adaptive-shaping change of a site, from `hk:site:events`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SiteEventRow {
+    /// When the engine wrote it, ms since the epoch (the stream entry's id).
+    pub at_ms: u64,
+    /// The site.
+    pub site: String,
+    /// `cut`, `suspend`, `block`, `recover` or `learn`.
+    pub action: String,
+    /// Rate cap after the change (or the learned rate), msg/s; 0: none.
+    pub rate: f64,
+    /// End of a suspension, ms since the epoch; 0: none.
+    pub until_ms: u64,
+    /// The provider's reply that caused it (remote text: shown through the terminal filter).
+    pub reply: String,
+}
+
+/// Entries of `hk:site:events` read per round trip while looking for a site's.
+const EVENTS_PAGE: usize = 1000;
+
+/// The newest `limit` adaptive changes (of `site` only, when given), newest first. The stream
+/// holds about 10,000 entries of every site; it is read newest first a page at a time.
+pub async fn events(
+    ctx: &Ctx,
+    site: Option<&str>,
+    limit: usize,
+) -> Result<Vec<SiteEventRow>, AdminError> {
+    if let Some(site) = site {
+        check_name(site)?;
+    }
+    if !(1..=10_000).contains(&limit) {
+        return Err(AdminError::Invalid(format!(
+            "--limit {limit}: give 1 to 10000 events"
+        )));
+    }
+    let mut con = ctx.redis().await?;
+    let mut out = Vec::new();
+    let mut end = "+".to_owned();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(Keys::site_events())
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(EVENTS_PAGE)
+            .query_async(&mut con)
+            .await?;
+        let full = page.len() == EVENTS_PAGE;
+        for (id, fields) in &page {
+            let field = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            if site.is_some_and(|s| s != field("site")) {
+                continue;
+            }
+            out.push(SiteEventRow {
+                at_ms: id
+                    .split_once('-')
+                    .and_then(|(ms, _)| ms.parse().ok())
+                    .unwrap_or(0),
+                site: field("site").to_owned(),
+                action: field("action").to_owned(),
+                rate: field("rate").parse().unwrap_or(0.0),
+                until_ms: field("until_ms").parse().unwrap_or(0),
+                reply: field("reply").to_owned(),
+            });
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        match page.last() {
+            Some((id, _)) if full => end = format!("({id}"),
+            _ => return Ok(out),
+        }
+    }
+}
+
 /// Refuses a site no running engine knows (a typo would otherwise pause nothing); with no
 /// engine running there is nothing to check against and the order is kept for when one starts.
 pub(crate) async fn check_known(ctx: &Ctx, site: &str) -> Result<(), AdminError> {
