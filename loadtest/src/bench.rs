@@ -110,6 +110,8 @@ pub struct BenchReport {
     pub faults_injected: u64,
     /// Duplicates per injected fault (0 when none was injected).
     pub duplicates_per_fault: f64,
+    /// Sink sessions that went over TLS (`--starttls`; 0 otherwise).
+    pub tls_sessions: u64,
     /// Seconds from engine start to the last acceptance.
     pub elapsed_s: f64,
     /// Seconds from engine start to the first acceptance.
@@ -587,6 +589,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .get("profiles")
         .and_then(serde_json::Value::as_object)
         .map_or(0, |p| p.values().map(|v| num(v, "faults")).sum());
+    let tls_sessions: u64 = stats
+        .get("profiles")
+        .and_then(serde_json::Value::as_object)
+        .map_or(0, |p| p.values().map(|v| num(v, "tls_sessions")).sum());
     let mut report = BenchReport {
         count: opts.count,
         body_bytes: opts.body_bytes,
@@ -594,6 +600,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         lost: opts.count.saturating_sub(delivered),
         duplicates: num(&stats, "duplicates"),
         faults_injected,
+        tls_sessions,
         duplicates_per_fault: if faults_injected > 0 {
             num(&stats, "duplicates") as f64 / faults_injected as f64
         } else {
@@ -855,6 +862,7 @@ mod tests {
             duplicates: 0,
             faults_injected: 0,
             duplicates_per_fault: 0.0,
+            tls_sessions: 0,
             elapsed_s: 1.0,
             first_delivery_s: 0.1,
             delivered_per_sec: 10.0,
@@ -890,6 +898,7 @@ mod tests {
             "duplicates",
             "faults_injected",
             "duplicates_per_fault",
+            "tls_sessions",
             "delivered_per_min",
             "steady_per_min",
             "engine_cpu_us_per_msg",

@@ -63,6 +63,8 @@ pub struct E2eReport {
     pub lost: u64,
     /// Delivered more than once.
     pub duplicates: u64,
+    /// Sink sessions that went over TLS (`--starttls`; 0 otherwise).
+    pub tls_sessions: u64,
     /// Delivery events in PostgreSQL.
     pub recorded: u64,
     /// Seconds the import took.
@@ -356,6 +358,9 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
         delivered,
         lost: opts.count.saturating_sub(delivered),
         duplicates: sink_json["duplicates"].as_u64().unwrap_or(0),
+        tls_sessions: sink_json["profiles"].as_object().map_or(0, |p| {
+            p.values().filter_map(|v| v["tls_sessions"].as_u64()).sum()
+        }),
         recorded,
         import_s,
         send_to_completed_s: elapsed,

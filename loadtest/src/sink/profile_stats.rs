@@ -24,6 +24,8 @@ pub struct ProfileStats {
     /// Faults injected on purpose: connections cut mid-content and garbage replies
     /// ([`super::Profile::cut_per_mille`], [`super::Profile::garbage_per_mille`]).
     pub faults: u64,
+    /// Sessions that went over TLS (STARTTLS taken).
+    pub tls_sessions: u64,
     /// Most messages accepted in any sliding one-second window (100 ms granularity), to check
     /// the engine honours rate limits.
     pub max_in_any_second: u64,
@@ -49,6 +51,8 @@ pub struct ProfileCounters {
     throttled: AtomicU64,
     /// See [`ProfileStats::faults`].
     faults: AtomicU64,
+    /// See [`ProfileStats::tls_sessions`].
+    tls_sessions: AtomicU64,
     /// Accepted messages per 100 ms since `start`; a test run is short, so keeping them all
     /// is cheap (36,000 buckets an hour).
     buckets: Mutex<Vec<u64>>,
@@ -65,6 +69,7 @@ impl ProfileCounters {
             max_open: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            tls_sessions: AtomicU64::new(0),
             buckets: Mutex::new(Vec::new()),
         }
     }
@@ -88,6 +93,11 @@ impl ProfileCounters {
     /// Counts one fault injected on purpose.
     pub fn fault(&self) {
         self.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one session that took STARTTLS.
+    pub fn tls(&self) {
+        self.tls_sessions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one throttle reply (or reset).
@@ -141,6 +151,7 @@ impl ProfileCounters {
             max_concurrent_conns: self.max_open.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             faults: self.faults.load(Ordering::Relaxed),
+            tls_sessions: self.tls_sessions.load(Ordering::Relaxed),
             max_in_any_second: max_window_sum(&buckets, BUCKETS_PER_SECOND),
             per_second,
         }

@@ -325,6 +325,7 @@ impl Session {
 
     /// Resets the session after the TLS handshake (RFC 3207 §4.2: forget everything).
     pub fn tls_started(&mut self) {
+        self.ctx.counters.tls();
         self.tls = true;
         self.greeted = false;
         self.mode = Mode::Command;
