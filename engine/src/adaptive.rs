@@ -89,7 +89,8 @@ impl ReplyRule {
     pub fn validate(&self, site: &str) -> Result<(), String> {
         Regex::new(&self.pattern)
             .map_err(|e| format!("site {site}: reply rule {:?}: {e}", self.pattern))?;
-        if self.action == RuleAction::Cut && !(self.factor > 0.0 && self.factor < 1.0) {
+        // Suspend rules use it too: the share of the learned rate a site comes back at.
+        if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(format!(
                 "site {site}: reply rule {:?}: factor must be within (0, 1)",
                 self.pattern
@@ -114,6 +115,10 @@ pub const HOLD: f64 = 0.9;
 
 /// How long a learned sustainable rate is kept without another penalty.
 pub const LEARN_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// After a suspension ends, how long before another one teaches a new rate (the accepting
+/// rate is measured over seconds; just after a return it reads near zero).
+const WARM_MS: u64 = 5_000;
 
 /// A change the site must apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,10 +248,29 @@ impl Adaptive {
                 if prev >= until_ms {
                     return None;
                 }
-                // A suspension that starts now (not one extended) teaches the rate the site
-                // was accepting at: the provider takes less. Come back at `factor` of it and
-                // climb from there once the suspension ends.
-                let learned = (prev <= now_ms).then(|| {
+                let fresh = prev <= now_ms;
+                let block = rule.action == RuleAction::Block;
+                // Shortly after the last suspension ended the accepting rate is not measured
+                // yet (the meter is still warming up), and a provider often defers again at
+                // once: the rate learned then stands, the site comes back at the same cap.
+                let warming = s
+                    .learned
+                    .is_some_and(|(_, ended_ms)| now_ms < ended_ms.saturating_add(WARM_MS));
+                if !fresh || warming || block {
+                    // An extension (or a block, which says nothing about rate): a cap in force
+                    // climbs only once the site sends again.
+                    if s.cap.is_some() {
+                        s.last_cut_ms = s.last_cut_ms.max(until_ms);
+                        s.last_step_ms = s.last_step_ms.max(until_ms);
+                    }
+                    if let Some((rate, ended_ms)) = s.learned {
+                        s.learned = Some((rate, ended_ms.max(until_ms)));
+                    }
+                }
+                // A suspension that starts now teaches the rate the site was accepting at:
+                // the provider takes less. Come back at `factor` of it and climb from there
+                // once the suspension ends.
+                let learned = (fresh && !warming && !block).then(|| {
                     let from = match s.cap {
                         Some(cap) => cap.min(current.max(MIN_RATE)),
                         None => current.max(MIN_RATE),
@@ -460,9 +484,50 @@ mod tests {
     }
 
     #[test]
+    fn a_suspension_right_after_the_last_keeps_what_was_learned_and_a_block_teaches_nothing() {
+        let a = gmail();
+        let Some(Change::Suspend {
+            learned: Some(first),
+            ..
+        }) = a.on_reply("421 4.7.0 [TSS04] deferred", 40.0, 1_000)
+        else {
+            panic!("suspended");
+        };
+        assert_eq!(first.sustainable, 40.0);
+        // Back at 61 s; deferred again a second later, while the meter reads 2 msg/s.
+        assert_eq!(
+            a.on_reply("421 4.7.0 [TSS04] deferred", 2.0, 62_000),
+            Some(Change::Suspend {
+                until_ms: 122_000,
+                blocked: false,
+                learned: None
+            })
+        );
+        assert_eq!(a.sustainable(), Some(40.0), "not 2 msg/s for a day");
+        assert_eq!(a.cap(), Some(20.0), "comes back at the same cap");
+        assert_eq!(a.tick(125_000), None, "no climb while suspended");
+        // A block says nothing about rate.
+        let b = gmail();
+        let Some(Change::Suspend { learned, .. }) =
+            b.on_reply("421 4.7.1 [TS03] permanently deferred", 40.0, 1_000)
+        else {
+            panic!("blocked");
+        };
+        assert_eq!(learned, None);
+        assert_eq!((b.cap(), b.sustainable()), (None, None));
+    }
+
+    #[test]
     fn rules_are_validated() {
         assert!(ReplyRule::cut("(", 0.5).validate("x").is_err());
         assert!(ReplyRule::cut("ok", 1.5).validate("x").is_err());
         assert!(ReplyRule::cut("ok", 0.5).validate("x").is_ok());
+        let mut suspend = ReplyRule::stop("ok", RuleAction::Suspend, Duration::from_secs(60));
+        assert!(suspend.validate("x").is_ok());
+        suspend.factor = 1.0;
+        assert!(
+            suspend.validate("x").is_err(),
+            "a suspension comes back below"
+        );
     }
 }

@@ -119,15 +119,19 @@ const DRAIN_SETTLE: Duration = Duration::from_secs(2);
 const DRAIN_REPEAT: Duration = Duration::from_secs(60);
 
 impl DrainPacing {
-    /// Whether the parked jobs of `key` move back now (and, if so, notes that they did).
+    /// Whether the parked jobs of `key` move back now.
     fn due(&mut self, key: (u16, u64, String), now: tokio::time::Instant) -> bool {
         let (seen, last) = self.0.entry(key).or_insert((now, None));
-        let due = now.duration_since(*seen) >= DRAIN_SETTLE
-            && last.is_none_or(|l| now.duration_since(l) >= DRAIN_REPEAT);
-        if due {
+        now.duration_since(*seen) >= DRAIN_SETTLE
+            && last.is_none_or(|l| now.duration_since(l) >= DRAIN_REPEAT)
+    }
+
+    /// Every parked job of `key` was moved back at `now` (a move cut short by the per-tick
+    /// cap, or by an error, goes on next tick).
+    fn moved_all(&mut self, key: &(u16, u64, String), now: tokio::time::Instant) {
+        if let Some((_, last)) = self.0.get_mut(key) {
             *last = Some(now);
         }
-        due
     }
 }
 
@@ -175,6 +179,7 @@ pub async fn unpark(
                 .collect()
         };
         for (campaign, (state, drained)) in parked.into_iter().zip(replies) {
+            let mut drain_key = None;
             if state.as_deref() == Some("paused") {
                 // A drain order ends a paused campaign's jobs too: they go back to be
                 // drained (paced).
@@ -183,17 +188,23 @@ pub async fn unpark(
                 };
                 let key = (shard, campaign, order);
                 seen.insert(key.clone());
-                if !pacing.due(key, now) {
+                if !pacing.due(key.clone(), now) {
                     continue;
                 }
+                drain_key = Some(key);
             }
             let mut moved = 0;
+            let mut all = false;
             while moved < UNPARK_PER_TICK {
                 let n = scripts::unpark(con, shard, campaign, UNPARK_BATCH).await?;
                 moved += n;
                 if n < UNPARK_BATCH {
+                    all = true;
                     break;
                 }
+            }
+            if let (true, Some(key)) = (all, &drain_key) {
+                pacing.moved_all(key, now);
             }
             if moved > 0 {
                 tracing::info!(

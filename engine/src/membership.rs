@@ -116,7 +116,9 @@ impl FleetView {
     pub fn live_if_steady(&self) -> Option<Vec<String>> {
         let v = self.view();
         let since = v.steady_since?;
-        (since.elapsed() >= self.grace).then(|| v.live.clone())
+        // A beat hanging right now is seen as a gap before it returns.
+        let current = v.last_ok.is_some_and(|l| l.elapsed() <= self.max_gap);
+        (current && since.elapsed() >= self.grace).then(|| v.live.clone())
     }
 }
 
@@ -404,6 +406,9 @@ mod tests {
             view.beat_ok(vec!["a".into()]);
         }
         assert_eq!(view.live_if_steady(), Some(vec!["a".to_owned()]));
+        // A beat that is hanging now: no claims while it hangs.
+        tokio::time::sleep(step * 7).await;
+        assert_eq!(view.live_if_steady(), None, "a beat overdue");
     }
 
     #[test]

@@ -332,6 +332,11 @@ pub async fn keep_held(mut k: Keeper) {
     let every = k.queue.claim_idle.0 / 3;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first sweep waits a round: at start the readers replay this node's own pending
+    // entries (idle since its last run), and an entry replayed, finished and released between
+    // a sweep's look and its claim would go out twice. By the second round the refresh just
+    // above the sweep has touched every entry held.
+    let mut first = true;
     loop {
         tick.tick().await;
         let ids: Vec<Arc<str>> = k.inflight.held(k.shard).iter().cloned().collect();
@@ -346,6 +351,9 @@ pub async fn keep_held(mut k: Keeper) {
                 tracing::warn!(shard = k.shard, error = %e, "refreshing held entries failed");
                 break;
             }
+        }
+        if std::mem::take(&mut first) {
+            continue;
         }
         if let Err(e) = take_back_orphans(&mut k, &key, every / 2).await {
             tracing::warn!(shard = k.shard, error = %e, "taking back own idle entries failed");
@@ -388,6 +396,10 @@ async fn take_back_orphans(k: &mut Keeper, key: &str, wait: Duration) -> redis::
             else {
                 return Ok(());
             };
+            if got == 0 {
+                // The budget is closed (shutdown).
+                return Ok(());
+            }
             let mut cmd = redis::cmd("XCLAIM");
             cmd.arg(key).arg(ENGINE_GROUP).arg(&k.node_id).arg(idle_ms);
             for id in &orphans[..got.min(orphans.len())] {

@@ -653,9 +653,17 @@ impl Site {
     /// the refused jobs due by then have come back and gone, so jobs refused from now on are
     /// due when this queue drains again, not behind the end of an earlier backlog's virtual
     /// queue (which only ever moves forward).
+    /// Once per dry spell: the mark is cleared as the slots start over, so a batch refused after
+    /// a long idle spell gets successive slots again from the first refusal on.
     fn start_over_if_dry(&self, now_us: u64) {
         let since = self.dry_since_us.load(Ordering::Acquire);
-        if since != 0 && now_us.saturating_sub(since) >= self.dry_enough_us() {
+        if since != 0
+            && now_us.saturating_sub(since) >= self.dry_enough_us()
+            && self
+                .dry_since_us
+                .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             self.return_slot_us.store(0, Ordering::Release);
         }
     }
