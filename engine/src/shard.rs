@@ -190,22 +190,15 @@ impl ShardConsumer {
             // Pages of the consumer's idle entries, in id order.
             let mut start = "-".to_owned();
             loop {
-                let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-                    .arg(key)
-                    .arg(ENGINE_GROUP)
-                    .arg("IDLE")
-                    .arg(idle_ms)
-                    .arg(&start)
-                    .arg("+")
-                    .arg(self.queue.read_batch)
-                    .arg(&c.name)
-                    .query_async(&mut self.con)
-                    .await?;
-                let listed = pending.ids.len();
-                if let Some(last) = pending.ids.last() {
-                    start = format!("({}", last.id);
-                }
-                let ids: Vec<String> = pending.ids.into_iter().map(|p| p.id).collect();
+                let (ids, full) = idle_page(
+                    &mut self.con,
+                    key,
+                    &c.name,
+                    idle_ms,
+                    &mut start,
+                    self.queue.read_batch,
+                )
+                .await?;
                 if ids.is_empty() {
                     break;
                 }
@@ -217,29 +210,23 @@ impl ShardConsumer {
                 if got == 0 {
                     return Ok(());
                 }
-                let mut cmd = redis::cmd("XCLAIM");
-                cmd.arg(key)
-                    .arg(ENGINE_GROUP)
-                    .arg(&self.node_id)
-                    .arg(idle_ms);
-                for id in &ids[..got] {
-                    cmd.arg(id);
-                }
-                let v: redis::Value = cmd.query_async(&mut self.con).await?;
-                let h = self.handover();
-                let fresh = h.hold(streams::parse_entries(v));
-                self.inflight.release(got.saturating_sub(fresh.len()));
-                if !fresh.is_empty() {
+                let h = Handover {
+                    shard: self.shard,
+                    inflight: &self.inflight,
+                    dispatcher: &self.dispatcher,
+                    reporter: &self.reporter,
+                    metrics: &self.metrics,
+                };
+                let n = claim(&mut self.con, &h, key, &self.node_id, idle_ms, &ids, got).await?;
+                if n > 0 {
                     tracing::info!(
                         shard = self.shard,
                         from = %c.name,
-                        count = fresh.len(),
+                        count = n,
                         "reclaimed idle entries of a node that is not live"
                     );
                 }
-                self.metrics.reclaimed(fresh.len());
-                h.dispatch(fresh, true);
-                if listed < self.queue.read_batch || *stop.borrow() {
+                if !full || *stop.borrow() {
                     break;
                 }
             }
@@ -367,27 +354,18 @@ async fn take_back_orphans(k: &mut Keeper, key: &str, wait: Duration) -> redis::
     let idle_ms = k.queue.claim_idle.0.as_millis() as u64;
     let mut start = "-".to_owned();
     loop {
-        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(ENGINE_GROUP)
-            .arg("IDLE")
-            .arg(idle_ms)
-            .arg(&start)
-            .arg("+")
-            .arg(k.queue.read_batch)
-            .arg(&k.node_id)
-            .query_async(&mut k.con)
-            .await?;
-        let listed = pending.ids.len();
-        if let Some(last) = pending.ids.last() {
-            start = format!("({}", last.id);
-        }
+        let (ids, full) = idle_page(
+            &mut k.con,
+            key,
+            &k.node_id,
+            idle_ms,
+            &mut start,
+            k.queue.read_batch,
+        )
+        .await?;
         let orphans: Vec<String> = {
             let held = k.inflight.held(k.shard);
-            pending
-                .ids
-                .into_iter()
-                .map(|p| p.id)
+            ids.into_iter()
                 .filter(|id| !held.contains(id.as_str()))
                 .collect()
         };
@@ -400,12 +378,6 @@ async fn take_back_orphans(k: &mut Keeper, key: &str, wait: Duration) -> redis::
                 // The budget is closed (shutdown).
                 return Ok(());
             }
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(key).arg(ENGINE_GROUP).arg(&k.node_id).arg(idle_ms);
-            for id in &orphans[..got.min(orphans.len())] {
-                cmd.arg(id);
-            }
-            let v: redis::Value = cmd.query_async(&mut k.con).await?;
             let h = Handover {
                 shard: k.shard,
                 inflight: &k.inflight,
@@ -413,20 +385,71 @@ async fn take_back_orphans(k: &mut Keeper, key: &str, wait: Duration) -> redis::
                 reporter: &k.reporter,
                 metrics: &Metrics,
             };
-            let fresh = h.hold(streams::parse_entries(v));
-            k.inflight.release(got.saturating_sub(fresh.len()));
-            if !fresh.is_empty() {
+            let n = claim(&mut k.con, &h, key, &k.node_id, idle_ms, &orphans, got).await?;
+            if n > 0 {
                 tracing::info!(
                     shard = k.shard,
-                    count = fresh.len(),
+                    count = n,
                     "took back own idle entries this node did not hold"
                 );
             }
-            Metrics.reclaimed(fresh.len());
-            h.dispatch(fresh, true);
         }
-        if listed < k.queue.read_batch {
+        if !full {
             return Ok(());
         }
     }
+}
+
+/// One page of `consumer`'s entries of `key` idle for `idle_ms` or more, from `start` (moved
+/// past the page); the ids, and whether the page was full (more may follow).
+async fn idle_page(
+    con: &mut Redis,
+    key: &str,
+    consumer: &str,
+    idle_ms: u64,
+    start: &mut String,
+    count: usize,
+) -> redis::RedisResult<(Vec<String>, bool)> {
+    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(ENGINE_GROUP)
+        .arg("IDLE")
+        .arg(idle_ms)
+        .arg(&*start)
+        .arg("+")
+        .arg(count)
+        .arg(consumer)
+        .query_async(con)
+        .await?;
+    if let Some(last) = pending.ids.last() {
+        *start = format!("({}", last.id);
+    }
+    let full = pending.ids.len() >= count;
+    Ok((pending.ids.into_iter().map(|p| p.id).collect(), full))
+}
+
+/// Claims the first `reserved` of `ids` (still idle for `idle_ms`) for `node`, hands those this
+/// node did not hold already on as redelivered, and gives back the budget slots of the rest.
+/// Returns how many were handed on.
+async fn claim(
+    con: &mut Redis,
+    h: &Handover<'_>,
+    key: &str,
+    node: &str,
+    idle_ms: u64,
+    ids: &[String],
+    reserved: usize,
+) -> redis::RedisResult<usize> {
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(key).arg(ENGINE_GROUP).arg(node).arg(idle_ms);
+    for id in &ids[..reserved.min(ids.len())] {
+        cmd.arg(id);
+    }
+    let v: redis::Value = cmd.query_async(con).await?;
+    let fresh = h.hold(streams::parse_entries(v));
+    let n = fresh.len();
+    h.inflight.release(reserved.saturating_sub(n));
+    h.metrics.reclaimed(n);
+    h.dispatch(fresh, true);
+    Ok(n)
 }
