@@ -25,5 +25,10 @@ if [ $# -eq 0 ]; then
     hk_log "fuzz smoke run (every target, 15 s each, over the committed corpora)"
     tests/fuzz/run.sh 15
 fi
+# The previous release, built from git history once per release (its own target directory),
+# for the rolling-upgrade test: its engine and API share a campaign with this release's.
+hk_log "the previous release for the rolling-upgrade test (built once per release)"
+HIKYAKU_PREVIOUS_RELEASE_DIR=$(ops/compat/previous-release.sh)
+export HIKYAKU_PREVIOUS_RELEASE_DIR
 hk_log "cargo test --workspace"
 cargo test --workspace --locked "$@"

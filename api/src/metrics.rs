@@ -4,10 +4,14 @@
 
 use std::sync::OnceLock;
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
 
@@ -34,6 +38,22 @@ pub const CAMPAIGNS_EXPANDING: &str = "hikyaku_api_campaigns_expanding";
 /// Tracking hits (`open`, `click`) over a token's hourly cap: answered, counted, not recorded.
 pub const TRACKING_UNRECORDED: &str = "hikyaku_api_tracking_unrecorded_total";
 
+/// Events of a newer release the recorder left pending for a recorder of that release.
+pub const EVENTS_NEWER: &str = "hikyaku_api_events_newer_release_total";
+/// HTTP requests by method, route template and status class.
+pub const HTTP_REQUESTS: &str = "hikyaku_api_http_requests_total";
+/// HTTP request time by method and route template.
+pub const HTTP_SECONDS: &str = "hikyaku_api_http_request_duration_seconds";
+/// PostgreSQL pool connections by state (`used`, `idle`).
+pub const DB_POOL: &str = "hikyaku_api_db_pool_connections";
+/// The PostgreSQL pool's size limit.
+pub const DB_POOL_MAX: &str = "hikyaku_api_db_pool_max_connections";
+
+/// Buckets of [`HTTP_SECONDS`], seconds.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Outcomes of [`FEEDBACK`], registered at zero so rates start from the first scrape.
 const FEEDBACK_OUTCOMES: [&str; 4] = ["bounce", "soft-bounce", "complaint", "not-applied"];
 
@@ -43,7 +63,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_SECONDS.into()), HTTP_BUCKETS)
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             // Fails only when another recorder is installed in this process (tests running the
             // engine in-process); the API then renders what that one does not collect.
@@ -63,6 +86,12 @@ pub fn install() -> PrometheusHandle {
             for kind in ["open", "click"] {
                 counter!(TRACKING_UNRECORDED, "kind" => kind).increment(0);
             }
+            describe_counter!(EVENTS_NEWER, "Events a newer release wrote for its own recorders, left pending here (a rolling upgrade in progress: the API is older than an engine). Rising after the upgrade is done means an API node was left on the old release.");
+            counter!(EVENTS_NEWER).increment(0);
+            describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route (the matched template; unmatched for paths no route serves) and status class. A rise of 5xx is the API failing; of 4xx, clients sending bad requests (or probing).");
+            describe_histogram!(HTTP_SECONDS, "Seconds from request to response head, by method and route. A rising tail on campaign and import routes means PostgreSQL is the bottleneck.");
+            describe_gauge!(DB_POOL, "PostgreSQL pool connections by state (used, idle), read at each scrape. used pinned at hikyaku_api_db_pool_max_connections means requests queue for a connection.");
+            describe_gauge!(DB_POOL_MAX, "The PostgreSQL pool's size limit (db_pool).");
             describe_counter!(QUOTA_PAUSED, "Campaigns the expander paused because their tenant's monthly sending quota was used up. A rise means customers hitting their plan: raise the quota or tell them.");
             counter!(QUOTA_PAUSED).increment(0);
             counter!(EXPANDED).increment(0);
@@ -102,6 +131,11 @@ pub fn tracking_unrecorded(kind: &'static str) {
     counter!(TRACKING_UNRECORDED, "kind" => kind).increment(1);
 }
 
+/// Counts events of a newer release left pending.
+pub fn events_newer(n: u64) {
+    counter!(EVENTS_NEWER).increment(n);
+}
+
 /// The recorder's backlog on `shard`.
 pub fn events_backlog(shard: u16, n: u64) {
     gauge!(EVENTS_BACKLOG, "shard" => shard.to_string()).set(n as f64);
@@ -129,8 +163,63 @@ pub fn feedback(outcome: &crate::inbound::Applied) {
     counter!(FEEDBACK, "outcome" => label).increment(1);
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, with the PostgreSQL pool's use read as it is served.
 pub fn router() -> Router<AppState> {
     let handle = install();
-    Router::new().route("/metrics", get(move || async move { handle.render() }))
+    Router::new().route(
+        "/metrics",
+        get(move |State(state): State<AppState>| async move {
+            pool(&state.db);
+            handle.render()
+        }),
+    )
+}
+
+/// The pool's connections now.
+fn pool(db: &sqlx::PgPool) {
+    let size = db.size() as f64;
+    let idle = db.num_idle() as f64;
+    gauge!(DB_POOL, "state" => "used").set((size - idle).max(0.0));
+    gauge!(DB_POOL, "state" => "idle").set(idle);
+    gauge!(DB_POOL_MAX).set(f64::from(db.options().get_max_connections()));
+}
+
+/// The method as a label: the standard ones by name, anything else `other` (a client picks
+/// the method, and a label per invented one would grow the registry without bound).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware counting every request by method, route template and status class, and timing
+/// it to the response head ([`HTTP_REQUESTS`], [`HTTP_SECONDS`]). The route is the matched
+/// template, never the path a client sent, so the label set stays bounded.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = tokio::time::Instant::now();
+    let resp = next.run(req).await;
+    let class = match resp.status().as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "class" => class)
+        .increment(1);
+    histogram!(HTTP_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
 }

@@ -62,6 +62,7 @@ pub fn app_serving(state: AppState, metrics: bool) -> Router {
     }
     with_problems(router)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .with_state(state)
 }
 

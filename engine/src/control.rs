@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::campaigns::CampaignStates;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
+use crate::redis_info::RedisInfo;
 use crate::site::Site;
 use crate::units::Rate;
 
@@ -40,6 +41,8 @@ pub struct Control {
     pub inflight: Arc<InFlight>,
     /// This node's id (names its published site state).
     pub node_id: String,
+    /// The fleet as the heartbeats see it: its leader scans the retry sets ([`crate::held`]).
+    pub fleet: Arc<crate::membership::FleetView>,
 }
 
 /// Runs until `stop` turns true.
@@ -54,9 +57,17 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
         shards,
         inflight,
         node_id,
+        fleet,
     } = control;
     let metrics = Metrics;
     let mut drain_pacing = DrainPacing::default();
+    let mut scan = crate::held::RetryScan::default();
+    // The last complete pass's figures, published every tick (the ages grow between passes);
+    // every site at zero until the first pass, so the series exist from the start.
+    let mut held: Vec<(String, crate::held::SiteTally)> = sites
+        .keys()
+        .map(|name| (name.clone(), crate::held::SiteTally::default()))
+        .collect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,6 +80,37 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
         }
         if let Err(e) = poll(&mut con, &sites, shards, &inflight, &metrics).await {
             tracing::warn!(error = %e, "reading site control and queue depths failed");
+        }
+        let now = crate::clock::now_ms();
+        for site in sites.values() {
+            metrics.site_ready_age(&site.policy.name, site.oldest_queued_ms(), now);
+        }
+        if fleet.is_leader(&node_id) {
+            let expires = |job: &hikyaku_queue_schema::Job, name: &str| {
+                sites
+                    .get(name)
+                    .or_else(|| sites.get("default"))
+                    .map(|s| crate::report::job_expires_ms(job, &s.policy))
+            };
+            match scan.step(&mut con, shards, now, expires).await {
+                Ok(Some(mut tally)) => {
+                    // Every site of this node, at zero when it has no job waiting.
+                    for name in sites.keys() {
+                        tally.entry(name.clone()).or_default();
+                    }
+                    held = scan.to_publish(&tally);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "scanning the retry sets failed"),
+            }
+        } else {
+            let gone = scan.stand_down();
+            if !gone.is_empty() {
+                held = gone;
+            }
+        }
+        for (site, tally) in &held {
+            metrics.site_held(site, tally, now);
         }
         if let Err(e) = campaigns.refresh(&mut con).await {
             tracing::warn!(error = %e, "reading campaign states failed");
@@ -301,37 +343,14 @@ pub async fn poll(
             });
         metrics.oldest_age(shard, age);
     }
-    // On a cluster, the master nearest its limit (or the fullest, without limits).
-    let fullest = con
-        .info_everywhere("memory")
+    // On a cluster, every master's (memory: the one nearest its limit).
+    let masters: Vec<RedisInfo> = con
+        .info_everywhere("all")
         .await?
         .iter()
-        .map(|info| {
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| {
-                        l.strip_prefix(name)?
-                            .strip_prefix(':')?
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .unwrap_or(0)
-            };
-            (field("used_memory"), field("maxmemory"))
-        })
-        .max_by(|a, b| {
-            let ratio = |(used, max): (u64, u64)| {
-                if max > 0 {
-                    used as f64 / max as f64
-                } else {
-                    0.0
-                }
-            };
-            ratio(*a).total_cmp(&ratio(*b)).then(a.0.cmp(&b.0))
-        })
-        .unwrap_or((0, 0));
-    metrics.redis_memory(fullest.0, fullest.1);
+        .map(|text| RedisInfo::parse(text))
+        .collect();
+    metrics.redis(&RedisInfo::combine(&masters));
     metrics.resident_memory();
     Ok(())
 }

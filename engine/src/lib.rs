@@ -31,7 +31,9 @@
 //! - [`control`]: operator pause / rate override, queue gauges, the site state each node
 //!   publishes, and moving a paused campaign's parked jobs back once it goes on;
 //!   [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel from the API,
-//!   tracked only while the node holds jobs of the campaign; [`metrics`]: `/metrics`.
+//!   tracked only while the node holds jobs of the campaign; [`held`]: the leader's scan of
+//!   the retry sets for held mail per site; [`redis_info`]: Redis's own figures from `INFO`;
+//!   [`metrics`]: `/metrics`.
 //! - [`clock`]: the one clock; [`meter`]: smoothed per-second rates; [`retry`]: the backoff schedule; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
@@ -49,6 +51,7 @@ pub mod drains;
 pub mod engine;
 pub mod fleet;
 pub mod flusher;
+pub mod held;
 pub mod in_doubt;
 pub mod inflight;
 pub mod jis;
@@ -59,6 +62,7 @@ pub mod mover;
 pub mod mx;
 pub mod policy;
 pub mod qp;
+pub mod redis_info;
 pub mod render;
 pub mod report;
 pub mod retry;

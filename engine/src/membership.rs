@@ -111,6 +111,12 @@ impl FleetView {
         self.view().steady_since = None;
     }
 
+    /// Whether `node` is the lowest-named live node as last seen: the one that does the fleet's
+    /// shared chores (tidying up after dead nodes, the retry-set scan of [`crate::held`]).
+    pub fn is_leader(&self, node: &str) -> bool {
+        self.view().live.iter().min().is_some_and(|l| l == node)
+    }
+
     /// The live nodes, when claiming from the others is safe now: heartbeats have gone
     /// through for the grace period. `None`: claim nothing yet.
     pub fn live_if_steady(&self) -> Option<Vec<String>> {

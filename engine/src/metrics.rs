@@ -81,6 +81,25 @@ pub const CAMPAIGNS_CACHED: &str = "hikyaku_engine_campaigns_cached";
 pub const CAMPAIGN_CACHE_BYTES: &str = "hikyaku_engine_campaign_cache_bytes";
 /// Domain answers (domain → site, MX hosts) this node keeps.
 pub const DNS_CACHED: &str = "hikyaku_engine_dns_cached_domains";
+/// Age of the oldest job waiting for a site, by queue (`ready`: this node's queue for the
+/// site; `retry`: the retry sets, from the leader's scan).
+pub const SITE_OLDEST_AGE: &str = "hikyaku_site_oldest_age_seconds";
+/// Jobs in the retry sets held back by a site (paused, suspended, full), not deferred by a reply.
+pub const SITE_HELD: &str = "hikyaku_site_held_jobs";
+/// Jobs in the retry sets last routed to a site.
+pub const SITE_RETRY: &str = "hikyaku_site_retry_jobs";
+/// Jobs in the retry sets of a site that expire within the hour.
+pub const SITE_EXPIRING: &str = "hikyaku_site_expiring_jobs";
+/// Redis `instantaneous_ops_per_sec` (summed over masters).
+pub const REDIS_OPS: &str = "hikyaku_redis_ops_per_second";
+/// Redis `total_commands_processed` (summed over masters).
+pub const REDIS_COMMANDS: &str = "hikyaku_redis_commands_total";
+/// Redis `commandstats` calls per command.
+pub const REDIS_COMMAND_CALLS: &str = "hikyaku_redis_command_calls_total";
+/// Redis `commandstats` microseconds per command.
+pub const REDIS_COMMAND_USEC: &str = "hikyaku_redis_command_usec_total";
+/// Redis `connected_clients` (summed over masters).
+pub const REDIS_CLIENTS: &str = "hikyaku_redis_connected_clients";
 /// Jobs of paused campaigns parked in Redis, and moved back when their campaign went on.
 pub const PARKED: &str = "hikyaku_parked_jobs_total";
 /// Time from enqueue (the job's `queued_ms`) to the accepting reply, per site.
@@ -206,6 +225,30 @@ fn describe() {
         SITE_SUSPENDED,
         "1 while the site is suspended after a provider reply (Yahoo TSS04, say)."
     );
+    describe_gauge!(SITE_OLDEST_AGE, Unit::Seconds, "Age (since first enqueue) of the oldest job waiting for the site: queue=\"ready\" in this node's queue for it, queue=\"retry\" in the retry sets (the leader's scan; other nodes export 0). Hours on a paused or suspended site means mail heading for expiry.");
+    describe_gauge!(SITE_HELD, "Jobs in the retry sets held back by the site (paused, suspended, or at its queue capacity) and never deferred by a reply there (the leader's scan; other nodes export 0). Growing while the site is paused is the mail the pause keeps.");
+    describe_gauge!(
+        SITE_RETRY,
+        "Jobs in the retry sets last routed to the site, held or deferred (the leader's scan)."
+    );
+    describe_gauge!(SITE_EXPIRING, "Jobs in the retry sets of the site that expire (end unsent, as expired) within the hour (the leader's scan), by why they wait: held (the site paused, suspended or full: mail a stop is about to lose) or deferred (servers said try later; mostly soft bounces reaching their natural end).");
+    describe_gauge!(
+        REDIS_OPS,
+        "Redis instantaneous_ops_per_sec, summed over masters (INFO stats)."
+    );
+    describe_counter!(
+        REDIS_COMMANDS,
+        "Redis total_commands_processed, summed over masters (INFO stats)."
+    );
+    describe_counter!(REDIS_COMMAND_CALLS, "Redis calls per command (INFO commandstats), summed over masters. With hikyaku_redis_command_usec_total: average microseconds per call.");
+    describe_counter!(
+        REDIS_COMMAND_USEC,
+        "Microseconds Redis spent per command (INFO commandstats), summed over masters."
+    );
+    describe_gauge!(
+        REDIS_CLIENTS,
+        "Redis connected_clients, summed over masters (INFO clients)."
+    );
     describe_gauge!(SITE_BLOCKED, "1 while the site is blocked after a provider said retrying will not succeed (Yahoo TS03): alert.");
 }
 
@@ -276,10 +319,40 @@ impl Metrics {
         gauge!(OLDEST_AGE, "shard" => shard.to_string()).set(seconds);
     }
 
-    /// Redis memory use and limit.
-    pub fn redis_memory(&self, used: u64, max: u64) {
-        gauge!(REDIS_USED).set(used as f64);
-        gauge!(REDIS_MAX).set(max as f64);
+    /// Redis's own figures ([`crate::redis_info`]).
+    pub fn redis(&self, info: &crate::redis_info::RedisInfo) {
+        gauge!(REDIS_USED).set(info.used_memory as f64);
+        gauge!(REDIS_MAX).set(info.max_memory as f64);
+        gauge!(REDIS_OPS).set(info.ops_per_sec as f64);
+        counter!(REDIS_COMMANDS).absolute(info.commands);
+        gauge!(REDIS_CLIENTS).set(info.clients as f64);
+        for (name, (calls, usec)) in &info.per_command {
+            counter!(REDIS_COMMAND_CALLS, "command" => name.clone()).absolute(*calls);
+            counter!(REDIS_COMMAND_USEC, "command" => name.clone()).absolute(*usec);
+        }
+    }
+
+    /// The oldest job in this node's queue for `site` was first enqueued at `queued_ms`
+    /// (`None`: the queue is empty).
+    pub fn site_ready_age(&self, site: &str, queued_ms: Option<u64>, now_ms: u64) {
+        let age = queued_ms.map_or(0.0, |q| now_ms.saturating_sub(q) as f64 / 1000.0);
+        gauge!(SITE_OLDEST_AGE, "site" => site.to_owned(), "queue" => "ready").set(age);
+    }
+
+    /// A site's jobs in the retry sets ([`crate::held`]).
+    pub fn site_held(&self, site: &str, t: &crate::held::SiteTally, now_ms: u64) {
+        let age = if t.oldest_queued_ms > 0 {
+            now_ms.saturating_sub(t.oldest_queued_ms) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let s = site.to_owned();
+        gauge!(SITE_OLDEST_AGE, "site" => s.clone(), "queue" => "retry").set(age);
+        gauge!(SITE_HELD, "site" => s.clone()).set(t.held as f64);
+        gauge!(SITE_RETRY, "site" => s.clone()).set(t.jobs as f64);
+        gauge!(SITE_EXPIRING, "site" => s.clone(), "why" => "held").set(t.expiring_held as f64);
+        gauge!(SITE_EXPIRING, "site" => s, "why" => "deferred")
+            .set(t.expiring.saturating_sub(t.expiring_held) as f64);
     }
 
     /// The process's resident memory, from `/proc/self/statm` (Linux; nothing elsewhere).

@@ -43,6 +43,15 @@ pub enum RenderError {
         /// The error.
         error: String,
     },
+    /// A newer release wrote the snapshot for its own nodes
+    /// ([`hikyaku_queue_schema::DecodeError::TooNew`]): the job waits for one of them.
+    #[error("campaign {id}: snapshot version {version} is for a newer release")]
+    TooNew {
+        /// Campaign.
+        id: u64,
+        /// The snapshot's version.
+        version: u8,
+    },
     /// The snapshot is malformed or its content cannot be encoded.
     #[error("campaign {id}: {error}")]
     Invalid {
@@ -1130,9 +1139,14 @@ impl Renderer {
             .map_err(redis_error)?;
         self.states.set(id, RunState::parse(state.as_deref()));
         let bytes = bytes.ok_or(RenderError::Missing(id))?;
-        let snap = CampaignSnapshot::decode(&bytes).map_err(|e| RenderError::Invalid {
-            id,
-            error: e.to_string(),
+        let snap = CampaignSnapshot::decode(&bytes).map_err(|e| match e {
+            hikyaku_queue_schema::DecodeError::TooNew(version) => {
+                RenderError::TooNew { id, version }
+            }
+            e => RenderError::Invalid {
+                id,
+                error: e.to_string(),
+            },
         })?;
         let campaign = Arc::new(Campaign::build(&snap, &self.dkim)?);
         self.insert(id, campaign.clone());

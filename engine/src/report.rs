@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hikyaku_queue_schema::drain::Rule;
 use hikyaku_queue_schema::scripts::{Deferred, Finished, Parked};
-use hikyaku_queue_schema::{Event, EventStatus, JobId, LastTry};
+use hikyaku_queue_schema::{Event, EventStatus, Job, JobId, LastTry};
 use tokio::sync::mpsc;
 
 use crate::campaigns::RunState;
@@ -278,6 +278,30 @@ impl Reporter {
         );
     }
 
+    /// Puts back, byte for byte, a job a newer release wrote for its own nodes
+    /// ([`hikyaku_queue_schema::DecodeError::TooNew`]): into the retry set, due after
+    /// [`NEWER_RELEASE_DELAY`], for whichever node reads it then — during a rolling upgrade,
+    /// soon one of that release. Never ended, never charged an attempt.
+    pub fn newer_job(&self, shard: u16, entry: Arc<str>, bytes: Vec<u8>) {
+        self.metrics.requeued("none", "newer-release");
+        self.send(
+            shard,
+            Done::Deferred(Deferred {
+                entry: entry.to_string(),
+                due_ms: clock::now_ms().saturating_add(NEWER_RELEASE_DELAY.as_millis() as u64),
+                job: bytes,
+                event: None,
+            }),
+        );
+    }
+
+    /// Puts a job back, uncharged, whose campaign a newer release wrote for its own nodes
+    /// (its snapshot cannot be read here): due after [`NEWER_RELEASE_DELAY`].
+    pub fn newer_release(&self, work: Work, site: &SitePolicy) {
+        self.metrics.requeued(&site.name, "newer-release");
+        self.requeue(work, site, NEWER_RELEASE_DELAY);
+    }
+
     /// Ends an entry whose job could not even be decoded, with an event that says so, so that
     /// nothing leaves the queue silently.
     pub fn undecodable(&self, shard: u16, entry: Arc<str>, error: String) {
@@ -356,12 +380,22 @@ impl Reporter {
     }
 }
 
+/// How long a job or campaign written by a newer release for its own nodes waits before it is
+/// read again (by any node): in a rolling upgrade, time for a node of that release to take it.
+pub const NEWER_RELEASE_DELAY: Duration = Duration::from_secs(30);
+
 /// When the job expires: the campaign's expiry if set, else first enqueue + the site's; never
 /// later than [`MAX_JOB_LIFE_MS`] after first enqueue (the suppression feed covers that long).
 fn expires_ms(work: &Work, site: &SitePolicy) -> u64 {
-    let queued = work.job.queued_ms;
-    let wanted = if work.job.expires_ms > 0 {
-        work.job.expires_ms
+    job_expires_ms(&work.job, site)
+}
+
+/// When `job` expires at `site` (ms since the epoch): the campaign's expiry, else the site's
+/// after first enqueue, and never later than [`MAX_JOB_LIFE_MS`] after it.
+pub fn job_expires_ms(job: &Job, site: &SitePolicy) -> u64 {
+    let queued = job.queued_ms;
+    let wanted = if job.expires_ms > 0 {
+        job.expires_ms
     } else {
         queued.saturating_add(site.expiry.as_millis() as u64)
     };

@@ -282,6 +282,8 @@ impl Handover<'_> {
                     let work = self.dispatcher.work(self.shard, entry, job, redelivered);
                     self.dispatcher.dispatch(work)
                 }
+                // A newer release's job in a rolling upgrade: back for another node.
+                Err(e) if e.is_too_new() => self.reporter.newer_job(self.shard, entry, bytes),
                 Err(e) => self.reporter.undecodable(self.shard, entry, e.to_string()),
             }
         }

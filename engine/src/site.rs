@@ -742,6 +742,13 @@ impl Site {
         }
     }
 
+    /// When the oldest job in this node's queue for the site was first enqueued (ms since
+    /// the epoch), `None` when the queue is empty. A scan of the queue: for the gauges, once
+    /// a second.
+    pub fn oldest_queued_ms(&self) -> Option<u64> {
+        self.q().iter().map(|r| r.work.job.queued_ms).min()
+    }
+
     /// Jobs waiting.
     pub fn queued(&self) -> usize {
         self.q().len()
@@ -985,6 +992,13 @@ impl Site {
                     *current = Some((id, c.clone()));
                     c
                 }
+                Err(e @ crate::render::RenderError::TooNew { .. }) => {
+                    // A newer release's campaign, in a rolling upgrade: back unsent and
+                    // uncharged, for whichever node reads it next (one of that release soon).
+                    tracing::debug!(site = %self.policy.name, error = %e, "campaign for a newer release");
+                    self.deps.reporter.newer_release(item.work, &self.policy);
+                    return None;
+                }
                 Err(e) => {
                     tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
                     let attempt = Attempt::Unrenderable(e.to_string());
@@ -1103,6 +1117,7 @@ impl Site {
     async fn serve(self: &Arc<Self>, starting: &mut Counted<'_>) {
         let mut session: Option<Session> = None;
         let mut body = Vec::with_capacity(8192);
+        let mut staged = Vec::new();
         let mut from_buf = String::new();
         let mut date = DateLine::default();
         let mut current: Option<(u64, Arc<Campaign>)> = None;
@@ -1127,7 +1142,7 @@ impl Site {
             // it may still send.
             let batch = session
                 .as_ref()
-                .filter(|s| s.client.can_pipeline_messages())
+                .filter(|s| s.client.can_pipeline_messages() || s.client.can_chain_data())
                 .map_or(1, |s| {
                     self.policy
                         .max_messages_per_connection
@@ -1199,6 +1214,20 @@ impl Site {
                     self.give_back_tokens(credits);
                     let mx = s.mx.clone();
                     self.session_outcome(item.work, &mx, &Attempt::Reply(refusal), s.sent > 0);
+                    continue 'jobs;
+                }
+                if s.client.can_chain_data() {
+                    let mut credits = credits;
+                    self.chained(
+                        &mut session,
+                        (item, campaign),
+                        &mut credits,
+                        &mut current,
+                        &mut date,
+                        (&mut body, &mut staged),
+                    )
+                    .await;
+                    self.give_back_tokens(credits);
                     continue 'jobs;
                 }
                 if s.client.can_pipeline_messages() {
@@ -1400,6 +1429,163 @@ impl Site {
             }
             next = self.next_admitted(&s.target, credits, current).await;
             if next.is_none() && window.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// `DATA` on a session whose server offers PIPELINING without CHUNKING, one round trip per
+    /// message ([`SmtpClient::can_chain_data`]): each write carries the content and final dot
+    /// of the message whose `DATA` was answered 354 and the next message's
+    /// `[RSET] MAIL RCPT DATA`; each read brings the reply to that dot and the next envelope's
+    /// replies. At most one message is in doubt at a time (its content written, its reply not
+    /// read). The next message is rendered into `staged` before its envelope goes (its size is
+    /// checked against `SIZE` then) and becomes `body` on 354. Returns when no job for this
+    /// destination is ready now, at the session's message cap (session closed), or when the
+    /// session failed (session dropped; the message in doubt is charged with the failure, the
+    /// next one goes back unsent).
+    async fn chained(
+        &self,
+        session: &mut Option<Session>,
+        first: (Routed, Arc<Campaign>),
+        credits: &mut u32,
+        current: &mut Option<(u64, Arc<Campaign>)>,
+        date: &mut DateLine,
+        (body, staged): (&mut Vec<u8>, &mut Vec<u8>),
+    ) {
+        let max = self.policy.max_messages_per_connection;
+        let mut from_buf = String::new();
+        let mut next = Some(first);
+        // The message whose DATA was answered 354 (its content in `body`), not yet written.
+        let mut accepted: Option<Sent> = None;
+        loop {
+            let Some(s) = session.as_mut() else {
+                return;
+            };
+            let carrying = accepted.take();
+            if carrying.is_some() {
+                s.client.queue_content(body);
+            }
+            // The next message's envelope rides in the same write.
+            let mut opened: Option<Sent> = None;
+            if s.sent < max {
+                if next.is_none() {
+                    next = self.next_admitted(&s.target, credits, current).await;
+                }
+                while let Some((item, campaign)) = next.take() {
+                    let refusal = match self.oversize(&s.client, &campaign, &item) {
+                        Some(r) => Some(r),
+                        None => {
+                            staged.clear();
+                            campaign.render(
+                                &item.work.job,
+                                date.get(),
+                                Framing::Data,
+                                self.policy.charset,
+                                staged,
+                            );
+                            let env = Envelope {
+                                from: campaign.envelope_from(&item.work.job, &mut from_buf),
+                                to: &item.work.job.rcpt,
+                                eight_bit: campaign.eight_bit,
+                            };
+                            s.client.queue_envelope(&env, staged.len())
+                        }
+                    };
+                    if let Some(refusal) = refusal {
+                        self.session_outcome(
+                            item.work,
+                            &s.mx,
+                            &Attempt::Reply(refusal),
+                            s.sent > 0,
+                        );
+                        next = self.next_admitted(&s.target, credits, current).await;
+                        continue;
+                    }
+                    opened = Some(Sent {
+                        item,
+                        reused: s.sent > 0,
+                        started: clock::now(),
+                    });
+                    s.sent += 1;
+                    break;
+                }
+            }
+            if carrying.is_none() && opened.is_none() {
+                return;
+            }
+            let written = if carrying.is_some() {
+                s.client.flush_content().await
+            } else {
+                s.client.flush().await
+            };
+            if let Err(mut e) = written {
+                // The dot may have gone before the write failed, and its reply come back.
+                let mut window: VecDeque<Sent> = VecDeque::new();
+                if let Some(k) = carrying {
+                    match tokio::time::timeout(s.client.salvage_wait(), s.client.content_result())
+                        .await
+                    {
+                        Ok(Ok(reply)) => self.session_outcome(
+                            k.item.work,
+                            &s.mx,
+                            &Attempt::Reply(reply),
+                            k.reused,
+                        ),
+                        Ok(Err(closing @ SmtpError::Refused { .. })) => {
+                            e = closing;
+                            window.push_back(k);
+                        }
+                        Ok(Err(_)) | Err(_) => window.push_back(k),
+                    }
+                }
+                window.extend(opened);
+                self.session_failed(session, window, e);
+                return;
+            }
+            if let Some(k) = carrying {
+                let result = s.client.content_result().await;
+                self.metrics
+                    .reply_seconds
+                    .record(k.started.elapsed().as_secs_f64());
+                match result {
+                    Ok(reply) => {
+                        self.session_outcome(k.item.work, &s.mx, &Attempt::Reply(reply), k.reused)
+                    }
+                    Err(e) => {
+                        let window: VecDeque<Sent> = std::iter::once(k).chain(opened).collect();
+                        self.session_failed(session, window, e);
+                        return;
+                    }
+                }
+            }
+            if let Some(m) = opened {
+                match s.client.envelope_result().await {
+                    Ok(None) => {
+                        std::mem::swap(body, staged);
+                        accepted = Some(m);
+                    }
+                    Ok(Some(refusal)) => {
+                        self.metrics
+                            .reply_seconds
+                            .record(m.started.elapsed().as_secs_f64());
+                        self.session_outcome(
+                            m.item.work,
+                            &s.mx,
+                            &Attempt::Reply(refusal),
+                            m.reused,
+                        );
+                    }
+                    Err(e) => {
+                        self.session_failed(session, VecDeque::from([m]), e);
+                        return;
+                    }
+                }
+            }
+            if s.sent >= max && accepted.is_none() {
+                if let Some(s) = session.take() {
+                    s.client.quit().await;
+                }
                 return;
             }
         }

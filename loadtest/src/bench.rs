@@ -55,6 +55,11 @@ pub struct BenchOptions {
     pub mix: Option<Vec<SiteSpec>>,
     /// After the run, the same count and size through Postfix's smtp-source → smtp-sink.
     pub compare: bool,
+    /// The engine delivers to Postfix's `smtp-sink` (a DATA-only server: PIPELINING, no
+    /// CHUNKING) instead of the project's sink, so hikyaku and `smtp-source` meet the same
+    /// server. Deliveries are then the engines' own count of accepted messages (`smtp-sink`
+    /// keeps none): duplicates are not measured.
+    pub to_smtp_sink: bool,
     /// Sign every message with a fresh RSA-2048 DKIM key; measure OpenSSL's raw sign rate.
     pub dkim: bool,
     /// Japanese text and reader names: bodies go base64 (mostly non-ASCII).
@@ -124,6 +129,9 @@ pub struct BenchReport {
     pub steady_per_min: f64,
     /// Engine nodes (processes) of the fleet.
     pub engines: u32,
+    /// The server the engine delivered to: `sink` (the project's, CHUNKING offered) or
+    /// `smtp-sink` (Postfix's, DATA only; `--compare smtp-sink`).
+    pub target: &'static str,
     /// Engine CPU (user + system, all nodes) per delivered message, µs.
     pub engine_cpu_us_per_msg: f64,
     /// Per node with `--engines` above 1: its deliveries and its CPU per message it delivered.
@@ -333,6 +341,17 @@ impl Rig {
         // Sink, its own process so its CPU is measured apart.
         let stats_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let (sink, smtp_port) = match &opts.mix {
+            _ if opts.to_smtp_sink => {
+                let port = free_port()?;
+                let sessions = u32::try_from(opts.site_count())
+                    .unwrap_or(u32::MAX)
+                    .saturating_mul(opts.connections);
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let sink =
+                    compare::start_smtp_sink(addr, sessions, true, &dir, "smtp-sink-engine.log")
+                        .await?;
+                (sink, port)
+            }
             Some(sites) => {
                 let ips: Vec<_> = sites.iter().map(|s| s.mx_ip).collect();
                 let port = free_port_on(&ips)?;
@@ -517,10 +536,34 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         b.reset_eta();
     }
     let mut stats = serde_json::Value::Null;
+    // Against smtp-sink, the engines' own count (the acceptance times are read here).
+    let mut accepted_ms = (0, 0);
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stats = sink_stats(rig.stats_addr).await.unwrap_or(stats);
-        let distinct = num(&stats, "distinct");
+        tokio::time::sleep(Duration::from_millis(if opts.to_smtp_sink {
+            20
+        } else {
+            200
+        }))
+        .await;
+        let distinct = if opts.to_smtp_sink {
+            let mut n = 0;
+            for addr in &metrics_addrs {
+                n += node_counters(*addr).await.0;
+            }
+            if n > 0 && accepted_ms.0 == 0 {
+                accepted_ms.0 = now_ms();
+            }
+            accepted_ms.1 = now_ms();
+            stats = serde_json::json!({
+                "distinct": n,
+                "first_accept_ms": accepted_ms.0,
+                "last_accept_ms": accepted_ms.1,
+            });
+            n
+        } else {
+            stats = sink_stats(rig.stats_addr).await.unwrap_or(stats);
+            num(&stats, "distinct")
+        };
         if let Some(b) = &bar {
             b.set_position(distinct);
         }
@@ -612,6 +655,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         delivered_per_min: per_sec * 60.0,
         steady_per_min: steady * 60.0,
         engines: opts.engines.max(1),
+        target: if opts.to_smtp_sink {
+            "smtp-sink"
+        } else {
+            "sink"
+        },
         engine_cpu_us_per_msg: per_msg(engine_cpu, delivered),
         nodes,
         limiter_leases,
@@ -726,6 +774,12 @@ impl BenchReport {
             rr = self.redis_peak_rss_mb,
         );
         out.push_str(&self.latency.line());
+        if self.target != "sink" {
+            out.push_str(&format!(
+                "server             Postfix {} (DATA only, PIPELINING): deliveries are the engine's count\n",
+                self.target
+            ));
+        }
         if self.faults_injected > 0 {
             out.push_str(&format!(
                 "faults             {} injected, {:.2} duplicates per fault\n",
@@ -869,6 +923,7 @@ mod tests {
             delivered_per_min: 600.0,
             steady_per_min: 600.0,
             engines: 1,
+            target: "sink",
             engine_cpu_us_per_msg: 1.0,
             nodes: Vec::new(),
             limiter_leases: 0,

@@ -129,13 +129,14 @@ pub fn ratio(hikyaku_per_min: f64, source_per_min: f64) -> f64 {
     }
 }
 
-/// `smtp-sink`'s arguments: no PIPELINING, room for every session, listen backlog `backlog`.
-pub fn sink_args(addr: SocketAddr, sessions: u32, as_root: bool) -> Vec<String> {
-    let mut args = vec![
-        "-p".to_owned(),
-        "-m".to_owned(),
-        (sessions + 16).max(256).to_string(),
-    ];
+/// `smtp-sink`'s arguments: PIPELINING announced or not, room for every session, listen
+/// backlog `backlog`. It never announces CHUNKING: a DATA-only server.
+pub fn sink_args(addr: SocketAddr, sessions: u32, pipelining: bool, as_root: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if !pipelining {
+        args.push("-p".to_owned());
+    }
+    args.extend(["-m".to_owned(), (sessions + 16).max(256).to_string()]);
     if as_root {
         // smtp-sink refuses to keep super-user privileges.
         args.extend(["-u".to_owned(), "nobody".to_owned()]);
@@ -176,23 +177,28 @@ pub fn source_args(addr: SocketAddr, count: u64, body_bytes: usize, sessions: u3
     .collect()
 }
 
-/// Runs `smtp-sink` and `smtp-source`; `ratio_vs_smtp_source` is left 0 for the caller.
-pub async fn run(opts: &CompareOptions, dir: &Path) -> anyhow::Result<CompareReport> {
-    let (source_bin, sink_bin) = find_tools()?;
-    let (count, note) = capped(opts.count);
-    let sessions = opts.sessions.max(1);
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let log = |name: &str| -> anyhow::Result<(PathBuf, Stdio)> {
-        let path = dir.join(name);
-        let f =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok((path, Stdio::from(f)))
-    };
-    let (sink_log, sink_err) = log("smtp-sink.log")?;
+/// A file in `dir` for a process's output: its path and the handle.
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, Stdio)> {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok((path, Stdio::from(f)))
+}
+
+/// Starts Postfix's `smtp-sink` on `addr` for `sessions` parallel sessions, announcing
+/// PIPELINING or not (never CHUNKING), its messages in `dir`/`log`; returns once it listens.
+pub async fn start_smtp_sink(
+    addr: SocketAddr,
+    sessions: u32,
+    pipelining: bool,
+    dir: &Path,
+    log: &str,
+) -> anyhow::Result<Proc> {
+    let (_, sink_bin) = find_tools()?;
+    let (sink_log, sink_err) = log_file(dir, log)?;
     let sink = Proc {
         name: "smtp-sink",
         child: Command::new(&sink_bin)
-            .args(sink_args(addr, sessions, procstat::is_root()))
+            .args(sink_args(addr, sessions, pipelining, procstat::is_root()))
             .stdout(Stdio::null())
             .stderr(sink_err)
             .kill_on_drop(true)
@@ -203,6 +209,17 @@ pub async fn run(opts: &CompareOptions, dir: &Path) -> anyhow::Result<CompareRep
         let log = std::fs::read_to_string(&sink_log).unwrap_or_default();
         bail!("{e}: {}", log.trim());
     }
+    Ok(sink)
+}
+
+/// Runs `smtp-sink` and `smtp-source`; `ratio_vs_smtp_source` is left 0 for the caller.
+pub async fn run(opts: &CompareOptions, dir: &Path) -> anyhow::Result<CompareReport> {
+    let (source_bin, _) = find_tools()?;
+    let (count, note) = capped(opts.count);
+    let sessions = opts.sessions.max(1);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let log = |name: &str| log_file(dir, name);
+    let sink = start_smtp_sink(addr, sessions, false, dir, "smtp-sink.log").await?;
     let sink_cpu0 = procstat::cpu_seconds(sink.pid()).unwrap_or(0.0);
 
     let (source_log, source_err) = log("smtp-source.log")?;
@@ -283,15 +300,22 @@ mod tests {
     #[test]
     fn arguments() {
         let addr = SocketAddr::from(([127, 0, 0, 1], 2525));
-        let sink = sink_args(addr, 32, true);
+        let sink = sink_args(addr, 32, false, true);
         assert_eq!(
             sink,
             ["-p", "-m", "256", "-u", "nobody", "127.0.0.1:2525", "1024"]
         );
-        assert_eq!(sink_args(addr, 600, false)[2], "616");
+        assert_eq!(sink_args(addr, 600, false, false)[2], "616");
         assert_eq!(
-            sink_args(addr, 600, false).last().map(String::as_str),
+            sink_args(addr, 600, false, false)
+                .last()
+                .map(String::as_str),
             Some("2400")
+        );
+        // The engine's own run against smtp-sink: PIPELINING announced.
+        assert_eq!(
+            sink_args(addr, 32, true, false),
+            ["-m", "256", "127.0.0.1:2525", "1024"]
         );
         let src = source_args(addr, 1000, 2048, 32).join(" ");
         assert!(src.starts_with("-d -N -s 32 -m 1000 -l 2048 "), "{src}");

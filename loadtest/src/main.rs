@@ -165,9 +165,18 @@ struct BenchArgs {
     /// connections reused, no pipelining) into smtp-sink, and report smtp_source_per_min,
     /// smtp_source_cpu_us_per_msg, smtp_sink_cpu_us_per_msg and ratio_vs_smtp_source
     /// (hikyaku steady msg/min ÷ smtp-source msg/min). Needs `apt-get install postfix`.
-    /// Engine mode, without --mix.
-    #[arg(long)]
-    compare: bool,
+    /// Engine mode, without --mix. `--compare smtp-sink`: the engine itself delivers to
+    /// smtp-sink (a DATA-only server: PIPELINING, no CHUNKING) instead of the project's sink,
+    /// so both runs meet the same server (`target` in the report; deliveries are the engine's
+    /// own count, duplicates not measured).
+    #[arg(
+        long,
+        value_name = "TARGET",
+        num_args = 0..=1,
+        default_missing_value = "sink",
+        value_parser = ["sink", "smtp-sink"]
+    )]
+    compare: Option<String>,
     /// Sign every message with a fresh RSA-2048 DKIM key (generated with `openssl genpkey`),
     /// then measure OpenSSL's raw RSA-2048 sign rate on all cores (`openssl speed`) and report
     /// openssl_rsa2048_sign_per_sec and dkim_ratio_vs_openssl (steady msg/s ÷ that rate).
@@ -348,7 +357,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         }
     }
     let extras = [
-        (b.compare, "--compare"),
+        (b.compare.is_some(), "--compare"),
         (b.mix.is_some(), "--mix"),
         (b.backlog.is_some(), "--backlog"),
         (b.dkim, "--dkim"),
@@ -359,7 +368,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     if let Some((_, flag)) = extras.iter().find(|(on, _)| *on).filter(|_| e2e) {
         bail!("{flag} is an engine-mode option (not for --mode e2e or the demo)");
     }
-    if b.backlog.is_some() && (b.compare || b.mix.is_some() || b.dkim) {
+    if b.backlog.is_some() && (b.compare.is_some() || b.mix.is_some() || b.dkim) {
         bail!("--backlog runs alone: leave out --compare, --mix and --dkim");
     }
     if !(1..=16).contains(&b.engines) {
@@ -374,10 +383,13 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     if b.site_rate == Some(0) {
         bail!("--site-rate must be at least 1 msg/s");
     }
-    if b.compare && b.mix.is_some() {
+    if b.compare.as_deref() == Some("smtp-sink") && b.starttls {
+        bail!("--compare smtp-sink delivers to Postfix's smtp-sink, which offers no STARTTLS: leave out --starttls");
+    }
+    if b.compare.is_some() && b.mix.is_some() {
         bail!("--compare measures a full-speed run against smtp-source: leave out --mix");
     }
-    if b.faults.is_some() && (b.mix.is_some() || b.compare || b.backlog.is_some()) {
+    if b.faults.is_some() && (b.mix.is_some() || b.compare.is_some() || b.backlog.is_some()) {
         bail!("--faults runs the --domains sites against a faulty sink: leave out --mix, --compare and --backlog");
     }
     let mix = b.mix.as_deref().map(|_| hikyaku_loadtest::mix::realistic());
@@ -436,7 +448,8 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         progress: b.backlog.is_some() && !b.json,
         timeout: Duration::from_secs(b.timeout_s),
         mix,
-        compare: b.compare,
+        compare: b.compare.is_some(),
+        to_smtp_sink: b.compare.as_deref() == Some("smtp-sink"),
         dkim: b.dkim,
         japanese: b.japanese,
         engines: b.engines,

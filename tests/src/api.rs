@@ -112,7 +112,22 @@ impl TestApi {
         shards: u16,
         db_url: impl FnOnce(&str) -> String,
     ) -> Self {
-        let db = TestDb::create().await;
+        Self::start_in(TestDb::create().await, redis_url, shards, db_url).await
+    }
+
+    /// An API of this release on a database another process may have made and used already
+    /// (the API of an earlier release, say): it migrates what is left to migrate, and adds a
+    /// tenant of its own.
+    pub async fn start_on_existing(db: TestDb, redis_url: &str, shards: u16) -> Self {
+        Self::start_in(db, redis_url, shards, str::to_owned).await
+    }
+
+    async fn start_in(
+        db: TestDb,
+        redis_url: &str,
+        shards: u16,
+        db_url: impl FnOnce(&str) -> String,
+    ) -> Self {
         let config = ApiConfig {
             database_url: db_url(&db.url),
             redis_url: redis_url.to_owned(),

@@ -66,6 +66,29 @@ pub async fn enqueue(con: &mut Redis, shards: u16, jobs: Vec<Job>) -> u64 {
         .expect("jobs")
 }
 
+/// Writes the test campaign's snapshot and jobs given as encoded bytes (a format another
+/// release may write), each on the shard of its domain (`domain` gives it: the bytes may not
+/// decode here).
+pub async fn enqueue_raw(con: &mut Redis, shards: u16, jobs: Vec<(&str, Vec<u8>)>) {
+    let shards = hikyaku_loadtest::enqueue::shards(con, shards)
+        .await
+        .expect("meta");
+    hikyaku_loadtest::enqueue::write_snapshot(con, &snapshot())
+        .await
+        .expect("snapshot");
+    for (domain, bytes) in jobs {
+        let shard = hikyaku_queue_schema::shard_for_domain(domain, shards);
+        let _: String = redis::cmd("XADD")
+            .arg(hikyaku_queue_schema::Keys::ready(shard))
+            .arg("*")
+            .arg(hikyaku_queue_schema::keys::JOB_FIELD)
+            .arg(bytes)
+            .query_async(con)
+            .await
+            .expect("XADD");
+    }
+}
+
 /// Writes `snapshot` and the jobs (of that campaign); returns how many jobs.
 pub async fn enqueue_campaign(
     con: &mut Redis,

@@ -817,9 +817,24 @@ async fn queue(ctx: &Ctx, cmd: QueueCmd, json: bool) -> Result<(), AdminError> {
                     ));
                 }
                 if let Some(by) = &st.retry_by_site {
-                    s.push_str("\nretry sets by site:\n");
+                    s.push_str(&format!(
+                        "\nretry sets by site:\n  {:<16} {:>10} {:>10} {:>12}\n",
+                        "site", "jobs", "held", "oldest age"
+                    ));
                     for (site, n) in by {
-                        s.push_str(&format!("  {site:<16} {n}\n"));
+                        let held = st
+                            .retry_held_by_site
+                            .as_ref()
+                            .and_then(|h| h.get(site))
+                            .copied()
+                            .unwrap_or(0);
+                        let age = st
+                            .retry_oldest_age_s_by_site
+                            .as_ref()
+                            .and_then(|h| h.get(site))
+                            .copied()
+                            .unwrap_or(0.0);
+                        s.push_str(&format!("  {site:<16} {n:>10} {held:>10} {age:>11.0}s\n"));
                     }
                 }
                 s

@@ -76,6 +76,14 @@ pub struct QueueStats {
     /// Retry-set jobs by the site they were last routed to (with `--by-site`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_by_site: Option<BTreeMap<String, u64>>,
+    /// Of those, jobs held back by the site (paused, suspended, full: put back without an
+    /// attempt, never deferred by a reply there), by site (with `--by-site`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_held_by_site: Option<BTreeMap<String, u64>>,
+    /// Age of the oldest retry-set job by site, seconds since its first enqueue (with
+    /// `--by-site`): what the ready streams' `oldest_age_s` cannot show of held mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_oldest_age_s_by_site: Option<BTreeMap<String, f64>>,
 }
 
 /// Depths of every shard, and optionally the retry sets counted by site.
@@ -143,29 +151,42 @@ pub async fn stats(ctx: &Ctx, by_site: bool) -> Result<QueueStats, AdminError> {
             events,
         });
     }
-    let retry_by_site = if by_site {
+    let (mut retry_by_site, mut held, mut oldest) = (None, None, None);
+    if by_site {
         let total = out.iter().map(|s| s.retry).sum();
         let pb = progress::bar(Some(total), "retry sets");
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut held_counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut first: BTreeMap<String, u64> = BTreeMap::new();
         for shard in 0..shards {
             scan_retry(ctx, shard, |_, job| {
                 pb.inc(1);
-                let site = job
-                    .last
-                    .as_ref()
-                    .map_or("(never routed)", |l| l.site.as_str());
+                // A job put back without an attempt carries its site and no error.
+                let (site, is_held) = job.last.as_ref().map_or(("(never routed)", true), |l| {
+                    (l.site.as_str(), l.error.is_empty())
+                });
                 *counts.entry(site.to_owned()).or_insert(0) += 1;
+                *held_counts.entry(site.to_owned()).or_insert(0) += u64::from(is_held);
+                let q = first.entry(site.to_owned()).or_insert(job.queued_ms);
+                *q = (*q).min(job.queued_ms);
             })
             .await?;
         }
         pb.finish_and_clear();
-        Some(counts)
-    } else {
-        None
-    };
+        retry_by_site = Some(counts);
+        held = Some(held_counts);
+        oldest = Some(
+            first
+                .into_iter()
+                .map(|(site, q)| (site, now.saturating_sub(q) as f64 / 1000.0))
+                .collect(),
+        );
+    }
     Ok(QueueStats {
         shards: out,
         retry_by_site,
+        retry_held_by_site: held,
+        retry_oldest_age_s_by_site: oldest,
     })
 }
 

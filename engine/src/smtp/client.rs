@@ -193,6 +193,8 @@ pub struct SmtpClient<S> {
     /// The destination site's own message size limit (a provider's published maximum that
     /// its servers need not announce as `SIZE`), if any.
     site_size: Option<u64>,
+    /// The envelope queued with [`SmtpClient::queue_envelope`] began with `RSET`.
+    envelope_rset: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
@@ -208,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             needs_rset: false,
             pending: VecDeque::new(),
             site_size: None,
+            envelope_rset: false,
         }
     }
 
@@ -525,6 +528,102 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         self.pending.push_back(Pending::Sent { rset });
     }
 
+    /// Whether messages can go one round trip each on this session with `DATA`: the server
+    /// offers PIPELINING without CHUNKING, so the content and final dot of one message travel
+    /// in the same write as the next message's `[RSET] MAIL RCPT DATA` (RFC 2920 §3.1: message
+    /// content may be the first "command" of a group, `DATA` the last), and the reply to the dot
+    /// arrives with that envelope's replies. See [`SmtpClient::queue_envelope`].
+    pub fn can_chain_data(&self) -> bool {
+        self.caps.pipelining && !self.caps.chunking
+    }
+
+    /// Queues one message's `[RSET] MAIL RCPT DATA` behind whatever is queued (the previous
+    /// message's content, [`SmtpClient::queue_content`]); nothing is written until
+    /// [`SmtpClient::flush`]. `len` is the message's size. Returns the refusal made here,
+    /// with nothing queued, for a message this session must not carry. Its replies are read
+    /// with [`SmtpClient::envelope_result`] after those of everything queued before it.
+    pub fn queue_envelope(&mut self, env: &Envelope<'_>, len: usize) -> Option<Reply> {
+        if let Some(reply) = self.refused_here(env, len) {
+            return Some(reply);
+        }
+        let rset = std::mem::take(&mut self.needs_rset);
+        if rset {
+            self.wbuf.extend_from_slice(b"RSET\r\n");
+        }
+        let (body_opt, utf8) = self.mail_params(env);
+        let _ = write!(
+            self.wbuf,
+            "MAIL FROM:<{}>{body_opt}{utf8}\r\nRCPT TO:<{}>\r\nDATA\r\n",
+            env.from, env.to
+        );
+        self.envelope_rset = rset;
+        None
+    }
+
+    /// Queues the content of the message whose `DATA` was answered 354 (`body` dot-stuffed,
+    /// ending in CRLF, see [`super::dotstuff`]) and the final dot.
+    pub fn queue_content(&mut self, body: &[u8]) {
+        self.wbuf.extend_from_slice(body);
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            self.wbuf.extend_from_slice(b"\r\n");
+        }
+        self.wbuf.extend_from_slice(b".\r\n");
+    }
+
+    /// Writes what is queued when it carries a message's content: a failed write leaves that
+    /// message in doubt (not a session that went stale before its transaction began).
+    pub async fn flush_content(&mut self) -> Result<(), SmtpError> {
+        self.flush_wbuf("data", self.timeouts.data).await
+    }
+
+    /// Reads the reply to the final dot of the message whose content was written.
+    pub async fn content_result(&mut self) -> Result<Reply, SmtpError> {
+        let end = self.read_reply("data-end", self.timeouts.data).await?;
+        self.check_alive(&end, "data-end")?;
+        Ok(end)
+    }
+
+    /// Reads the replies to the envelope queued with [`SmtpClient::queue_envelope`]:
+    /// `None` when `DATA` was answered 354 (queue the content next), else the deciding reply
+    /// (the first negative one among MAIL, RCPT and DATA). Any other positive reply to
+    /// `DATA` is a protocol violation: the content never went, so it is no delivery.
+    pub async fn envelope_result(&mut self) -> Result<Option<Reply>, SmtpError> {
+        let t = self.timeouts;
+        if std::mem::take(&mut self.envelope_rset) {
+            let r = self.read_reply("rset", t.command).await?;
+            self.check_alive(&r, "rset")?;
+        }
+        let mail = self.read_reply("mail", t.command).await?;
+        self.check_alive(&mail, "mail")?;
+        let rcpt = self.read_reply("rcpt", t.command).await?;
+        self.check_alive(&rcpt, "rcpt")?;
+        let data = self.read_reply("data", t.command).await?;
+        self.check_alive(&data, "data")?;
+        if let Some(refused) = [&mail, &rcpt].into_iter().find(|r| !r.is_positive()) {
+            let refused = refused.clone();
+            if data.is_intermediate() {
+                // A non-conforming server accepted DATA without recipients: end it empty.
+                self.wbuf.clear();
+                self.wbuf.extend_from_slice(b".\r\n");
+                self.flush_wbuf("data", t.data).await?;
+                self.read_reply("data-end", t.data).await?;
+            }
+            self.needs_rset = mail.is_positive();
+            return Ok(Some(refused));
+        }
+        if data.code == 354 {
+            return Ok(None);
+        }
+        if data.is_positive() {
+            return Err(SmtpError::Garbage {
+                phase: "data",
+                error: ReplyError::Malformed(format!("{} to DATA instead of 354", data.code)),
+            });
+        }
+        self.needs_rset = true;
+        Ok(Some(data))
+    }
+
     /// Whether the oldest pending message was refused here (its result needs no reply).
     pub fn next_is_refused(&self) -> bool {
         matches!(self.pending.front(), Some(Pending::Refused(_)))
@@ -667,7 +766,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             self.stream.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                // Written: nothing of it may go again with what is queued next.
+                self.wbuf.clear();
+                Ok(())
+            }
             Ok(Err(source)) => Err(SmtpError::Io { phase, source }),
             Err(_) => Err(SmtpError::Timeout { phase }),
         }
@@ -1160,6 +1263,115 @@ mod tests {
         assert!(
             err.before_transaction(),
             "no transaction of this message began"
+        );
+    }
+
+    /// A DATA-only server that answers each read's lines together once it has handled them
+    /// all (as Postfix does with PIPELINING), logging every read.
+    fn data_only_server() -> (
+        tokio::io::DuplexStream,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = reads.clone();
+        let (client, mut server) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let _ = server.write_all(b"220 test ESMTP\r\n").await;
+            let (mut in_data, mut rcpt_ok) = (false, false);
+            let mut partial = String::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = match server.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                log.lock().expect("log").push(text.clone());
+                partial.push_str(&text);
+                let mut out = String::new();
+                while let Some(end) = partial.find("\r\n") {
+                    let line: String = partial.drain(..end + 2).collect();
+                    let line = line.trim_end();
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            out.push_str("250 2.0.0 Ok: queued\r\n");
+                        }
+                        continue;
+                    }
+                    out.push_str(match line.split(' ').next().unwrap_or("") {
+                        "EHLO" => "250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+                        "MAIL" | "RSET" => {
+                            rcpt_ok = false;
+                            "250 2.1.0 Ok\r\n"
+                        }
+                        "RCPT" if line.contains("unknown") => "550 5.1.1 no such user\r\n",
+                        "RCPT" => {
+                            rcpt_ok = true;
+                            "250 2.1.5 Ok\r\n"
+                        }
+                        "DATA" if rcpt_ok => {
+                            in_data = true;
+                            "354 go\r\n"
+                        }
+                        "DATA" => "554 5.5.1 No valid recipients\r\n",
+                        _ => "500 what\r\n",
+                    });
+                }
+                if !out.is_empty() && server.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (client, reads)
+    }
+
+    #[tokio::test]
+    async fn data_messages_take_one_round_trip_each_without_chunking() {
+        let (stream, reads) = data_only_server();
+        let mut c = SmtpClient::new(stream, timeouts());
+        c.greeting().await.expect("greeting");
+        c.ehlo("me").await.expect("ehlo");
+        assert!(c.can_chain_data() && !c.can_pipeline_messages());
+        let env = |to| Envelope {
+            from: "bounce@me.test",
+            to,
+            eight_bit: false,
+        };
+        let body = b"Subject: hi\r\n\r\n..stuffed\r\n";
+        // The first envelope goes alone.
+        assert!(c.queue_envelope(&env("a@x.test"), body.len()).is_none());
+        c.flush().await.expect("flush");
+        assert!(c.envelope_result().await.expect("354").is_none());
+        // Its content travels with the next envelope, whose RCPT is refused.
+        c.queue_content(body);
+        assert!(c
+            .queue_envelope(&env("unknown@x.test"), body.len())
+            .is_none());
+        c.flush_content().await.expect("flush");
+        assert_eq!(c.content_result().await.expect("a").code, 250);
+        let refused = c.envelope_result().await.expect("replies");
+        assert_eq!(refused.map(|r| r.code), Some(550));
+        // The transaction left open is reset in the next group.
+        assert!(c.queue_envelope(&env("b@x.test"), body.len()).is_none());
+        c.flush().await.expect("flush");
+        assert!(c.envelope_result().await.expect("354").is_none());
+        c.queue_content(body);
+        c.flush_content().await.expect("flush");
+        assert_eq!(c.content_result().await.expect("b").code, 250);
+
+        let reads = reads.lock().expect("reads").clone();
+        assert!(reads[0].starts_with("EHLO"), "{reads:?}");
+        let groups = &reads[1..];
+        assert_eq!(
+            groups,
+            [
+                "MAIL FROM:<bounce@me.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n",
+                "Subject: hi\r\n\r\n..stuffed\r\n.\r\nMAIL FROM:<bounce@me.test>\r\nRCPT TO:<unknown@x.test>\r\nDATA\r\n",
+                "RSET\r\nMAIL FROM:<bounce@me.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n",
+                "Subject: hi\r\n\r\n..stuffed\r\n.\r\n",
+            ],
+            "one write and one read per message"
         );
     }
 

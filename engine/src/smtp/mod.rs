@@ -9,8 +9,12 @@
 //! Where the server offers CHUNKING (RFC 3030) as well as PIPELINING, whole messages are
 //! pipelined: `[RSET] MAIL RCPT BDAT <n> LAST <content>`, no 354 round trip, many messages per
 //! write and their replies read together ([`SmtpClient::queue_message`],
-//! [`SmtpClient::message_result`]; the window is run by [`crate::site`]). Otherwise each message
-//! takes two round trips: `[RSET] MAIL RCPT DATA`, then the dot-stuffed body and the dot.
+//! [`SmtpClient::message_result`]; the window is run by [`crate::site`]). Where it offers
+//! PIPELINING without CHUNKING, each message still takes one round trip: the dot-stuffed content
+//! and final dot of one message go in the same write as the next message's
+//! `[RSET] MAIL RCPT DATA` (RFC 2920 §3.1), so one read brings the reply to the dot and the next
+//! message's 354 ([`SmtpClient::queue_envelope`], [`SmtpClient::queue_content`]). Without
+//! PIPELINING every command waits for its reply.
 
 pub mod client;
 pub mod dotstuff;
