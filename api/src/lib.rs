@@ -26,7 +26,8 @@
 //! - [`admin`]: tenant and key administration for the CLI; [`config`]: settings;
 //!   [`metrics`]: `/metrics`.
 //! - [`partitions`]: day partitions of `delivery_events`, created ahead, dropped by the purge.
-//! - Migrations: `api/migrations`.
+//! - Migrations: `api/migrations`, run by [`migrate`] with short lock waits and retries so
+//!   that a migration never queues the running fleet's queries behind it.
 
 pub mod address;
 pub mod admin;
@@ -40,6 +41,7 @@ pub mod inbound;
 pub mod json;
 pub mod keys;
 pub mod metrics;
+pub mod migrate;
 pub mod openapi;
 pub mod partitions;
 pub mod quota;

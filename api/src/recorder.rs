@@ -258,6 +258,9 @@ async fn read(
         .collect())
 }
 
+/// How often an idle recorder goes over the pending entries again.
+const PENDING_SWEEP: Duration = Duration::from_secs(5);
+
 /// Records one shard's events until `shutdown`.
 async fn shard_loop(
     state: AppState,
@@ -267,6 +270,7 @@ async fn shard_loop(
 ) {
     let key = Keys::events(shard);
     let mut from = "0".to_owned(); // first our own pending entries, then new ones
+    let mut last_sweep = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut con = loop {
         match client.connect_blocking().await {
@@ -302,6 +306,15 @@ async fn shard_loop(
             }
         };
         if entries.is_empty() {
+            // Every API node reads as the one consumer `recorder`: entries another node read
+            // and never acknowledged (it stopped mid-batch, as in a rolling upgrade) stay
+            // pending under that name. Idle, go over them again now and then (recording is
+            // idempotent, so one still being recorded elsewhere costs nothing).
+            if from == ">" && last_sweep.elapsed() >= PENDING_SWEEP {
+                last_sweep = tokio::time::Instant::now();
+                from = "0".into();
+                continue;
+            }
             from = ">".into();
             if let Ok(n) = redis::cmd("XLEN")
                 .arg(&key)

@@ -88,7 +88,7 @@ pub async fn connect(config: &ApiConfig) -> Result<(AppState, RedisClient), Star
         .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await?;
-    sqlx::migrate!("./migrations").run(&db).await?;
+    crate::migrate::run(&db).await?;
     crate::address::backfill_ascii_domains(&db).await?;
     let today = chrono::Utc::now().date_naive();
     crate::partitions::ensure(

@@ -446,7 +446,7 @@ async fn run(args: Args) -> Result<(), AdminError> {
         .connect_lazy(&args.database_url)
         .map_err(|e| AdminError::Invalid(format!("--database-url: {e}")))?;
     let redis_only = matches!(args.cmd, Cmd::Site { .. } | Cmd::Queue { .. });
-    if let Err(e) = sqlx::migrate!("./migrations").run(&db).await {
+    if let Err(e) = crate::migrate::run(&db).await {
         let e = format!("PostgreSQL (set --database-url or HIKYAKU_DATABASE_URL): {e}");
         if !redis_only {
             return Err(AdminError::Other(e));
