@@ -312,10 +312,11 @@ async fn two_releases_share_a_campaign_through_an_upgrade_and_lose_nothing() {
         (0.0, 0.0),
         "nothing ended undecodable"
     );
-    assert_eq!(
-        (old_delivered + new_delivered) as u64,
-        RECIPIENTS,
-        "the engines' counts add up: {old_delivered} + {new_delivered}"
+    // The old engine's count was read before it stopped: it may finish a few more on the way
+    // out, so its share is a lower bound (the sink and the record count every message).
+    assert!(
+        (old_delivered + new_delivered) as u64 <= RECIPIENTS,
+        "the engines' counts: {old_delivered} + {new_delivered}"
     );
     let (rows, distinct, undecodable): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE campaign_id = $1 AND status = 'delivered'),
