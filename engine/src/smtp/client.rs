@@ -318,17 +318,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             return Err(self.after_write_error("mail", e).await);
         }
         if rset {
-            let r = self.read_reply("rset", t.command).await?;
-            self.check_alive(&r, "rset")?;
+            let r = self.read_alive("rset", t.command).await?;
         }
         // A 421 means the server is closing: report it at once, before reading replies that
         // will never come.
-        let mail = self.read_reply("mail", t.command).await?;
-        self.check_alive(&mail, "mail")?;
-        let rcpt = self.read_reply("rcpt", t.command).await?;
-        self.check_alive(&rcpt, "rcpt")?;
-        let data = self.read_reply("data", t.command).await?;
-        self.check_alive(&data, "data")?;
+        let mail = self.read_alive("mail", t.command).await?;
+        let rcpt = self.read_alive("rcpt", t.command).await?;
+        let data = self.read_alive("data", t.command).await?;
         let deciding = [&mail, &rcpt]
             .into_iter()
             .find(|r| !r.is_positive())
@@ -374,29 +370,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             // RSET then MAIL were both queued in wbuf; send RSET alone first.
             let mail = self.wbuf.split_off(6);
             self.flush_wbuf("rset", t.command).await?;
-            let r = self.read_reply("rset", t.command).await?;
-            self.check_alive(&r, "rset")?;
+            let r = self.read_alive("rset", t.command).await?;
             self.wbuf = mail;
         }
         if let Err(e) = self.flush_wbuf("mail", t.command).await {
             return Err(self.after_write_error("mail", e).await);
         }
-        let mail = self.read_reply("mail", t.command).await?;
-        self.check_alive(&mail, "mail")?;
+        let mail = self.read_alive("mail", t.command).await?;
         if !mail.is_positive() {
             return Ok(mail);
         }
         self.command(format!("RCPT TO:<{}>\r\n", env.to), "rcpt", t.command)
             .await?;
-        let rcpt = self.read_reply("rcpt", t.command).await?;
-        self.check_alive(&rcpt, "rcpt")?;
+        let rcpt = self.read_alive("rcpt", t.command).await?;
         if !rcpt.is_positive() {
             self.needs_rset = true;
             return Ok(rcpt);
         }
         self.command("DATA\r\n".into(), "data", t.command).await?;
-        let data = self.read_reply("data", t.command).await?;
-        self.check_alive(&data, "data")?;
+        let data = self.read_alive("data", t.command).await?;
         self.after_data(data, body).await
     }
 
@@ -409,8 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         }
         self.wbuf.extend_from_slice(b".\r\n");
         self.flush_wbuf("data", t.data).await?;
-        let end = self.read_reply("data-end", t.data).await?;
-        self.check_alive(&end, "data-end")?;
+        let end = self.read_alive("data-end", t.data).await?;
         Ok(end)
     }
 
@@ -578,8 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
 
     /// Reads the reply to the final dot of the message whose content was written.
     pub async fn content_result(&mut self) -> Result<Reply, SmtpError> {
-        let end = self.read_reply("data-end", self.timeouts.data).await?;
-        self.check_alive(&end, "data-end")?;
+        let end = self.read_alive("data-end", self.timeouts.data).await?;
         Ok(end)
     }
 
@@ -590,15 +580,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     pub async fn envelope_result(&mut self) -> Result<Option<Reply>, SmtpError> {
         let t = self.timeouts;
         if std::mem::take(&mut self.envelope_rset) {
-            let r = self.read_reply("rset", t.command).await?;
-            self.check_alive(&r, "rset")?;
+            let r = self.read_alive("rset", t.command).await?;
         }
-        let mail = self.read_reply("mail", t.command).await?;
-        self.check_alive(&mail, "mail")?;
-        let rcpt = self.read_reply("rcpt", t.command).await?;
-        self.check_alive(&rcpt, "rcpt")?;
-        let data = self.read_reply("data", t.command).await?;
-        self.check_alive(&data, "data")?;
+        let mail = self.read_alive("mail", t.command).await?;
+        let rcpt = self.read_alive("rcpt", t.command).await?;
+        let data = self.read_alive("data", t.command).await?;
         if let Some(refused) = [&mail, &rcpt].into_iter().find(|r| !r.is_positive()) {
             let refused = refused.clone();
             if data.is_intermediate() {
@@ -681,15 +667,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             Some(Pending::Sent { rset }) => rset,
         };
         if rset {
-            let r = self.read_reply("rset", t.command).await?;
-            self.check_alive(&r, "rset")?;
+            let r = self.read_alive("rset", t.command).await?;
         }
-        let mail = self.read_reply("mail", t.command).await?;
-        self.check_alive(&mail, "mail")?;
-        let rcpt = self.read_reply("rcpt", t.command).await?;
-        self.check_alive(&rcpt, "rcpt")?;
-        let bdat = self.read_reply("bdat", t.data).await?;
-        self.check_alive(&bdat, "bdat")?;
+        let mail = self.read_alive("mail", t.command).await?;
+        let rcpt = self.read_alive("rcpt", t.command).await?;
+        let bdat = self.read_alive("bdat", t.data).await?;
         if !bdat.is_positive() && mail.is_positive() {
             self.needs_rset = true;
         }
@@ -733,6 +715,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             let _ = self.read_reply("quit", t).await;
         }
         let _ = tokio::time::timeout(t, self.stream.shutdown()).await;
+    }
+
+    /// Reads one reply and fails with [`SmtpError::Refused`] when it closes the session.
+    async fn read_alive(
+        &mut self,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<Reply, SmtpError> {
+        let reply = self.read_reply(phase, timeout).await?;
+        self.check_alive(&reply, phase)?;
+        Ok(reply)
     }
 
     fn check_alive(&self, reply: &Reply, phase: &'static str) -> Result<(), SmtpError> {
