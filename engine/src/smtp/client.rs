@@ -318,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             return Err(self.after_write_error("mail", e).await);
         }
         if rset {
-            let r = self.read_alive("rset", t.command).await?;
+            self.read_alive("rset", t.command).await?;
         }
         // A 421 means the server is closing: report it at once, before reading replies that
         // will never come.
@@ -370,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             // RSET then MAIL were both queued in wbuf; send RSET alone first.
             let mail = self.wbuf.split_off(6);
             self.flush_wbuf("rset", t.command).await?;
-            let r = self.read_alive("rset", t.command).await?;
+            self.read_alive("rset", t.command).await?;
             self.wbuf = mail;
         }
         if let Err(e) = self.flush_wbuf("mail", t.command).await {
@@ -580,7 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     pub async fn envelope_result(&mut self) -> Result<Option<Reply>, SmtpError> {
         let t = self.timeouts;
         if std::mem::take(&mut self.envelope_rset) {
-            let r = self.read_alive("rset", t.command).await?;
+            self.read_alive("rset", t.command).await?;
         }
         let mail = self.read_alive("mail", t.command).await?;
         let rcpt = self.read_alive("rcpt", t.command).await?;
@@ -667,7 +667,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             Some(Pending::Sent { rset }) => rset,
         };
         if rset {
-            let r = self.read_alive("rset", t.command).await?;
+            self.read_alive("rset", t.command).await?;
         }
         let mail = self.read_alive("mail", t.command).await?;
         let rcpt = self.read_alive("rcpt", t.command).await?;
