@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 /// Messages that reached a result, by site, result (`delivered`, `deferred`, `bounced`,
 /// `expired`) and reason class.
 pub const MESSAGES: &str = "hikyaku_messages_total";
-/// Jobs put back without an attempt (site full or paused, reconnect, shutdown).
+/// Jobs put back without an attempt, by reason: `paused`, `site-busy`, `newer-release` (a
+/// newer release's job or campaign), `redis-unavailable` (its campaign unreadable while Redis
+/// restarts or loads), and the reconnect and shutdown reasons.
 pub const REQUEUED: &str = "hikyaku_requeued_total";
 /// Entries read from ready streams.
 pub const READ: &str = "hikyaku_jobs_read_total";

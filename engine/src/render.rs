@@ -35,9 +35,20 @@ pub enum RenderError {
     /// No snapshot in Redis for the campaign.
     #[error("campaign {0} has no snapshot in Redis")]
     Missing(u64),
-    /// Redis could not be asked.
+    /// Redis answered the read with an error that asking again will not change (a wrong
+    /// type, a refused command).
     #[error("reading campaign {id}: {error}")]
     Redis {
+        /// Campaign.
+        id: u64,
+        /// The error.
+        error: String,
+    },
+    /// Redis could not be asked for now: the connection is down or being re-made, the server
+    /// is loading its data after a restart, a cluster is failing over. Nothing is wrong with
+    /// the job: it goes back uncharged ([`crate::report::Reporter::store_unavailable`]).
+    #[error("reading campaign {id}: Redis unavailable: {error}")]
+    Unavailable {
         /// Campaign.
         id: u64,
         /// The error.
@@ -60,6 +71,20 @@ pub enum RenderError {
         /// What is wrong.
         error: String,
     },
+}
+
+impl RenderError {
+    /// The error of reading campaign `id` from Redis: [`RenderError::Unavailable`] when asking
+    /// again later can succeed (the client would reconnect, wait or retry: the redis crate's
+    /// own [`redis::RetryMethod`]), else [`RenderError::Redis`].
+    pub fn reading(id: u64, e: &redis::RedisError) -> Self {
+        let error = e.to_string();
+        if matches!(e.retry_method(), redis::RetryMethod::NoRetry) {
+            Self::Redis { id, error }
+        } else {
+            Self::Unavailable { id, error }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1104,10 +1129,7 @@ impl Renderer {
             .arg(STATE_FIELD)
             .query_async(&mut con)
             .await
-            .map_err(|e| RenderError::Redis {
-                id,
-                error: e.to_string(),
-            })?;
+            .map_err(|e| RenderError::reading(id, &e))?;
         let state = RunState::parse(state.as_deref());
         self.states.set(id, state);
         Ok(state)
@@ -1121,10 +1143,7 @@ impl Renderer {
                 .store(clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
             c.campaign.clone()
         });
-        let redis_error = |e: redis::RedisError| RenderError::Redis {
-            id,
-            error: e.to_string(),
-        };
+        let redis_error = |e: redis::RedisError| RenderError::reading(id, &e);
         let mut con = self.con.clone();
         if let Some(c) = cached {
             self.state(id).await?;
@@ -1225,6 +1244,41 @@ impl DateLine {
 mod tests {
     use super::*;
     use hikyaku_queue_schema::JobId;
+
+    #[test]
+    fn redis_errors_that_pass_make_the_campaign_unavailable_not_unrenderable() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let server = |kind| RedisError::from((ErrorKind::Server(kind), "reply"));
+        let passing = [
+            server(ServerErrorKind::BusyLoading),
+            server(ServerErrorKind::TryAgain),
+            server(ServerErrorKind::ClusterDown),
+            server(ServerErrorKind::MasterDown),
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        ];
+        for e in &passing {
+            assert!(
+                matches!(
+                    RenderError::reading(7, e),
+                    RenderError::Unavailable { id: 7, .. }
+                ),
+                "{e}"
+            );
+        }
+        for e in [
+            server(ServerErrorKind::NoPerm),
+            server(ServerErrorKind::ResponseError),
+        ] {
+            assert!(
+                matches!(
+                    RenderError::reading(7, &e),
+                    RenderError::Redis { id: 7, .. }
+                ),
+                "{e}"
+            );
+        }
+    }
 
     fn snapshot() -> CampaignSnapshot {
         CampaignSnapshot {

@@ -302,6 +302,15 @@ impl Reporter {
         self.requeue(work, site, NEWER_RELEASE_DELAY);
     }
 
+    /// Puts a job back, uncharged, whose campaign could not be read because Redis was
+    /// unavailable for a moment (restarting, loading its data, failing over): due after
+    /// [`STORE_RETRY_DELAY`]. The job is not at fault, and the delivery schedule of a
+    /// deferral (minutes, then hours) would hold it long after Redis is back.
+    pub fn store_unavailable(&self, work: Work, site: &SitePolicy) {
+        self.metrics.requeued(&site.name, "redis-unavailable");
+        self.requeue(work, site, STORE_RETRY_DELAY);
+    }
+
     /// Ends an entry whose job could not even be decoded, with an event that says so, so that
     /// nothing leaves the queue silently.
     pub fn undecodable(&self, shard: u16, entry: Arc<str>, error: String) {
@@ -383,6 +392,10 @@ impl Reporter {
 /// How long a job or campaign written by a newer release for its own nodes waits before it is
 /// read again (by any node): in a rolling upgrade, time for a node of that release to take it.
 pub const NEWER_RELEASE_DELAY: Duration = Duration::from_secs(30);
+
+/// How long a job waits whose campaign could not be read while Redis was unavailable
+/// ([`Reporter::store_unavailable`]).
+pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// When the job expires: the campaign's expiry if set, else first enqueue + the site's; never
 /// later than [`MAX_JOB_LIFE_MS`] after first enqueue (the suppression feed covers that long).

@@ -999,6 +999,13 @@ impl Site {
                     self.deps.reporter.newer_release(item.work, &self.policy);
                     return None;
                 }
+                Err(e @ crate::render::RenderError::Unavailable { .. }) => {
+                    tracing::warn!(site = %self.policy.name, error = %e, "campaign unreadable for now; job back uncharged");
+                    self.deps
+                        .reporter
+                        .store_unavailable(item.work, &self.policy);
+                    return None;
+                }
                 Err(e) => {
                     tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
                     let attempt = Attempt::Unrenderable(e.to_string());
@@ -1028,6 +1035,13 @@ impl Site {
         }
         let state = match self.deps.renderer.state(id).await {
             Ok(state) => state,
+            Err(e @ crate::render::RenderError::Unavailable { .. }) => {
+                tracing::warn!(site = %self.policy.name, error = %e, "campaign state unreadable for now; job back uncharged");
+                self.deps
+                    .reporter
+                    .store_unavailable(item.work, &self.policy);
+                return None;
+            }
             Err(e) => {
                 let attempt = Attempt::Unrenderable(e.to_string());
                 self.deps

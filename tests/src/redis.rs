@@ -90,8 +90,16 @@ impl TestRedis {
 
     /// Starts the server again on the same port and directory (it reloads what it persisted).
     pub fn start_again(&mut self) {
+        self.start_again_with(&[]);
+    }
+
+    /// [`TestRedis::start_again`] with `more` arguments for this start only (such as
+    /// `--key-load-delay`, which makes loading what was persisted take a while).
+    pub fn start_again_with(&mut self, more: &[&str]) {
+        let mut args = self.extra.clone();
+        args.extend(more.iter().map(|a| a.to_string()));
         for _ in 0..50 {
-            if let Some(child) = spawn(self.port, &self.dir, &self.extra) {
+            if let Some(child) = spawn(self.port, &self.dir, &args) {
                 self.child = child;
                 return;
             }
