@@ -427,6 +427,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 "non-ASCII address needs SMTPUTF8, which this server does not offer".into(),
             ));
         }
+        // The text is built only for a refusal: this runs once per message.
+        if len as u64 <= self.max_message_bytes() {
+            return None;
+        }
         self.size_refusal(len as u64, &format!("message of {len} bytes"))
     }
 

@@ -138,13 +138,15 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         if line_no == 0 {
             code = this_code;
             enhanced = EnhancedCode::parse_prefix(&rest);
+            // One allocation of the right size for the usual one-line reply.
+            text = rest.into_owned();
         } else {
             if this_code != code {
                 return Err(ReplyError::CodeChanged(code, this_code));
             }
             text.push('\n');
+            text.push_str(&rest);
         }
-        text.push_str(&rest);
         if last {
             return Ok(Some((
                 Reply {
