@@ -175,9 +175,14 @@ async fn two_releases_share_a_campaign_through_an_upgrade_and_lose_nothing() {
     })
     .await;
     let pool = sqlx::PgPool::connect(&db.url).await.expect("database");
-    let tenant = hikyaku_api::admin::create_tenant(&pool, "shop")
-        .await
-        .expect("tenant");
+    // The port answers before the previous release has migrated its database: the tenant can
+    // be made once its tables exist.
+    let tenant = wait_for(
+        Duration::from_secs(60),
+        "the previous release's schema",
+        || async { hikyaku_api::admin::create_tenant(&pool, "shop").await.ok() },
+    )
+    .await;
     let key = tenant.api_key;
 
     // Both engines on the same queues, as one fleet.
