@@ -975,6 +975,30 @@ impl Site {
         }
     }
 
+    /// A job whose campaign (or its run state) could not be read: a newer release's campaign
+    /// and a Redis unavailable for a moment put it back uncharged; anything else ends the
+    /// attempt as unrenderable.
+    fn unreadable(&self, work: Work, e: crate::render::RenderError) {
+        use crate::render::RenderError;
+        match e {
+            RenderError::TooNew { .. } => {
+                // In a rolling upgrade: for whichever node reads it next (soon one of that
+                // release).
+                tracing::debug!(site = %self.policy.name, error = %e, "campaign for a newer release");
+                self.deps.reporter.newer_release(work, &self.policy);
+            }
+            RenderError::Unavailable { .. } => {
+                tracing::warn!(site = %self.policy.name, error = %e, "campaign unreadable for now; job back uncharged");
+                self.deps.reporter.store_unavailable(work, &self.policy);
+            }
+            e => {
+                tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
+                let attempt = Attempt::Unrenderable(e.to_string());
+                self.deps.reporter.outcome(work, &self.policy, "", &attempt);
+            }
+        }
+    }
+
     /// The job's campaign, from the connection's cache or the shared one, and the campaign's
     /// run state applied (paused jobs go back, cancelled ones end). `None` when the job left.
     async fn admit(
@@ -992,26 +1016,8 @@ impl Site {
                     *current = Some((id, c.clone()));
                     c
                 }
-                Err(e @ crate::render::RenderError::TooNew { .. }) => {
-                    // A newer release's campaign, in a rolling upgrade: back unsent and
-                    // uncharged, for whichever node reads it next (one of that release soon).
-                    tracing::debug!(site = %self.policy.name, error = %e, "campaign for a newer release");
-                    self.deps.reporter.newer_release(item.work, &self.policy);
-                    return None;
-                }
-                Err(e @ crate::render::RenderError::Unavailable { .. }) => {
-                    tracing::warn!(site = %self.policy.name, error = %e, "campaign unreadable for now; job back uncharged");
-                    self.deps
-                        .reporter
-                        .store_unavailable(item.work, &self.policy);
-                    return None;
-                }
                 Err(e) => {
-                    tracing::warn!(site = %self.policy.name, error = %e, "cannot render");
-                    let attempt = Attempt::Unrenderable(e.to_string());
-                    self.deps
-                        .reporter
-                        .outcome(item.work, &self.policy, "", &attempt);
+                    self.unreadable(item.work, e);
                     return None;
                 }
             },
@@ -1035,18 +1041,8 @@ impl Site {
         }
         let state = match self.deps.renderer.state(id).await {
             Ok(state) => state,
-            Err(e @ crate::render::RenderError::Unavailable { .. }) => {
-                tracing::warn!(site = %self.policy.name, error = %e, "campaign state unreadable for now; job back uncharged");
-                self.deps
-                    .reporter
-                    .store_unavailable(item.work, &self.policy);
-                return None;
-            }
             Err(e) => {
-                let attempt = Attempt::Unrenderable(e.to_string());
-                self.deps
-                    .reporter
-                    .outcome(item.work, &self.policy, "", &attempt);
+                self.unreadable(item.work, e);
                 return None;
             }
         };

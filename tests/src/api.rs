@@ -355,6 +355,17 @@ impl TestApi {
             .expect("deliveries recorded");
     }
 
+    /// Rows in `delivery_events` for campaign `id` (events the recorder wrote).
+    pub async fn recorded_events(&self, id: i64) -> i64 {
+        let (rows,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
+                .bind(id)
+                .fetch_one(&self.state.db)
+                .await
+                .expect("count delivery events");
+        rows
+    }
+
     /// Waits (up to `secs`) until campaign `id` is completed.
     pub async fn wait_completed(&self, id: i64, secs: u64) {
         crate::wait_for(

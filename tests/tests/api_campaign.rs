@@ -140,11 +140,6 @@ async fn a_campaign_sent_through_the_api_is_delivered_and_recorded() {
         0,
         "suppressed: not sent"
     );
-    let (rows,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
-            .bind(cid)
-            .fetch_one(&api.state.db)
-            .await
-            .expect("count");
+    let rows = api.recorded_events(cid).await;
     assert_eq!(rows, expected, "one recorded event per delivered job");
 }

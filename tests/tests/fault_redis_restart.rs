@@ -77,12 +77,7 @@ async fn a_redis_restart_mid_campaign_loses_nothing() {
         let r = rcpt(i, GOOGLE, DOMAINS);
         assert!(stats.count_of(&r) >= 1, "{r} delivered");
     }
-    let (rows,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
-            .bind(cid)
-            .fetch_one(&api.state.db)
-            .await
-            .expect("count");
+    let rows = api.recorded_events(cid).await;
     assert_eq!(rows as u64, TOTAL, "one recorded event per job");
     let mut con = world.redis.con().await;
     assert_eq!(queue::depths(&mut con, SHARDS).await, (0, 0, 0));

@@ -78,12 +78,7 @@ async fn an_event_left_pending_by_a_stopped_node_is_recorded() {
     assert_eq!(pending.0, 1, "one entry pending, unacknowledged");
 
     api.wait_completed(cid, 30).await;
-    let (rows,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
-            .bind(cid)
-            .fetch_one(&api.state.db)
-            .await
-            .expect("count");
+    let rows = api.recorded_events(cid).await;
     assert_eq!(rows, 1, "the pending event recorded once");
     wait_for(Duration::from_secs(10), "the entry acknowledged", || {
         let mut con = con.clone();

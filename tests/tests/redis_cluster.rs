@@ -123,11 +123,6 @@ async fn a_campaign_runs_end_to_end_on_a_three_master_cluster() {
     for d in DOMAINS {
         assert_eq!(sink.count_of(&format!("reader{}@{d}", PER_DOMAIN - 1)), 1);
     }
-    let (rows,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM delivery_events WHERE campaign_id = $1")
-            .bind(cid)
-            .fetch_one(&api.state.db)
-            .await
-            .expect("count");
+    let rows = api.recorded_events(cid).await;
     assert_eq!(rows, n, "one recorded event per delivered job");
 }
