@@ -29,10 +29,7 @@ pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = EngineConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = config.runtime().context("starting the runtime")?;
     runtime.block_on(async {
         let metrics = match config.metrics_listen {
             Some(addr) => Some(

@@ -8,6 +8,7 @@
 //! smtp_port = 25
 //! # smarthost = "127.0.0.1:2525"         # route everything through one relay
 //! metrics_listen = "127.0.0.1:9101"      # env HIKYAKU_METRICS_LISTEN
+//! # worker_threads = 2                   # default: one per core
 //!
 //! [dns]
 //! nameserver = "127.0.0.1:5353"          # env HIKYAKU_NAMESERVER; default: system resolver
@@ -88,6 +89,14 @@ pub struct EngineConfig {
     /// Address of the Prometheus `/metrics` listener. Overridden by `HIKYAKU_METRICS_LISTEN`.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Threads of the engine's async runtime, 1 to 256; default one per core the process may
+    /// use. On a box whose cores the engine shares with busy neighbours (Redis, a local relay,
+    /// other engine nodes), give it fewer: two workers on two shared cores spend their time
+    /// waking each other for the same few ready sessions (measured: a quarter more CPU per
+    /// message against a DATA-only server than one worker, see `loadtest/RESULTS.md`). For
+    /// many cores, one engine node per few cores scales as well as one wide node.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
     /// DNS settings.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -338,6 +347,9 @@ impl EngineConfig {
         if self.shards == 0 {
             return bad("shards must be at least 1");
         }
+        if matches!(self.worker_threads, Some(n) if !(1..=256).contains(&n)) {
+            return bad("worker_threads must be 1 to 256");
+        }
         if self.node_id.is_empty() || self.node_id.contains(char::is_whitespace) {
             return bad("node_id must be a non-empty word");
         }
@@ -440,6 +452,16 @@ impl EngineConfig {
         Ok(())
     }
 
+    /// The async runtime the engine runs on: multi-threaded, `worker_threads` workers (one per
+    /// core when unset), I/O and timers enabled.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.worker_threads {
+            builder.worker_threads(n);
+        }
+        builder.enable_all().build()
+    }
+
     /// The effective site policies.
     pub fn site_policies(&self) -> BTreeMap<String, SitePolicy> {
         SitePolicy::resolve(&self.sites).unwrap_or_else(|_| SitePolicy::shipped_defaults())
@@ -473,6 +495,8 @@ mod tests {
         assert!(e.to_string().contains("shardz"), "{e}");
         let e = EngineConfig::from_toml("shards = 0\n", "c.toml").expect_err("zero");
         assert!(e.to_string().contains("shards"), "{e}");
+        let e = EngineConfig::from_toml("worker_threads = 0\n", "c.toml").expect_err("zero");
+        assert!(e.to_string().contains("worker_threads"), "{e}");
         let e = EngineConfig::from_toml("[queue]\nblock = \"5\"\n", "c.toml").expect_err("unit");
         assert!(e.to_string().contains("unit"), "{e}");
         let e = EngineConfig::from_toml("smarthost = \"relay\"\n", "c.toml").expect_err("port");
@@ -480,6 +504,20 @@ mod tests {
         let e = EngineConfig::from_toml("[sites.google]\nmax_connections = 0\n", "c.toml")
             .expect_err("site");
         assert!(e.to_string().contains("google"), "{e}");
+    }
+
+    #[test]
+    fn the_runtime_has_the_configured_workers() {
+        let cfg = EngineConfig::from_toml("worker_threads = 1\n", "t").expect("valid");
+        assert_eq!(cfg.runtime().expect("runtime").metrics().num_workers(), 1);
+        let cfg = EngineConfig::from_toml("worker_threads = 3\n", "t").expect("valid");
+        assert_eq!(cfg.runtime().expect("runtime").metrics().num_workers(), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cfg = EngineConfig::from_toml("", "t").expect("valid");
+        assert_eq!(
+            cfg.runtime().expect("runtime").metrics().num_workers(),
+            cores
+        );
     }
 
     #[test]

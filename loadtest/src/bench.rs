@@ -66,6 +66,8 @@ pub struct BenchOptions {
     pub japanese: bool,
     /// Engine nodes (processes) sharing the queues as one fleet.
     pub engines: u32,
+    /// Worker threads of each engine node's runtime (`worker_threads`).
+    pub engine_threads: usize,
     /// A fleet-wide rate (msg/s) for every plain bench site, so the Redis limiter is in play.
     pub site_rate: Option<u32>,
     /// Faults the sink injects (plain sites only); sites then retry after 1 s.
@@ -157,6 +159,8 @@ pub struct BenchReport {
     pub enqueue_s: f64,
     /// CPU cores of this machine.
     pub cores: usize,
+    /// Worker threads of each engine node.
+    pub engine_threads: usize,
     /// Enqueue → accepted latency from the engine's histogram (`latency_p50_ms`,
     /// `latency_p99_ms`, `latency_samples`; `latency_note` when missing).
     #[serde(flatten)]
@@ -260,11 +264,12 @@ pub fn engine_config_head(
     smtp_port: u16,
     shards: u16,
     metrics: Option<SocketAddr>,
+    threads: usize,
 ) -> String {
     let metrics = metrics.map_or_else(String::new, |a| format!("metrics_listen = \"{a}\"\n"));
     format!(
         "redis_url = \"{redis}\"\nshards = {shards}\nnode_id = \"bench\"\nehlo_name = \"bench.hikyaku.test\"\n\
-         smtp_port = {smtp_port}\n{metrics}\n[dns]\nnameserver = \"{dns}\"\n\n[queue]\nmax_in_flight = 20000\nread_batch = 1000\n\n"
+         smtp_port = {smtp_port}\nworker_threads = {threads}\n{metrics}\n[dns]\nnameserver = \"{dns}\"\n\n[queue]\nmax_in_flight = 20000\nread_batch = 1000\n\n"
     )
 }
 
@@ -291,8 +296,9 @@ pub fn bench_engine_config(
     shards: u16,
     domains: &[(String, u32)],
     connections: u32,
+    threads: usize,
 ) -> String {
-    engine_config_head(redis, dns, smtp_port, shards, None)
+    engine_config_head(redis, dns, smtp_port, shards, None, threads)
         + &bench_sites(domains, connections, None)
 }
 
@@ -441,6 +447,7 @@ impl Rig {
             self.smtp_port,
             self.shards,
             Some(metrics),
+            opts.engine_threads,
         );
         let sites = match &opts.mix {
             Some(sites) => mix::engine_sites(sites, opts.connections),
@@ -676,6 +683,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         redis_peak_rss_mb: redis_rss,
         enqueue_s,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        engine_threads: opts.engine_threads,
         latency,
         mix: opts.mix.as_ref().map(|_| "realistic".to_owned()),
         sites,
@@ -843,6 +851,7 @@ mod tests {
             2525,
             4,
             Some(SocketAddr::from(([127, 0, 0, 1], 9101))),
+            1,
         )
     }
 
@@ -870,11 +879,13 @@ mod tests {
                 2,
                 &domains,
                 4,
+                2,
             ),
             SocketAddr::from(([127, 0, 0, 1], 9102)),
         );
         let cfg = EngineConfig::from_toml(&e2e, "t").unwrap();
         assert_eq!(cfg.metrics_listen.map(|a| a.port()), Some(9102));
+        assert_eq!(cfg.worker_threads, Some(2));
     }
 
     #[test]
@@ -936,6 +947,7 @@ mod tests {
             redis_peak_rss_mb: 1.0,
             enqueue_s: 0.1,
             cores: 2,
+            engine_threads: 1,
             latency: Latency::missing("absent"),
             mix: None,
             sites: None,

@@ -48,6 +48,8 @@ pub struct E2eOptions {
     pub timeout: Duration,
     /// The sink offers STARTTLS: every session is TLS.
     pub starttls: bool,
+    /// Worker threads of the engine's runtime (`worker_threads`).
+    pub engine_threads: usize,
 }
 
 /// The figures of an end-to-end run.
@@ -273,6 +275,7 @@ pub async fn run(opts: &E2eOptions) -> anyhow::Result<E2eReport> {
                 opts.shards,
                 &opts.domains,
                 opts.connections,
+                opts.engine_threads,
             ),
             metrics_addr,
         ),

@@ -207,6 +207,11 @@ struct BenchArgs {
     /// node's deliveries and CPU per message). Engine mode, 1 to 16.
     #[arg(long, default_value_t = 1)]
     engines: u32,
+    /// Worker threads of each engine node's runtime [default: half the cores, at least one:
+    /// the bench box runs the engine beside Redis and the sink (and the API and PostgreSQL in
+    /// e2e), and on shared cores fewer workers cost less CPU per message].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    engine_threads: Option<u16>,
     /// A fleet-wide rate in msg/s for every --domains site, so the Redis limiter is in play:
     /// the report's limiter_leases, limiter_tokens and limiter_calls_per_msg count its Redis
     /// calls. Engine mode, without --mix (the mix has its own rates).
@@ -392,6 +397,10 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
     if b.faults.is_some() && (b.mix.is_some() || b.compare.is_some() || b.backlog.is_some()) {
         bail!("--faults runs the --domains sites against a faulty sink: leave out --mix, --compare and --backlog");
     }
+    let engine_threads = b.engine_threads.map_or_else(
+        || (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
+        usize::from,
+    );
     let mix = b.mix.as_deref().map(|_| hikyaku_loadtest::mix::realistic());
     let count = b.count.unwrap_or(if demo {
         100_000
@@ -415,6 +424,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
             progress: !b.json,
             timeout: Duration::from_secs(b.timeout_s),
             starttls: b.starttls,
+            engine_threads,
         };
         let report = e2e::run(&opts).await?;
         if b.json {
@@ -453,6 +463,7 @@ async fn bench_cmd(b: BenchArgs, demo: bool) -> anyhow::Result<()> {
         dkim: b.dkim,
         japanese: b.japanese,
         engines: b.engines,
+        engine_threads,
         site_rate: b.site_rate,
         faults: b.faults,
         starttls: b.starttls,
