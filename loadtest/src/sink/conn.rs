@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::context::ListenerCtx;
+use super::profile_stats::OpenSession;
 use super::session::{Session, Step};
 
 /// Size of the per-connection read buffer.
@@ -56,9 +57,11 @@ struct Buffers {
     out: Vec<u8>,
 }
 
-/// Serves one SMTP connection to the end. Errors end the session quietly: a misbehaving
+/// Serves one SMTP connection to the end, holding its place among the profile's open
+/// sessions (`slot`) until the session ends. Errors end the session quietly: a misbehaving
 /// peer is what a load test is for.
-pub async fn serve(tcp: TcpStream, ctx: Arc<ListenerCtx>, peer: IpAddr) {
+pub async fn serve(tcp: TcpStream, ctx: Arc<ListenerCtx>, peer: IpAddr, slot: OpenSession) {
+    let mut slot = Some(slot);
     let _ = tcp.set_nodelay(true);
     let mut tcp = tcp;
     if ctx.profile.silent {
@@ -73,7 +76,7 @@ pub async fn serve(tcp: TcpStream, ctx: Arc<ListenerCtx>, peer: IpAddr) {
         out: Vec::with_capacity(4096),
     };
     bufs.out.extend_from_slice(&ctx.greeting);
-    match drive(&mut tcp, &mut session, &mut bufs, &ctx).await {
+    match drive(&mut tcp, &mut session, &mut bufs, &ctx, &mut slot).await {
         Ok(Exit::StartTls) => {}
         Ok(Exit::Done) | Err(_) => return,
     }
@@ -86,16 +89,20 @@ pub async fn serve(tcp: TcpStream, ctx: Arc<ListenerCtx>, peer: IpAddr) {
     session.tls_started();
     bufs.start = 0;
     bufs.end = 0;
-    let _ = drive(&mut tls, &mut session, &mut bufs, &ctx).await;
+    let _ = drive(&mut tls, &mut session, &mut bufs, &ctx, &mut slot).await;
 }
 
 /// Runs the read–answer–write loop until the session says otherwise. Anything already in
-/// `bufs.out` (the greeting) is written first.
+/// `bufs.out` (the greeting) is written first. A session that closes by protocol (221 to
+/// QUIT, a closing 421) leaves the open sessions before its last reply is written: a client
+/// that reads that reply and opens its next connection at once must not find the old one
+/// still counted (the count is what connection caps are checked against).
 async fn drive<T: Transport>(
     io: &mut T,
     session: &mut Session,
     bufs: &mut Buffers,
     ctx: &ListenerCtx,
+    slot: &mut Option<OpenSession>,
 ) -> io::Result<Exit> {
     flush(io, &mut bufs.out).await?;
     loop {
@@ -129,6 +136,7 @@ async fn drive<T: Transport>(
                     session.deliver(&mut bufs.out);
                 }
                 Step::Close => {
+                    drop(slot.take());
                     flush(io, &mut bufs.out).await?;
                     let _ = io.shutdown().await;
                     return Ok(Exit::Done);

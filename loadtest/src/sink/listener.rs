@@ -29,10 +29,7 @@ pub async fn accept_loop(
                     let ctx = Arc::clone(&ctx);
                     match ctx.counters.try_open(ctx.profile.max_conns) {
                         Some(slot) => {
-                            sessions.spawn(async move {
-                                let _slot = slot;
-                                conn::serve(tcp, ctx, peer.ip()).await;
-                            });
+                            sessions.spawn(conn::serve(tcp, ctx, peer.ip(), slot));
                         }
                         None => {
                             ctx.counters.throttle();
