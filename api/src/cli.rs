@@ -40,24 +40,12 @@ pub fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.config.listen)
             .await
             .with_context(|| format!("binding {}", args.config.listen))?;
-        crate::run(args.config, listener, shutdown_signal())
-            .await
-            .context("api failed")
+        crate::run(
+            args.config,
+            listener,
+            hikyaku_queue_schema::shutdown::signal(),
+        )
+        .await
+        .context("api failed")
     })
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

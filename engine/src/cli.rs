@@ -39,24 +39,12 @@ pub fn main() -> anyhow::Result<()> {
             ),
             None => None,
         };
-        crate::run(config, Listeners { metrics }, shutdown_signal())
-            .await
-            .context("engine failed")
+        crate::run(
+            config,
+            Listeners { metrics },
+            hikyaku_queue_schema::shutdown::signal(),
+        )
+        .await
+        .context("engine failed")
     })
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -291,7 +291,7 @@ fn main() -> anyhow::Result<()> {
                     "proxy {} → {upstream}, {delay_ms} ms each way",
                     proxy.local_addr()
                 );
-                wait_for_signal().await;
+                hikyaku_queue_schema::shutdown::signal().await;
                 Ok(())
             }
             Cmd::Dns { listen, zone } => {
@@ -301,7 +301,7 @@ fn main() -> anyhow::Result<()> {
                     Zone::parse(&text).with_context(|| format!("zone {}", zone.display()))?;
                 let server = DnsServer::start(listen, zone).await?;
                 eprintln!("dns listening on {}", server.local_addr());
-                wait_for_signal().await;
+                hikyaku_queue_schema::shutdown::signal().await;
                 server.stop().await;
                 Ok(())
             }
@@ -584,28 +584,13 @@ async fn sink(
         }
         None => None,
     };
-    wait_for_signal().await;
+    hikyaku_queue_schema::shutdown::signal().await;
     let _ = stop_tx.send(());
     if let Some(t) = stats_task {
         let _ = t.await;
     }
     sink.stop().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[allow(clippy::disallowed_methods)]

@@ -59,6 +59,8 @@
 //! - [`suppressed`]: the suppression feed engines check just before sending.
 //! - [`carriers`]: the Japanese mobile carrier domains both sides treat specially.
 //! - [`drain`]: operators' drain rules; [`node`]: the site state engine nodes publish.
+//! - [`shutdown`]: the SIGTERM / SIGINT every binary stops on (process plumbing, here because
+//!   every binary depends on this crate).
 
 pub mod carriers;
 pub mod codec;
@@ -71,6 +73,7 @@ pub mod keys;
 pub mod meta;
 pub mod node;
 pub mod scripts;
+pub mod shutdown;
 pub mod snapshot;
 pub mod suppressed;
 pub mod verp;
