@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::{SitePolicy, SitePolicyConfig};
+use crate::site::policy::{SitePolicy, SitePolicyConfig};
 use crate::units::Span;
 
 /// Why the configuration cannot be used.
@@ -115,7 +115,7 @@ pub struct EngineConfig {
     /// DKIM keys (`[[dkim]]` entries), read once at start; messages whose From domain (or a
     /// parent of it) has keys are signed with each of them.
     #[serde(default)]
-    pub dkim: Vec<crate::dkim::DkimKeyConfig>,
+    pub dkim: Vec<crate::message::dkim::DkimKeyConfig>,
 }
 
 /// DNS settings.

@@ -12,17 +12,18 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::config::EngineConfig;
-use crate::connect::Connector;
-use crate::dispatcher::{DispatchConfig, Dispatcher};
-use crate::inflight::InFlight;
-use crate::membership::{self, Heartbeat, ReaderParts, Readers};
+use crate::control;
+use crate::intake::inflight::InFlight;
+use crate::intake::membership::{self, Heartbeat, ReaderParts, Readers};
+use crate::intake::{flusher, mover};
+use crate::message::Renderer;
 use crate::metrics::{self, Metrics};
-use crate::mx::{HickoryLookup, MxLookup};
-use crate::render::Renderer;
-use crate::report::Reporter;
+use crate::outcome::report::Reporter;
+use crate::routing::dispatcher::{DispatchConfig, Dispatcher};
+use crate::routing::mx::{HickoryLookup, MxLookup};
+use crate::site::connect::Connector;
 use crate::site::{Site, SiteDeps};
 use crate::smtp::tls::opportunistic_connector;
-use crate::{control, flusher, mover};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,7 @@ pub async fn run(
         None
     };
     let dkim = Arc::new(
-        crate::dkim::DkimKeys::load(&config.dkim)
+        crate::message::dkim::DkimKeys::load(&config.dkim)
             .map_err(|e| EngineError::Config(e.to_string()))?,
     );
     let inflight = InFlight::new(q.max_in_flight, config.shards);
@@ -100,10 +101,12 @@ pub async fn run(
         )));
     }
     let reporter = Reporter::new(txs, Metrics);
-    let campaigns = Arc::new(crate::campaigns::CampaignStates::new(q.campaign_idle.0));
-    let (events, events_writer) = crate::site_events::SiteEvents::to_redis(con.clone());
-    let suppressed = Arc::new(crate::suppressed::Suppressed::default());
-    let drains = Arc::new(crate::drains::Drains::default());
+    let campaigns = Arc::new(crate::control::campaigns::CampaignStates::new(
+        q.campaign_idle.0,
+    ));
+    let (events, events_writer) = crate::site::events::SiteEvents::to_redis(con.clone());
+    let suppressed = Arc::new(crate::control::suppressed::Suppressed::default());
+    let drains = Arc::new(crate::routing::drains::Drains::default());
     let live_nodes = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let fleet_view = membership::FleetView::new(config.fleet.node_ttl.0);
     let renderer = Arc::new(Renderer::new(con.clone(), campaigns.clone(), dkim));
@@ -118,13 +121,16 @@ pub async fn run(
         campaigns: campaigns.clone(),
         events,
         suppressed: suppressed.clone(),
-        fleet: config.fleet.global_limits.then(|| crate::fleet::FleetDeps {
-            con: con.clone(),
-            node: config.node_id.as_str().into(),
-            lease: config.fleet.lease.0,
-            slot_ttl: config.fleet.node_ttl.0 * 2,
-            live_nodes: live_nodes.clone(),
-        }),
+        fleet: config
+            .fleet
+            .global_limits
+            .then(|| crate::site::fleet::FleetDeps {
+                con: con.clone(),
+                node: config.node_id.as_str().into(),
+                lease: config.fleet.lease.0,
+                slot_ttl: config.fleet.node_ttl.0 * 2,
+                live_nodes: live_nodes.clone(),
+            }),
     };
     let sites: BTreeMap<String, Arc<Site>> = config
         .site_policies()
@@ -155,7 +161,7 @@ pub async fn run(
             cache_domains: config
                 .dns
                 .cache_domains
-                .unwrap_or(crate::dispatcher::DEFAULT_CACHED_DOMAINS),
+                .unwrap_or(crate::routing::dispatcher::DEFAULT_CACHED_DOMAINS),
         },
         campaigns.clone(),
         drains.clone(),
@@ -191,15 +197,17 @@ pub async fn run(
     ));
     let refreshers: Vec<_> = (0..config.shards)
         .map(|shard| {
-            tokio::spawn(crate::shard::keep_held(crate::shard::Keeper {
-                shard,
-                node_id: config.node_id.clone(),
-                con: con.clone(),
-                inflight: inflight.clone(),
-                dispatcher: dispatcher.clone(),
-                reporter: reporter.clone(),
-                queue: q.clone(),
-            }))
+            tokio::spawn(crate::intake::shard::keep_held(
+                crate::intake::shard::Keeper {
+                    shard,
+                    node_id: config.node_id.clone(),
+                    con: con.clone(),
+                    inflight: inflight.clone(),
+                    dispatcher: dispatcher.clone(),
+                    reporter: reporter.clone(),
+                    queue: q.clone(),
+                },
+            ))
         })
         .collect();
     let background = [

@@ -7,71 +7,47 @@
 //!
 //! # Layout
 //!
-//! - [`config`], [`policy`], [`units`]: the TOML config, site policies with shipped defaults,
-//!   readable durations and rates.
-//! - [`shard`]: a shard consumer (XREADGROUP sized to the free [`inflight`] budget, own-pending
-//!   replay, idle refresh, reclaim of idle entries of nodes that are not live); [`streams`]
-//!   parses the replies.
-//! - [`dispatcher`]: domain → MX ([`mx`], hickory-resolver) → site, in a bounded LRU cache;
-//!   routes jobs.
-//! - [`site`]: per-site scheduler — bounded queue, governor rate limiter, connection pool;
-//!   [`connect`] opens sessions (MX fallback, STARTTLS); [`render`] builds each message,
-//!   [`dkim`] signs it, [`qp`] writes quoted-printable bodies (base64 ones in [`render`]); [`jis`] builds ISO-2022-JP
-//!   messages for carriers that want them; [`suppressed`]: the last suppression check.
-//! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS; [`in_doubt`]: how
-//!   many messages a site's sessions may have written and unanswered (shrinks after broken
-//!   sessions, so faults cost few duplicates).
-//! - [`adaptive`]: reply rules that cut, suspend or block a site and recover its rate;
-//!   [`site_events`]: those changes as events in Redis.
-//! - [`classify`]: the one outcome classifier; [`report`] applies its verdict; [`flusher`]
-//!   writes results to Redis in atomic batches; [`mover`] returns due retries.
-//! - [`membership`]: heartbeats in `hk:nodes` and which shards this node reads (rendezvous
-//!   hashing over the live nodes); [`fleet`]: a site's rate and connection cap for the whole
-//!   fleet (GCRA tokens leased from Redis in batches, connection slots).
-//! - [`control`]: operator pause / rate override, queue gauges, the site state each node
-//!   publishes, and moving a paused campaign's parked jobs back once it goes on;
-//!   [`drains`]: operators' drain orders; [`campaigns`]: campaign pause / cancel from the API,
-//!   tracked only while the node holds jobs of the campaign; [`held`]: the leader's scan of
-//!   the retry sets for held mail per site; [`redis_info`]: Redis's own figures from `INFO`;
-//!   [`metrics`]: `/metrics`.
-//! - [`clock`]: the one clock; [`meter`]: smoothed per-second rates; [`retry`]: the backoff schedule; [`work`]: a job in hand.
+//! Folders follow a job's way through the node:
+//!
+//! - [`intake`]: jobs in and their next places out — [`intake::membership`] (heartbeats,
+//!   which shards this node reads), [`intake::shard`] (the shard consumer, sized to the
+//!   [`intake::inflight`] budget; [`intake::streams`] parses its replies), [`intake::flusher`]
+//!   (results written back in atomic batches), [`intake::mover`] (due retries back).
+//! - [`routing`]: [`routing::dispatcher`] (domain → MX through [`routing::mx`] → site, in a
+//!   bounded LRU cache) and operators' [`routing::drains`].
+//! - [`site`]: the per-site scheduler — its queue, rate shaping (governor; the fleet's share
+//!   through [`site::fleet`]; reply rules in [`site::adaptive`] and their
+//!   [`site::events`]), sessions ([`site::connect`]: MX fallback, STARTTLS) and pipelining
+//!   (with the [`site::in_doubt`] bound); [`site::policy`]: site policies and their shipped
+//!   defaults.
+//! - [`message`]: each recipient's message from the campaign's template — built once per
+//!   campaign, spliced per message, cached per node; [`message::qp`], [`message::jis`]
+//!   (ISO-2022-JP for carriers that want it), [`message::dkim`] (signing).
+//! - [`smtp`]: the pipelined SMTP client, reply parser, dot-stuffing, TLS.
+//! - [`outcome`]: [`outcome::classify`] (the one outcome classifier), [`outcome::report`]
+//!   (applies its verdict), [`outcome::retry`] (the backoff schedule).
+//! - [`control`]: operator pause / rate override, queue gauges and the site state each node
+//!   publishes; [`control::campaigns`] (campaign pause / cancel from the API),
+//!   [`control::held`] (the leader's scan of held mail), [`control::suppressed`] (the last
+//!   suppression check, from the API's feed).
+//! - [`metrics`]: `/metrics`, with Redis's own figures ([`metrics::redis_info`]).
+//! - [`config`], [`units`]: the TOML config, readable durations and rates; [`clock`]: the one
+//!   clock; [`meter`]: smoothed per-second rates; [`work`]: a job in hand.
 //! - [`engine`]: [`run`], wiring it all and the graceful shutdown; [`cli`]: the binary.
 
-pub mod adaptive;
-pub mod campaigns;
-pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod connect;
 pub mod control;
-pub mod dispatcher;
-pub mod dkim;
-pub mod drains;
 pub mod engine;
-pub mod fleet;
-pub mod flusher;
-pub mod held;
-pub mod in_doubt;
-pub mod inflight;
-pub mod jis;
-pub mod membership;
+pub mod intake;
+pub mod message;
 pub mod meter;
 pub mod metrics;
-pub mod mover;
-pub mod mx;
-pub mod policy;
-pub mod qp;
-pub mod redis_info;
-pub mod render;
-pub mod report;
-pub mod retry;
-pub mod shard;
+pub mod outcome;
+pub mod routing;
 pub mod site;
-pub mod site_events;
 pub mod smtp;
-pub mod streams;
-pub mod suppressed;
 pub mod units;
 pub mod work;
 

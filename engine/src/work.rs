@@ -17,5 +17,5 @@ pub struct Work {
     /// have reached the destination (the crash duplicate window).
     pub redelivered: bool,
     /// Keeps the job's campaign tracked on this node while the job is here.
-    pub hold: crate::campaigns::Hold,
+    pub hold: crate::control::campaigns::Hold,
 }

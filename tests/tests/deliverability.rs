@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use hikyaku_engine::dkim::{Algorithm, DkimKey};
+use hikyaku_engine::message::dkim::{Algorithm, DkimKey};
 use hikyaku_tests::api::TestApi;
 use hikyaku_tests::world::{World, STANDARD_SITES};
 use serde_json::json;
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../engine/src/dkim/testdata")
+        .join("../engine/src/message/dkim/testdata")
         .join(name)
 }
 

@@ -5,7 +5,7 @@
 //! delivered eventually, each job ends with exactly one end-state event, neither engine panics,
 //! the engines' `/metrics` show the failures (deferred messages by reason), and the faults cost
 //! at most two duplicates each on average: after a broken session a site keeps few messages
-//! written and unanswered ([`hikyaku_engine::in_doubt`]), so few can be accepted and sent again.
+//! written and unanswered ([`hikyaku_engine::site::in_doubt`]), so few can be accepted and sent again.
 
 use std::net::SocketAddr;
 use std::time::Duration;

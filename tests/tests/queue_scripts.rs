@@ -159,7 +159,7 @@ async fn defer_then_move_due_puts_the_job_back_exactly_once() {
 #[test]
 fn the_bench_campaign_renders() {
     let snap = hikyaku_loadtest::enqueue::bench_snapshot(1, 2048, false);
-    let c = hikyaku_engine::render::Campaign::build(&snap, &Default::default())
+    let c = hikyaku_engine::message::Campaign::build(&snap, &Default::default())
         .expect("bench campaign builds");
     let domains = hikyaku_loadtest::enqueue::parse_domains("gmail.test").expect("domains");
     let job = hikyaku_loadtest::enqueue::bench_jobs(1, 1, &domains, 0, false)
@@ -169,8 +169,8 @@ fn the_bench_campaign_renders() {
     c.render(
         &job,
         "Date: x\r\n",
-        hikyaku_engine::render::Framing::Bdat,
-        hikyaku_engine::jis::Charset::Utf8,
+        hikyaku_engine::message::Framing::Bdat,
+        hikyaku_engine::message::jis::Charset::Utf8,
         &mut out,
     );
     let text = String::from_utf8(out).expect("utf8");

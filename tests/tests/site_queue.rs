@@ -7,16 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hikyaku_engine::campaigns::CampaignStates;
-use hikyaku_engine::connect::{Connector, Target};
-use hikyaku_engine::dkim::DkimKeys;
+use hikyaku_engine::control::campaigns::CampaignStates;
+use hikyaku_engine::message::dkim::DkimKeys;
+use hikyaku_engine::message::Renderer;
 use hikyaku_engine::metrics::Metrics;
-use hikyaku_engine::mx::HickoryLookup;
-use hikyaku_engine::policy::SitePolicy;
-use hikyaku_engine::render::Renderer;
-use hikyaku_engine::report::Reporter;
+use hikyaku_engine::outcome::report::Reporter;
+use hikyaku_engine::routing::mx::HickoryLookup;
+use hikyaku_engine::site::connect::{Connector, Target};
+use hikyaku_engine::site::events::SiteEvents;
+use hikyaku_engine::site::policy::SitePolicy;
 use hikyaku_engine::site::{Routed, Site, SiteDeps};
-use hikyaku_engine::site_events::SiteEvents;
 use hikyaku_engine::work::Work;
 use hikyaku_tests::queue::job;
 use hikyaku_tests::redis::TestRedis;
@@ -32,7 +32,7 @@ async fn site(
 ) -> (
     Arc<Site>,
     Arc<CampaignStates>,
-    tokio::sync::mpsc::UnboundedReceiver<hikyaku_engine::report::Done>,
+    tokio::sync::mpsc::UnboundedReceiver<hikyaku_engine::outcome::report::Done>,
 ) {
     let con = redis.con().await;
     let (tx, results) = tokio::sync::mpsc::unbounded_channel();

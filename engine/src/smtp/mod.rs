@@ -16,15 +16,19 @@
 //! message's 354 ([`SmtpClient::queue_envelope`], [`SmtpClient::queue_content`]). Without
 //! PIPELINING every command waits for its reply.
 
+pub mod capabilities;
 pub mod client;
 pub mod dotstuff;
+pub mod error;
 pub mod reply;
 pub mod stream;
 pub mod tls;
 
 use std::time::Duration;
 
-pub use client::{Capabilities, Envelope, SmtpClient, SmtpError};
+pub use capabilities::Capabilities;
+pub use client::{Envelope, SmtpClient};
+pub use error::{too_big, SmtpError};
 pub use reply::{EnhancedCode, Reply};
 
 /// One timeout per SMTP phase (RFC 5321 §4.5.3.2 gives minutes; bulk senders use less).

@@ -11,9 +11,9 @@
 //!   names another field cannot multiply the message.
 #![no_main]
 
-use hikyaku_engine::dkim::DkimKeys;
-use hikyaku_engine::jis::Charset;
-use hikyaku_engine::render::{Campaign, Framing};
+use hikyaku_engine::message::dkim::DkimKeys;
+use hikyaku_engine::message::jis::Charset;
+use hikyaku_engine::message::{Campaign, Framing};
 use hikyaku_queue_schema::{CampaignSnapshot, Job, JobId};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,7 @@
 //! entries (a restarted node resumes at once), it refreshes the idle time of entries it holds,
 //! and it reclaims entries idle longer than `claim_idle` from consumers that are not live nodes
 //! (XPENDING per such consumer, then XCLAIM with the same minimum idle time), once this node's
-//! heartbeats have been steady long enough ([`crate::membership::FleetView`]): a live node's
+//! heartbeats have been steady long enough ([`crate::intake::membership::FleetView`]): a live node's
 //! entries are never taken, however long a Redis outage made them look idle: each node takes
 //! back its own idle entries it does not hold, on every shard ([`keep_held`]). Reclaim waits
 //! for room in the in-flight budget, ahead of new reads: a saturated budget does not starve
@@ -20,11 +20,11 @@ use tokio::sync::watch;
 
 use crate::clock;
 use crate::config::QueueConfig;
-use crate::dispatcher::Dispatcher;
-use crate::inflight::InFlight;
+use crate::intake::inflight::InFlight;
+use crate::intake::streams::{self, Entry};
 use crate::metrics::Metrics;
-use crate::report::Reporter;
-use crate::streams::{self, Entry};
+use crate::outcome::report::Reporter;
+use crate::routing::dispatcher::Dispatcher;
 
 /// One shard's reader.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub struct ShardConsumer {
     /// shard).
     pub replay_own: bool,
     /// Who is alive: only other consumers' entries are reclaimed.
-    pub fleet: Arc<crate::membership::FleetView>,
+    pub fleet: Arc<crate::intake::membership::FleetView>,
 }
 
 impl ShardConsumer {

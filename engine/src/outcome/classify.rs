@@ -9,6 +9,7 @@
 //! rules.
 
 use crate::smtp::reply::Reply;
+use crate::smtp::SmtpError;
 
 /// What happens to the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -273,11 +274,46 @@ pub fn classify_reply(reply: &Reply) -> Verdict {
     }
 }
 
+impl SmtpError {
+    /// The attempt a session's error stands for, to classify: a refused greeting, EHLO or
+    /// STARTTLS is the session's refusal; any other refusal is a reply to the message.
+    pub fn to_attempt(&self) -> Attempt {
+        match self {
+            SmtpError::Io { .. } | SmtpError::Closed { .. } => {
+                Attempt::ConnectionLost(self.to_string())
+            }
+            SmtpError::Timeout { phase } => Attempt::Timeout(phase),
+            SmtpError::Garbage { .. } => Attempt::Garbage(self.to_string()),
+            SmtpError::Refused { phase, reply } => match *phase {
+                "banner" | "ehlo" | "helo" | "starttls" => Attempt::SessionRefused(reply.clone()),
+                _ => Attempt::Reply(reply.clone()),
+            },
+            SmtpError::Tls(e) => Attempt::Tls(e.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::smtp::reply::parse_reply;
     use Disposition::*;
+
+    #[test]
+    fn the_clients_own_refusals_are_not_sent_and_session_errors_read_as_attempts() {
+        let own = crate::smtp::too_big(9, 8);
+        assert_eq!(classify_reply(&own).reason, Reason::NotSent);
+        let refused = |phase| SmtpError::Refused {
+            phase,
+            reply: reply("421 4.7.0 closing\r\n"),
+        };
+        assert!(
+            matches!(refused("ehlo").to_attempt(), Attempt::SessionRefused(r) if r.code == 421)
+        );
+        assert!(matches!(refused("mail").to_attempt(), Attempt::Reply(r) if r.code == 421));
+        let timeout = SmtpError::Timeout { phase: "data" };
+        assert!(matches!(timeout.to_attempt(), Attempt::Timeout("data")));
+    }
 
     fn reply(raw: &str) -> Reply {
         parse_reply(raw.as_bytes())

@@ -34,11 +34,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::QueueConfig;
-use crate::dispatcher::Dispatcher;
-use crate::inflight::InFlight;
+use crate::intake::inflight::InFlight;
+use crate::intake::shard::ShardConsumer;
 use crate::metrics::Metrics;
-use crate::report::Reporter;
-use crate::shard::ShardConsumer;
+use crate::outcome::report::Reporter;
+use crate::routing::dispatcher::Dispatcher;
 
 /// The fleet as this node's heartbeats last saw it, for the shard readers' reclaim.
 #[derive(Debug)]
@@ -112,7 +112,7 @@ impl FleetView {
     }
 
     /// Whether `node` is the lowest-named live node as last seen: the one that does the fleet's
-    /// shared chores (tidying up after dead nodes, the retry-set scan of [`crate::held`]).
+    /// shared chores (tidying up after dead nodes, the retry-set scan of [`crate::control::held`]).
     pub fn is_leader(&self, node: &str) -> bool {
         self.view().live.iter().min().is_some_and(|l| l == node)
     }
@@ -335,22 +335,9 @@ async fn forget_if_done(con: &mut Redis, node: &str, shards: u16) -> redis::Redi
 
 /// Keeps the heartbeat and this node's shard readers until `stop` turns true; then stops the
 /// readers and leaves the fleet (its shards go to the others at their next heartbeat).
-pub async fn run(
-    mut con: Redis,
-    hb: Heartbeat,
-    mut readers: Readers,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
-        }
+pub async fn run(mut con: Redis, hb: Heartbeat, mut readers: Readers, stop: watch::Receiver<bool>) {
+    let mut ticks = crate::clock::Ticks::new(Duration::from_secs(1), stop);
+    while ticks.next().await {
         if let Err(e) = beat(&mut con, &hb, &mut readers).await {
             // Keep reading what we read: a Redis hiccup is not a membership change.
             tracing::warn!(error = %e, "heartbeat failed");

@@ -4,6 +4,8 @@
 //! The recorder is process-global (the `metrics` facade); [`install`] sets it up once and
 //! returns the handle the endpoint renders.
 
+pub mod redis_info;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -321,8 +323,8 @@ impl Metrics {
         gauge!(OLDEST_AGE, "shard" => shard.to_string()).set(seconds);
     }
 
-    /// Redis's own figures ([`crate::redis_info`]).
-    pub fn redis(&self, info: &crate::redis_info::RedisInfo) {
+    /// Redis's own figures ([`crate::metrics::redis_info`]).
+    pub fn redis(&self, info: &crate::metrics::redis_info::RedisInfo) {
         gauge!(REDIS_USED).set(info.used_memory as f64);
         gauge!(REDIS_MAX).set(info.max_memory as f64);
         gauge!(REDIS_OPS).set(info.ops_per_sec as f64);
@@ -341,8 +343,8 @@ impl Metrics {
         gauge!(SITE_OLDEST_AGE, "site" => site.to_owned(), "queue" => "ready").set(age);
     }
 
-    /// A site's jobs in the retry sets ([`crate::held`]).
-    pub fn site_held(&self, site: &str, t: &crate::held::SiteTally, now_ms: u64) {
+    /// A site's jobs in the retry sets ([`crate::control::held`]).
+    pub fn site_held(&self, site: &str, t: &crate::control::held::SiteTally, now_ms: u64) {
         let age = if t.oldest_queued_ms > 0 {
             now_ms.saturating_sub(t.oldest_queued_ms) as f64 / 1000.0
         } else {
@@ -427,7 +429,7 @@ pub struct SiteMetrics {
     pub blocked: metrics::Gauge,
     /// Sustainable rate learned from a suspension.
     pub sustainable: metrics::Gauge,
-    /// Limit on messages in doubt per session ([`crate::in_doubt`]).
+    /// Limit on messages in doubt per session ([`crate::site::in_doubt`]).
     pub in_doubt: metrics::Gauge,
     /// Site name, for the adaptive-change counter.
     site: String,

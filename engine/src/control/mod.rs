@@ -5,6 +5,10 @@
 //! no longer paused back to the ready streams; and publish this node's view of every site
 //! (`hk:node:<node>:sites`) for `hikyaku site list`.
 
+pub mod campaigns;
+pub mod held;
+pub mod suppressed;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +17,10 @@ use hikyaku_queue_schema::Keys;
 use hikyaku_queue_schema::Redis;
 use tokio::sync::watch;
 
-use crate::campaigns::CampaignStates;
-use crate::inflight::InFlight;
+use crate::control::campaigns::CampaignStates;
+use crate::intake::inflight::InFlight;
+use crate::metrics::redis_info::RedisInfo;
 use crate::metrics::Metrics;
-use crate::redis_info::RedisInfo;
 use crate::site::Site;
 use crate::units::Rate;
 
@@ -28,25 +32,25 @@ pub struct Control {
     /// Campaign run states.
     pub campaigns: Arc<CampaignStates>,
     /// Rendered campaigns (forgotten with their states).
-    pub renderer: Arc<crate::render::Renderer>,
+    pub renderer: Arc<crate::message::Renderer>,
     /// For the DNS cache gauge.
-    pub dispatcher: Arc<crate::dispatcher::Dispatcher>,
+    pub dispatcher: Arc<crate::routing::dispatcher::Dispatcher>,
     /// The suppression feed.
-    pub suppressed: Arc<crate::suppressed::Suppressed>,
+    pub suppressed: Arc<crate::control::suppressed::Suppressed>,
     /// Operators' drain orders.
-    pub drains: Arc<crate::drains::Drains>,
+    pub drains: Arc<crate::routing::drains::Drains>,
     /// Shard count.
     pub shards: u16,
     /// The in-flight budget (for the depth gauges).
     pub inflight: Arc<InFlight>,
     /// This node's id (names its published site state).
     pub node_id: String,
-    /// The fleet as the heartbeats see it: its leader scans the retry sets ([`crate::held`]).
-    pub fleet: Arc<crate::membership::FleetView>,
+    /// The fleet as the heartbeats see it: its leader scans the retry sets ([`crate::control::held`]).
+    pub fleet: Arc<crate::intake::membership::FleetView>,
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<bool>) {
+pub async fn run(mut con: Redis, control: Control, stop: watch::Receiver<bool>) {
     let Control {
         sites,
         campaigns,
@@ -61,23 +65,15 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
     } = control;
     let metrics = Metrics;
     let mut drain_pacing = DrainPacing::default();
-    let mut scan = crate::held::RetryScan::default();
+    let mut scan = crate::control::held::RetryScan::default();
     // The last complete pass's figures, published every tick (the ages grow between passes);
     // every site at zero until the first pass, so the series exist from the start.
-    let mut held: Vec<(String, crate::held::SiteTally)> = sites
+    let mut held: Vec<(String, crate::control::held::SiteTally)> = sites
         .keys()
-        .map(|name| (name.clone(), crate::held::SiteTally::default()))
+        .map(|name| (name.clone(), crate::control::held::SiteTally::default()))
         .collect();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let mut ticks = crate::clock::Ticks::new(Duration::from_secs(1), stop);
+    while ticks.next().await {
         if let Err(e) = poll(&mut con, &sites, shards, &inflight, &metrics).await {
             tracing::warn!(error = %e, "reading site control and queue depths failed");
         }
@@ -90,7 +86,7 @@ pub async fn run(mut con: Redis, control: Control, mut stop: watch::Receiver<boo
                 sites
                     .get(name)
                     .or_else(|| sites.get("default"))
-                    .map(|s| crate::report::job_expires_ms(job, &s.policy))
+                    .map(|s| crate::outcome::report::job_expires_ms(job, &s.policy))
             };
             match scan.step(&mut con, shards, now, expires).await {
                 Ok(Some(mut tally)) => {

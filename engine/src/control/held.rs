@@ -2,7 +2,7 @@
 //! site (or one at its queue capacity) and mail deferred by a server's reply both wait there,
 //! where the shard gauges show only a depth: a forgotten pause would expire a day of mail with
 //! nothing but a flat graph to show for it. So the fleet's leader (the lowest-named live node,
-//! [`crate::membership::FleetView::is_leader`]) reads every retry set with `ZSCAN`, a bounded
+//! [`crate::intake::membership::FleetView::is_leader`]) reads every retry set with `ZSCAN`, a bounded
 //! page per shard and control tick ([`PAGE`]), and once a whole pass over every shard is done
 //! publishes per site: the jobs, those held (put back without an attempt, never deferred by a
 //! reply at that site), the age of the oldest (since first enqueue), and those that expire

@@ -42,7 +42,7 @@ pub struct FleetDeps {
     pub lease: Duration,
     /// How long a connection slot lasts without renewal.
     pub slot_ttl: Duration,
-    /// Live nodes of the fleet, as the last heartbeat saw them ([`crate::membership`]).
+    /// Live nodes of the fleet, as the last heartbeat saw them ([`crate::intake::membership`]).
     pub live_nodes: Arc<AtomicUsize>,
 }
 

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::campaigns::CampaignStates;
-use crate::classify::Attempt;
 use crate::clock;
-use crate::connect::Target;
+use crate::control::campaigns::CampaignStates;
 use crate::metrics::Metrics;
-use crate::mx::{MxAnswer, MxLookup};
-use crate::policy::DEFAULT_SITE;
-use crate::report::Reporter;
+use crate::outcome::classify::Attempt;
+use crate::outcome::report::Reporter;
+use crate::routing::mx::{MxAnswer, MxLookup};
+use crate::site::connect::Target;
+use crate::site::policy::DEFAULT_SITE;
 use crate::site::{Routed, Site};
 use crate::work::Work;
 
@@ -158,7 +158,7 @@ pub struct Dispatcher {
     /// Campaign run states (paused / cancelled by the API).
     campaigns: Arc<CampaignStates>,
     /// Operators' drain orders.
-    drains: Arc<crate::drains::Drains>,
+    drains: Arc<crate::routing::drains::Drains>,
 }
 
 impl Dispatcher {
@@ -170,7 +170,7 @@ impl Dispatcher {
         metrics: Metrics,
         config: DispatchConfig,
         campaigns: Arc<CampaignStates>,
-        drains: Arc<crate::drains::Drains>,
+        drains: Arc<crate::routing::drains::Drains>,
     ) -> Option<Arc<Self>> {
         let default_site = sites.get(DEFAULT_SITE)?.clone();
         let mut suffixes: Vec<(String, Arc<Site>)> = sites

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::adaptive::{ReplyRule, RuleAction};
-use crate::jis::Charset;
-use crate::retry::RetrySchedule;
+use crate::message::jis::Charset;
+use crate::outcome::retry::RetrySchedule;
+use crate::site::adaptive::{ReplyRule, RuleAction};
 use crate::smtp::Timeouts;
 use crate::units::{Rate, Span};
 
@@ -41,7 +41,7 @@ pub struct SitePolicy {
     pub retry: RetrySchedule,
     /// How long after first enqueue a job may still be tried.
     pub expiry: Duration,
-    /// Reply rules of adaptive shaping ([`crate::adaptive`]), first match wins.
+    /// Reply rules of adaptive shaping ([`crate::site::adaptive`]), first match wins.
     pub reply_rules: Vec<ReplyRule>,
     /// After a cut, the rate climbs one step per interval…
     pub recover_interval: Duration,

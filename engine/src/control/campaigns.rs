@@ -4,7 +4,7 @@
 //!
 //! The node tracks only campaigns it holds jobs of: every job in the engine's hands carries a
 //! [`Hold`] on its campaign, the control loop refreshes the states of campaigns with jobs held
-//! once a second, and forgets a campaign (with its rendered form, [`crate::render::Renderer`])
+//! once a second, and forgets a campaign (with its rendered form, [`crate::message::Renderer`])
 //! once no job of it has been held for [`CampaignStates::idle_keep`]. So a node's memory and
 //! its per-second Redis polling follow the campaigns it is working on, not every campaign
 //! (or test send) it ever saw.

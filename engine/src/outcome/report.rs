@@ -2,7 +2,7 @@
 //!
 //! Every path that ends an attempt — a reply, a connection failure, a DNS answer, a full site —
 //! comes here. [`Reporter::outcome`] classifies, counts, and hands the job to its shard's
-//! [`crate::flusher`] as finished (event) or deferred (retry set, or expired past its expiry).
+//! [`crate::intake::flusher`] as finished (event) or deferred (retry set, or expired past its expiry).
 
 use hikyaku_queue_schema::suppressed::MAX_JOB_LIFE_MS;
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use hikyaku_queue_schema::scripts::{Deferred, Finished, Parked};
 use hikyaku_queue_schema::{Event, EventStatus, Job, JobId, LastTry};
 use tokio::sync::mpsc;
 
-use crate::campaigns::RunState;
-use crate::classify::{classify, Attempt, Disposition, Reason};
 use crate::clock;
+use crate::control::campaigns::RunState;
 use crate::metrics::Metrics;
-use crate::policy::SitePolicy;
+use crate::outcome::classify::{classify, Attempt, Disposition, Reason};
+use crate::site::policy::SitePolicy;
 use crate::work::Work;
 
 /// A job leaving the engine, on its way to Redis.

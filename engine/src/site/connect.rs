@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::classify::Attempt;
-use crate::mx::MxLookup;
+use crate::outcome::classify::Attempt;
+use crate::routing::mx::MxLookup;
 use crate::smtp::stream::MaybeTls;
 use crate::smtp::{SmtpClient, SmtpError, Timeouts};
 

@@ -12,8 +12,8 @@ use hikyaku_queue_schema::scripts::{self, Deferred, Finished, Parked};
 use hikyaku_queue_schema::Redis;
 use tokio::sync::{mpsc, watch};
 
-use crate::inflight::InFlight;
-use crate::report::Done;
+use crate::intake::inflight::InFlight;
+use crate::outcome::report::Done;
 
 /// Largest batch written in one script call.
 const MAX_BATCH: usize = 2048;

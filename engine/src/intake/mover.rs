@@ -21,18 +21,10 @@ pub async fn run(
     shards: u16,
     interval: Duration,
     metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let mut ticks = clock::Ticks::new(interval, stop);
+    while ticks.next().await {
         for shard in 0..shards {
             loop {
                 match scripts::move_due(&mut con, shard, clock::now_ms(), MOVE_BATCH).await {
